@@ -1,0 +1,837 @@
+//! Typed configuration: a TOML file, then `CLOCKBRIDGE__SECTION__KEY` environment overrides.
+//!
+//! Guarantees:
+//! - Unknown keys are errors (every struct denies unknown fields), so a typo never silently falls back
+//!   to a default.
+//! - Every error names the key path and, where there is one, the bad value
+//!   (`devices[0].timezone: "Asia/Shang" is not an IANA time zone: ...`).
+//! - The app secret is held in a [`Secret`], whose `Debug`, `Display` and `Serialize` print `***`, so the
+//!   secret cannot reach a log, an error message or `check-config` output by accident.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Where `run`, `status` and `check-config` look when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/clockbridge/clockbridge.toml";
+
+/// A configuration error: always names the key path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or is not valid TOML.
+    #[error("config {path}: {reason}")]
+    File { path: String, reason: String },
+    /// A key has the wrong type, is unknown, or is missing.
+    #[error("config key {key}: {reason}")]
+    Key { key: String, reason: String },
+    /// A key has a value of the right type that is not acceptable.
+    #[error("config key {key}: {value} {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, value: impl fmt::Debug, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: format!("{value:?}"),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A secret string. Never printed.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself: only for the token request body.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub feishu: FeishuConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub mapping: MappingConfig,
+    #[serde(default)]
+    pub sender: SenderConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// `[feishu]`: the platform and the app's credentials.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeishuConfig {
+    /// `https://open.feishu.cn`, `https://open.larksuite.com`, or a local stand-in.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The self-built app's App ID (`cli_...`).
+    pub app_id: String,
+    /// The App Secret. Prefer `app_secret_file` or systemd credentials.
+    #[serde(default)]
+    pub app_secret: Secret,
+    /// A file holding the App Secret (trailing newline ignored).
+    #[serde(default)]
+    pub app_secret_file: Option<PathBuf>,
+    /// `employee_id` or `employee_no`: the kind of id in `user_id` / `creator_id`.
+    #[serde(default = "default_employee_type")]
+    pub employee_type: EmployeeType,
+    /// Timeout for every HTTP request, in seconds.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmployeeType {
+    EmployeeId,
+    EmployeeNo,
+}
+
+impl EmployeeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmployeeType::EmployeeId => "employee_id",
+            EmployeeType::EmployeeNo => "employee_no",
+        }
+    }
+}
+
+/// `[queue]`: the durable SQLite queue.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The SQLite database file (created with its directory if missing).
+    #[serde(default = "default_queue_path")]
+    pub path: PathBuf,
+    /// Delivered rows older than this many days are pruned (0 keeps them forever).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+    /// A punch more than this many seconds ahead of the gateway's clock is kept as a dead letter.
+    #[serde(default = "default_max_future")]
+    pub max_future_secs: i64,
+}
+
+/// `[mapping]`: device user id to Feishu user id.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// `passthrough`: the device user id is the Feishu id; `table`: a CSV file.
+    #[serde(default = "default_mapping_mode")]
+    pub mode: MappingMode,
+    /// For `table`: CSV with `device_user_id,user_id[,device_id]`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// How often the table is re-read (it is also re-read on SIGHUP), in seconds.
+    #[serde(default = "default_mapping_reload")]
+    pub reload_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MappingMode {
+    Passthrough,
+    Table,
+}
+
+/// `[sender]`: batching, pacing and retries of uploads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderConfig {
+    /// Records per request (the platform allows at most 50).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How long a partial batch may wait for more records, in milliseconds.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Requests per second to each endpoint. The platform allows 50; the default keeps a little headroom
+    /// so network jitter never bunches requests over the limit.
+    #[serde(default = "default_rps")]
+    pub max_requests_per_second: u32,
+    /// Requests in flight at once (enough to reach the rate when each takes hundreds of ms).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// First retry delay after a transient failure, in seconds (doubles, with jitter).
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_secs: u64,
+    /// Longest retry delay, in seconds.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+    /// Pause after an application-level failure (bad secret, missing scope), in seconds.
+    #[serde(default = "default_app_error_pause")]
+    pub app_error_pause_secs: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `clockbridge=debug`...). `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+}
+
+/// `[[devices]]`: one clock (or one listening port several clocks dial).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Sent as `user_flow.device_id`; part of every idempotent key, so never rename a device that has
+    /// sent punches.
+    pub id: String,
+    /// `tcp` for now.
+    pub kind: DeviceKind,
+    /// For `tcp`: `listen` (the clock dials us) or `connect` (we dial the clock).
+    #[serde(default)]
+    pub mode: Option<TcpMode>,
+    /// For `tcp`: `host:port` to listen on or to dial.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Line format: `zk-attlog`.
+    #[serde(default = "default_format")]
+    pub format: LineFormat,
+    /// IANA time zone of the clock's local time.
+    pub timezone: String,
+    /// `user_flow.location_name` (defaults to the device id).
+    #[serde(default)]
+    pub location_name: Option<String>,
+    /// Longest accepted line in bytes; longer lines are counted as malformed and skipped.
+    #[serde(default = "default_max_line")]
+    pub max_line_length: usize,
+    /// Longest reconnect back-off, in seconds.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_secs: u64,
+    /// A device can be kept in the file but switched off.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Tcp,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpMode {
+    Listen,
+    Connect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum LineFormat {
+    #[serde(rename = "zk-attlog")]
+    ZkAttlog,
+}
+
+fn default_base_url() -> String {
+    "https://open.feishu.cn".into()
+}
+fn default_employee_type() -> EmployeeType {
+    EmployeeType::EmployeeId
+}
+fn default_request_timeout() -> u64 {
+    15
+}
+fn default_queue_path() -> PathBuf {
+    PathBuf::from("/var/lib/clockbridge/queue.db")
+}
+fn default_retention_days() -> u64 {
+    30
+}
+fn default_max_future() -> i64 {
+    3600
+}
+fn default_mapping_mode() -> MappingMode {
+    MappingMode::Passthrough
+}
+fn default_mapping_reload() -> u64 {
+    60
+}
+fn default_batch_size() -> usize {
+    50
+}
+fn default_linger_ms() -> u64 {
+    200
+}
+fn default_rps() -> u32 {
+    48
+}
+fn default_in_flight() -> usize {
+    16
+}
+fn default_retry_initial() -> u64 {
+    1
+}
+fn default_retry_max() -> u64 {
+    300
+}
+fn default_app_error_pause() -> u64 {
+    60
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+fn default_format() -> LineFormat {
+    LineFormat::ZkAttlog
+}
+fn default_max_line() -> usize {
+    1024
+}
+fn default_reconnect_max() -> u64 {
+    60
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            path: default_queue_path(),
+            retention_days: default_retention_days(),
+            max_future_secs: default_max_future(),
+        }
+    }
+}
+impl Default for MappingConfig {
+    fn default() -> Self {
+        MappingConfig {
+            mode: default_mapping_mode(),
+            file: None,
+            reload_interval_secs: default_mapping_reload(),
+        }
+    }
+}
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            batch_size: default_batch_size(),
+            linger_ms: default_linger_ms(),
+            max_requests_per_second: default_rps(),
+            max_in_flight: default_in_flight(),
+            retry_initial_secs: default_retry_initial(),
+            retry_max_secs: default_retry_max(),
+            app_error_pause_secs: default_app_error_pause(),
+        }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            format: default_log_format(),
+        }
+    }
+}
+
+impl FeishuConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+impl DeviceConfig {
+    /// The parsed time zone (valid after [`Config::validate`]).
+    pub fn tz(&self) -> Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+    /// `location_name`, or the device id.
+    pub fn location(&self) -> &str {
+        self.location_name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `CLOCKBRIDGE__SECTION__KEY` overrides from the environment, resolves
+    /// `app_secret_file` (or `$CREDENTIALS_DIRECTORY/app_secret`) and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: format!("cannot read: {e}: create it from config/clockbridge.toml"),
+        })?;
+        Self::from_toml_with_env(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses TOML text (named `origin` in errors) with environment overrides.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("CLOCKBRIDGE__"))
+            .collect();
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("CLOCKBRIDGE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(|e| ConfigError::File {
+                path: origin.to_string(),
+                reason: e.to_string(),
+            })?;
+        let mut cfg: Config = serde_path_to_error::deserialize(built).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Key {
+                key: if path == "." || path.is_empty() {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        cfg.resolve_secret()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_secret(&mut self) -> Result<(), ConfigError> {
+        if !self.feishu.app_secret.is_empty() {
+            return Ok(());
+        }
+        let file = match &self.feishu.app_secret_file {
+            Some(f) => f.clone(),
+            None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) if Path::new(&dir).join("app_secret").exists() => {
+                    Path::new(&dir).join("app_secret")
+                }
+                _ => {
+                    return Err(ConfigError::Key {
+                        key: "feishu.app_secret".into(),
+                        reason: "missing: set feishu.app_secret, feishu.app_secret_file, or a systemd credential named app_secret".into(),
+                    })
+                }
+            },
+        };
+        let s = std::fs::read_to_string(&file).map_err(|e| {
+            ConfigError::invalid(
+                "feishu.app_secret_file",
+                file.display().to_string(),
+                format!("cannot be read: {e}"),
+            )
+        })?;
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(ConfigError::invalid(
+                "feishu.app_secret_file",
+                file.display().to_string(),
+                "is empty",
+            ));
+        }
+        self.feishu.app_secret = Secret::new(s);
+        Ok(())
+    }
+
+    /// Checks values that have the right type but are not acceptable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.feishu;
+        if !(f.base_url.starts_with("https://") || f.base_url.starts_with("http://")) {
+            return Err(ConfigError::invalid(
+                "feishu.base_url",
+                &f.base_url,
+                "is not an http(s) URL: use https://open.feishu.cn or https://open.larksuite.com",
+            ));
+        }
+        if f.app_id.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "feishu.app_id",
+                &f.app_id,
+                "is empty: copy the App ID from the developer console",
+            ));
+        }
+        if f.request_timeout_secs == 0 || f.request_timeout_secs > 300 {
+            return Err(ConfigError::invalid(
+                "feishu.request_timeout_secs",
+                f.request_timeout_secs,
+                "must be between 1 and 300",
+            ));
+        }
+        if self.queue.path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("queue.path", "", "is empty"));
+        }
+        if self.queue.max_future_secs < 0 {
+            return Err(ConfigError::invalid(
+                "queue.max_future_secs",
+                self.queue.max_future_secs,
+                "must not be negative",
+            ));
+        }
+        if self.mapping.mode == MappingMode::Table && self.mapping.file.is_none() {
+            return Err(ConfigError::Key {
+                key: "mapping.file".into(),
+                reason: "missing: mapping.mode = \"table\" needs a CSV file".into(),
+            });
+        }
+        if self.mapping.reload_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "mapping.reload_interval_secs",
+                0,
+                "must be at least 1",
+            ));
+        }
+        let s = &self.sender;
+        if s.batch_size == 0 || s.batch_size > 50 {
+            return Err(ConfigError::invalid(
+                "sender.batch_size",
+                s.batch_size,
+                "must be between 1 and 50 (the platform's limit)",
+            ));
+        }
+        if s.max_requests_per_second == 0 || s.max_requests_per_second > 50 {
+            return Err(ConfigError::invalid(
+                "sender.max_requests_per_second",
+                s.max_requests_per_second,
+                "must be between 1 and 50 (the platform's limit)",
+            ));
+        }
+        if s.max_in_flight == 0 || s.max_in_flight > 256 {
+            return Err(ConfigError::invalid(
+                "sender.max_in_flight",
+                s.max_in_flight,
+                "must be between 1 and 256",
+            ));
+        }
+        if s.retry_initial_secs == 0 || s.retry_max_secs < s.retry_initial_secs {
+            return Err(ConfigError::invalid(
+                "sender.retry_max_secs",
+                s.retry_max_secs,
+                "must be at least sender.retry_initial_secs, which must be at least 1",
+            ));
+        }
+        if s.app_error_pause_secs == 0 {
+            return Err(ConfigError::invalid(
+                "sender.app_error_pause_secs",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::invalid(
+                "log.format",
+                &self.log.format,
+                "must be \"text\" or \"json\"",
+            ));
+        }
+        let mut ids = HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let key = |k: &str| format!("devices[{i}].{k}");
+            if d.id.trim().is_empty() || d.id.chars().any(|c| c.is_control()) {
+                return Err(ConfigError::invalid(
+                    key("id"),
+                    &d.id,
+                    "must be a non-empty name without control characters",
+                ));
+            }
+            if !ids.insert(d.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("id"),
+                    &d.id,
+                    "is used by another device: device ids must be unique",
+                ));
+            }
+            if let Err(e) = d.timezone.parse::<Tz>() {
+                return Err(ConfigError::invalid(
+                    key("timezone"),
+                    &d.timezone,
+                    format!("is not an IANA time zone ({e}): use e.g. \"Asia/Shanghai\""),
+                ));
+            }
+            if d.max_line_length < 16 || d.max_line_length > 1 << 20 {
+                return Err(ConfigError::invalid(
+                    key("max_line_length"),
+                    d.max_line_length,
+                    "must be between 16 and 1048576",
+                ));
+            }
+            if d.reconnect_max_secs == 0 {
+                return Err(ConfigError::invalid(
+                    key("reconnect_max_secs"),
+                    0,
+                    "must be at least 1",
+                ));
+            }
+            match d.kind {
+                DeviceKind::Tcp => {
+                    if d.mode.is_none() {
+                        return Err(ConfigError::Key {
+                            key: key("mode"),
+                            reason: "missing: kind = \"tcp\" needs mode = \"listen\" or \"connect\""
+                                .into(),
+                        });
+                    }
+                    let Some(addr) = &d.address else {
+                        return Err(ConfigError::Key {
+                            key: key("address"),
+                            reason: "missing: kind = \"tcp\" needs address = \"host:port\"".into(),
+                        });
+                    };
+                    let port_ok = addr
+                        .rsplit_once(':')
+                        .map(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                        .unwrap_or(false);
+                    if !port_ok {
+                        return Err(ConfigError::invalid(
+                            key("address"),
+                            addr,
+                            "is not host:port (e.g. \"0.0.0.0:5005\" or \"10.0.0.5:5005\")",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with secrets masked, for `check-config`.
+    pub fn to_masked_toml(&self) -> String {
+        // Secret serialises as "***"; build through serde_json to drop None values cleanly.
+        let v = serde_json::to_value(self).unwrap_or_default();
+        let v = strip_nulls(v);
+        toml_like(&v)
+    }
+
+    /// The config for a device id.
+    pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(strip_nulls).collect())
+        }
+        other => other,
+    }
+}
+
+/// Renders a JSON object of sections (tables and arrays of tables) as TOML.
+fn toml_like(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let Some(top) = v.as_object() else {
+        return out;
+    };
+    for (section, body) in top {
+        match body {
+            serde_json::Value::Object(m) => {
+                out.push_str(&format!("[{section}]\n"));
+                for (k, v) in m {
+                    out.push_str(&format!("{k} = {v}\n"));
+                }
+                out.push('\n');
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    out.push_str(&format!("[[{section}]]\n"));
+                    if let Some(m) = item.as_object() {
+                        for (k, v) in m {
+                            out.push_str(&format!("{k} = {v}\n"));
+                        }
+                    }
+                    out.push('\n');
+                }
+            }
+            other => out.push_str(&format!("{section} = {other}\n")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[feishu]
+base_url = "http://127.0.0.1:9"
+app_id = "cli_test"
+app_secret = "s3cr3t-value"
+employee_type = "employee_id"
+
+[queue]
+path = "/tmp/q.db"
+
+[mapping]
+mode = "passthrough"
+
+[[devices]]
+id = "door-1"
+kind = "tcp"
+mode = "listen"
+address = "0.0.0.0:5005"
+format = "zk-attlog"
+timezone = "Asia/Shanghai"
+location_name = "HQ 1F door"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(
+            text,
+            "test.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn contract_shape_parses() {
+        let c = parse(GOOD, &[]).unwrap();
+        assert_eq!(c.feishu.app_id, "cli_test");
+        assert_eq!(c.feishu.app_secret.expose(), "s3cr3t-value");
+        assert_eq!(c.devices[0].mode, Some(TcpMode::Listen));
+        assert_eq!(c.devices[0].tz(), chrono_tz::Asia::Shanghai);
+        assert_eq!(c.sender.batch_size, 50);
+    }
+
+    #[test]
+    fn environment_overrides_any_key() {
+        let c = parse(
+            GOOD,
+            &[
+                ("CLOCKBRIDGE__FEISHU__APP_ID", "cli_env"),
+                ("CLOCKBRIDGE__QUEUE__PATH", "/tmp/other.db"),
+                ("CLOCKBRIDGE__SENDER__LINGER_MS", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.feishu.app_id, "cli_env");
+        assert_eq!(c.queue.path, PathBuf::from("/tmp/other.db"));
+        assert_eq!(c.sender.linger_ms, 5);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_its_section() {
+        let bad = GOOD.replace("employee_type", "employe_type");
+        let e = parse(&bad, &[]).unwrap_err().to_string();
+        assert!(e.contains("feishu"), "{e}");
+        assert!(e.contains("employe_type"), "{e}");
+    }
+
+    #[test]
+    fn bad_timezone_names_key_and_value() {
+        let bad = GOOD.replace("Asia/Shanghai", "Asia/Shangai");
+        let e = parse(&bad, &[]).unwrap_err().to_string();
+        assert!(e.contains("devices[0].timezone"), "{e}");
+        assert!(e.contains("Asia/Shangai"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_key() {
+        let bad = GOOD.replace("\"employee_id\"", "\"open_id\"");
+        let e = parse(&bad, &[]).unwrap_err().to_string();
+        assert!(e.contains("feishu.employee_type"), "{e}");
+    }
+
+    #[test]
+    fn secret_is_masked_everywhere() {
+        let c = parse(GOOD, &[]).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let t = c.to_masked_toml();
+        assert!(!t.contains("s3cr3t"), "{t}");
+        assert!(t.contains("app_secret = \"***\""), "{t}");
+        assert!(t.contains("[[devices]]"), "{t}");
+    }
+
+    #[test]
+    fn table_mapping_needs_a_file() {
+        let bad = GOOD.replace("mode = \"passthrough\"", "mode = \"table\"");
+        let e = parse(&bad, &[]).unwrap_err().to_string();
+        assert!(e.contains("mapping.file"), "{e}");
+    }
+
+    #[test]
+    fn secret_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let text = GOOD.replace(
+            "app_secret = \"s3cr3t-value\"",
+            &format!("app_secret_file = {:?}", f.display().to_string()),
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(c.feishu.app_secret.expose(), "from-file");
+    }
+
+    #[test]
+    fn duplicate_device_ids_are_refused() {
+        let dup = format!(
+            "{GOOD}\n[[devices]]\nid = \"door-1\"\nkind = \"tcp\"\nmode = \"connect\"\naddress = \"127.0.0.1:1\"\ntimezone = \"UTC\"\n"
+        );
+        let e = parse(&dup, &[]).unwrap_err().to_string();
+        assert!(e.contains("devices[1].id"), "{e}");
+    }
+}

@@ -1,0 +1,362 @@
+//! The running daemon: wires sources → ingest → queue → sender, and the housekeeping around them
+//! (mapping reloads, pruning, status snapshots), and stops them in the order that loses nothing.
+//!
+//! Start order: open the queue (re-queueing rows that were in flight at a crash), load the mapping and
+//! release unmapped punches it now covers, start the ingest writer, the sender, then the sources.
+//! Stop order: sources first (no new punches), then the ingest writer drains and commits what the sources
+//! handed over, then the sender finishes or returns its in-flight requests within the grace period.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::feishu::FeishuClient;
+use crate::ingest::{run_writer, DeviceInfo, PunchSink};
+use crate::mapping::{Mapping, MappingError, MappingHandle};
+use crate::queue::{Queue, QueueError};
+use crate::sender::{Sender, SenderSnapshot, SenderStats};
+use crate::sources::{run_device, DeviceSnapshot, DeviceStats};
+
+/// Key of the daemon's snapshot in the queue's `runtime` table.
+pub const RUNTIME_KEY: &str = "daemon";
+
+/// Capacity of the channel between the sources and the ingest writer.
+pub const INGEST_CHANNEL: usize = 16_384;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("feishu: {0}")]
+    Feishu(#[from] crate::feishu::FeishuError),
+}
+
+/// What the daemon writes for `status` every few seconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RuntimeSnapshot {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: i64,
+    pub devices: HashMap<String, DeviceSnapshot>,
+    pub sender: SenderSnapshot,
+    pub mapping_rows: Option<usize>,
+}
+
+/// Tunables that are not configuration (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How often the status snapshot is written.
+    pub snapshot_interval: Duration,
+    /// How long in-flight requests may take to finish on stop.
+    pub grace: Duration,
+    /// How often delivered rows are pruned.
+    pub prune_interval: Duration,
+}
+
+impl RunOptions {
+    pub fn for_config(cfg: &Config) -> RunOptions {
+        RunOptions {
+            snapshot_interval: Duration::from_secs(2),
+            grace: cfg.feishu.request_timeout() + Duration::from_secs(1),
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A running daemon.
+pub struct Running {
+    pub queue: Queue,
+    pub devices: Arc<HashMap<String, DeviceInfo>>,
+    pub sender_stats: Arc<SenderStats>,
+    pub client: Arc<FeishuClient>,
+    pub mapping: MappingHandle,
+    reload: Arc<Notify>,
+    sources_stop: CancellationToken,
+    sender_stop: CancellationToken,
+    housekeeping_stop: CancellationToken,
+    sources: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+    sender: JoinHandle<()>,
+    housekeeping: Vec<JoinHandle<()>>,
+    started_at: i64,
+    sink: Option<PunchSink>,
+}
+
+impl Running {
+    /// Asks for a mapping reload (what SIGHUP does).
+    pub fn reload_mapping(&self) {
+        self.reload.notify_one();
+    }
+
+    /// A sink into the ingest stage (for built-in simulated clocks and tests).
+    pub fn sink(&self) -> Option<PunchSink> {
+        self.sink.clone()
+    }
+
+    /// The status snapshot now.
+    pub fn snapshot(&self) -> RuntimeSnapshot {
+        snapshot(
+            &self.devices,
+            &self.sender_stats,
+            self.started_at,
+            &self.mapping,
+        )
+    }
+
+    /// Stops everything in the order that loses nothing, and writes a last snapshot.
+    pub async fn stop(mut self) {
+        self.sources_stop.cancel();
+        for s in self.sources.drain(..) {
+            let _ = s.await;
+        }
+        self.sink = None;
+        // the writer ends when every sink is gone: all handed-over punches are committed
+        let _ = (&mut self.writer).await;
+        self.sender_stop.cancel();
+        let _ = (&mut self.sender).await;
+        self.housekeeping_stop.cancel();
+        for h in self.housekeeping.drain(..) {
+            let _ = h.await;
+        }
+        let snap = self.snapshot();
+        if let Ok(json) = serde_json::to_string(&RuntimeSnapshot { pid: 0, ..snap }) {
+            let _ = self.queue.put_runtime(RUNTIME_KEY, json).await;
+        }
+        tracing::info!("clockbridge stopped");
+    }
+}
+
+fn snapshot(
+    devices: &HashMap<String, DeviceInfo>,
+    sender: &SenderStats,
+    started_at: i64,
+    mapping: &MappingHandle,
+) -> RuntimeSnapshot {
+    RuntimeSnapshot {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+        devices: devices
+            .iter()
+            .map(|(id, d)| (id.clone(), d.stats.snapshot()))
+            .collect(),
+        sender: sender.snapshot(),
+        mapping_rows: match &*mapping.current() {
+            Mapping::Passthrough => None,
+            Mapping::Table(t) => Some(t.len()),
+        },
+    }
+}
+
+/// Starts the daemon for `cfg`.
+pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError> {
+    let path = cfg.queue.path.clone();
+    let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&path))
+        .await
+        .map_err(|e| QueueError::Open {
+            path: cfg.queue.path.display().to_string(),
+            reason: e.to_string(),
+        })??;
+    if report.requeued_in_flight > 0 {
+        tracing::info!(
+            rows = report.requeued_in_flight,
+            "queue: rows in flight when the previous run stopped are pending again and will be re-sent"
+        );
+    }
+    let mapping = MappingHandle::new(Mapping::load(&cfg.mapping)?, cfg.mapping.clone());
+    let released = queue.release_unmapped(mapping.current()).await?;
+    if released > 0 {
+        tracing::info!(punches = released, "mapping: unmapped punches now mapped and queued for sending");
+    }
+    let client = Arc::new(FeishuClient::new(&cfg.feishu, cfg.sender.max_in_flight)?);
+    let devices: Arc<HashMap<String, DeviceInfo>> = Arc::new(
+        cfg.devices
+            .iter()
+            .filter(|d| d.enabled)
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    DeviceInfo {
+                        config: d.clone(),
+                        stats: DeviceStats::new(),
+                    },
+                )
+            })
+            .collect(),
+    );
+    let wake = Arc::new(Notify::new());
+    let (sink, rx) = PunchSink::channel(INGEST_CHANNEL);
+    let writer = {
+        let wake = wake.clone();
+        tokio::spawn(run_writer(
+            rx,
+            queue.clone(),
+            devices.clone(),
+            mapping.clone(),
+            cfg.queue.max_future_secs,
+            move || wake.notify_one(),
+        ))
+    };
+    let sender_stats = Arc::new(SenderStats::default());
+    let sender_stop = CancellationToken::new();
+    let sender = tokio::spawn(
+        Sender::new(
+            queue.clone(),
+            client.clone(),
+            cfg.sender.clone(),
+            wake.clone(),
+            sender_stats.clone(),
+            sender_stop.clone(),
+        )
+        .run(opts.grace),
+    );
+    let sources_stop = CancellationToken::new();
+    let sources = devices
+        .values()
+        .map(|d| {
+            tokio::spawn(run_device(
+                d.config.clone(),
+                sink.clone(),
+                d.stats.clone(),
+                sources_stop.clone(),
+            ))
+        })
+        .collect();
+
+    let housekeeping_stop = CancellationToken::new();
+    let reload = Arc::new(Notify::new());
+    let started_at = chrono::Utc::now().timestamp();
+    let mut housekeeping = Vec::new();
+    housekeeping.push(tokio::spawn(reload_loop(
+        queue.clone(),
+        mapping.clone(),
+        reload.clone(),
+        wake.clone(),
+        Duration::from_secs(cfg.mapping.reload_interval_secs),
+        housekeeping_stop.clone(),
+    )));
+    if cfg.queue.retention_days > 0 {
+        housekeeping.push(tokio::spawn(prune_loop(
+            queue.clone(),
+            cfg.queue.retention_days,
+            opts.prune_interval,
+            housekeeping_stop.clone(),
+        )));
+    }
+    {
+        let (queue, devices, stats, mapping, stop) = (
+            queue.clone(),
+            devices.clone(),
+            sender_stats.clone(),
+            mapping.clone(),
+            housekeeping_stop.clone(),
+        );
+        let every = opts.snapshot_interval;
+        housekeeping.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let snap = snapshot(&devices, &stats, started_at, &mapping);
+                if let Ok(json) = serde_json::to_string(&snap) {
+                    if let Err(e) = queue.put_runtime(RUNTIME_KEY, json).await {
+                        tracing::debug!(error = %e, "status snapshot not written");
+                    }
+                }
+            }
+        }));
+    }
+    tracing::info!(
+        devices = devices.len(),
+        queue = %cfg.queue.path.display(),
+        platform = %cfg.feishu.base_url,
+        "clockbridge started"
+    );
+    Ok(Running {
+        queue,
+        devices,
+        sender_stats,
+        client,
+        mapping,
+        reload,
+        sources_stop,
+        sender_stop,
+        housekeeping_stop,
+        sources,
+        writer,
+        sender,
+        housekeeping,
+        started_at,
+        sink: Some(sink),
+    })
+}
+
+async fn reload_loop(
+    queue: Queue,
+    mapping: MappingHandle,
+    trigger: Arc<Notify>,
+    wake: Arc<Notify>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        let asked = tokio::select! {
+            _ = tick.tick() => false,
+            _ = trigger.notified() => true,
+            _ = stop.cancelled() => return,
+        };
+        if mapping.file().is_none() {
+            if asked {
+                tracing::info!("mapping: passthrough mode, nothing to reload");
+            }
+            continue;
+        }
+        match mapping.reload() {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!("mapping: table reloaded");
+                }
+                if changed || asked {
+                    match queue.release_unmapped(mapping.current()).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(punches = n, "mapping: unmapped punches now mapped and queued for sending");
+                            wake.notify_one();
+                        }
+                        Err(e) => tracing::error!(error = %e, "mapping: cannot release unmapped punches"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "mapping: reload failed; keeping the previous table"),
+        }
+    }
+}
+
+async fn prune_loop(queue: Queue, retention_days: u64, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let before = crate::queue::now_ms() - (retention_days as i64) * 86_400_000;
+        match queue.prune_delivered(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, retention_days, "queue: pruned delivered rows"),
+            Err(e) => tracing::warn!(error = %e, "queue: pruning failed; will try again"),
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The Feishu / Lark open platform: a small client over `reqwest` (rustls) for the token call and the
+//! attendance write endpoints, and the one place that classifies every outcome.
+//!
+//! Guarantees:
+//! - Every request has a timeout (`feishu.request_timeout_secs`); the body's `code` is checked whatever
+//!   the HTTP status; the `X-Tt-Logid` header is captured and logged with every failure.
+//! - The tenant token is cached and refreshed ahead of expiry (5 minutes, or a tenth of its lifetime when
+//!   that is shorter). On a token error the cached token is dropped, a new one fetched and the request
+//!   re-sent once.
+//! - [`classify`] maps each reply to a [`Verdict`] following the platform's error tables
+//!   (`user_flows/batch_create` page, integration guide): retry, delivered, per-record failure, invalid
+//!   batch, rate limited, or an application-level failure that no retry of single records can fix.
+//! - The app secret and tokens never appear in an error, a log line or `Debug` output.
+
+mod classify;
+
+pub use classify::{classify, parse_failed_list, AppProblem, Verdict};
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::config::{EmployeeType, FeishuConfig, Secret};
+
+/// Path of the tenant token call.
+pub const TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
+/// Path of punch import.
+pub const BATCH_CREATE_PATH: &str = "/open-apis/attendance/v1/user_flows/batch_create";
+
+/// A failure to get an answer from the platform at all (no classification possible from a body).
+#[derive(Debug, thiserror::Error)]
+pub enum FeishuError {
+    /// Timeout, refused connection, reset, TLS failure...
+    #[error("feishu {url}: request failed: {reason}")]
+    Transport { url: String, reason: String },
+    /// The token call answered with an error code.
+    #[error("feishu: tenant token refused: code {code}: {msg} (log id {log_id})")]
+    Token {
+        code: i64,
+        msg: String,
+        log_id: String,
+    },
+}
+
+/// One reply of the platform, raw but parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub http_status: u16,
+    /// The body's `code` (None when the body was not JSON with a code).
+    pub code: Option<i64>,
+    pub msg: String,
+    /// From `X-Tt-Logid`, or the body's `error.log_id`.
+    pub log_id: Option<String>,
+    /// `x-ogw-ratelimit-reset`, seconds.
+    pub ratelimit_reset: Option<u64>,
+    /// The body's `data`.
+    pub data: serde_json::Value,
+}
+
+impl Reply {
+    /// `log id X` for messages, or `no log id`.
+    pub fn log_id_text(&self) -> String {
+        self.log_id
+            .clone()
+            .unwrap_or_else(|| "none".to_string())
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    code: Option<i64>,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    #[serde(default)]
+    error: Option<EnvelopeError>,
+    #[serde(default)]
+    tenant_access_token: Option<String>,
+    #[serde(default)]
+    expire: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeError {
+    #[serde(default)]
+    log_id: Option<String>,
+}
+
+struct CachedToken {
+    value: String,
+    refresh_at: Instant,
+}
+
+/// The client. Cheap to share behind an `Arc`.
+pub struct FeishuClient {
+    http: reqwest::Client,
+    base_url: String,
+    app_id: String,
+    app_secret: Secret,
+    employee_type: EmployeeType,
+    token: Mutex<Option<CachedToken>>,
+    token_fetches: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for FeishuClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeishuClient")
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a call returned: a reply to classify, or a transport failure.
+pub type CallResult = Result<Reply, FeishuError>;
+
+impl FeishuClient {
+    /// A client for `cfg`, keeping up to `max_idle` connections open.
+    pub fn new(cfg: &FeishuConfig, max_idle: usize) -> Result<FeishuClient, FeishuError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.request_timeout())
+            .connect_timeout(Duration::from_secs(10).min(cfg.request_timeout()))
+            .pool_max_idle_per_host(max_idle)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("clockbridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FeishuError::Transport {
+                url: cfg.base_url.clone(),
+                reason: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(FeishuClient {
+            http,
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            app_id: cfg.app_id.clone(),
+            app_secret: cfg.app_secret.clone(),
+            employee_type: cfg.employee_type,
+            token: Mutex::new(None),
+            token_fetches: Default::default(),
+        })
+    }
+
+    /// How many times a token was fetched (for tests and status).
+    pub fn token_fetches(&self) -> u64 {
+        self.token_fetches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A valid tenant token: the cached one, or a fresh one when it is near expiry.
+    pub async fn token(&self) -> Result<String, Reply> {
+        let mut guard = self.token.lock().await;
+        if let Some(t) = guard.as_ref() {
+            if Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let url = format!("{}{}", self.base_url, TOKEN_PATH);
+        let body = serde_json::json!({
+            "app_id": self.app_id,
+            "app_secret": self.app_secret.expose(),
+        });
+        self.token_fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let resp = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/json; charset=utf-8")
+            .json(&body)
+            .send()
+            .await;
+        let (reply, env) = match read_reply(resp).await {
+            Ok(x) => x,
+            Err(reason) => {
+                return Err(Reply {
+                    msg: format!("tenant token request failed: {reason}"),
+                    ..Reply::default()
+                })
+            }
+        };
+        match (reply.code, env.and_then(|e| e.tenant_access_token.zip(e.expire))) {
+            (Some(0), Some((value, expire))) => {
+                let ttl = Duration::from_secs(expire.max(1));
+                let early = Duration::from_secs(300).min(ttl / 10);
+                *guard = Some(CachedToken {
+                    value: value.clone(),
+                    refresh_at: Instant::now() + ttl - early,
+                });
+                Ok(value)
+            }
+            _ => Err(reply),
+        }
+    }
+
+    /// Drops the cached token if it is still `bad` (another task may have refreshed it already).
+    pub async fn drop_token(&self, bad: &str) {
+        let mut guard = self.token.lock().await;
+        if guard.as_ref().map(|t| t.value == bad).unwrap_or(false) {
+            *guard = None;
+        }
+    }
+
+    /// Sends one `user_flows/batch_create` request with `records` (JSON texts of user_flow objects).
+    /// Handles token errors (drop, refetch, re-send once). Returns the reply of the last attempt, a token
+    /// failure as a reply, or a transport failure as a reply with no code.
+    pub async fn batch_create(&self, records: &[&str]) -> Reply {
+        let mut body = String::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 20);
+        body.push_str("{\"flow_records\":[");
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(r);
+        }
+        body.push_str("]}");
+        let url = format!(
+            "{}{}?employee_type={}",
+            self.base_url,
+            BATCH_CREATE_PATH,
+            self.employee_type.as_str()
+        );
+        self.post_with_token(&url, body).await
+    }
+
+    async fn post_with_token(&self, url: &str, body: String) -> Reply {
+        let mut retried = false;
+        loop {
+            let token = match self.token().await {
+                Ok(t) => t,
+                Err(reply) => return reply,
+            };
+            let resp = self
+                .http
+                .post(url)
+                .bearer_auth(&token)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .body(body.clone())
+                .send()
+                .await;
+            let reply = match read_reply(resp).await {
+                Ok((r, _)) => r,
+                Err(reason) => Reply {
+                    msg: reason,
+                    ..Reply::default()
+                },
+            };
+            if matches!(classify::classify_token(&reply), Some(true)) && !retried {
+                tracing::warn!(
+                    code = reply.code,
+                    log_id = %reply.log_id_text(),
+                    "feishu: tenant token rejected; fetching a new one and re-sending once"
+                );
+                self.drop_token(&token).await;
+                retried = true;
+                continue;
+            }
+            return reply;
+        }
+    }
+}
+
+/// Reads an HTTP reply into a [`Reply`]; Err is a transport-level failure description.
+async fn read_reply(
+    resp: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(Reply, Option<Envelope>), String> {
+    let resp = resp.map_err(describe_reqwest)?;
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let log_id = header("x-tt-logid");
+    let reset = header("x-ogw-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+    let bytes = resp.bytes().await.map_err(describe_reqwest)?;
+    let env: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+    let mut reply = Reply {
+        http_status: status,
+        log_id,
+        ratelimit_reset: reset,
+        ..Reply::default()
+    };
+    match &env {
+        Some(e) => {
+            reply.code = e.code;
+            reply.msg = e.msg.clone();
+            reply.data = e.data.clone();
+            if reply.log_id.is_none() {
+                reply.log_id = e.error.as_ref().and_then(|e| e.log_id.clone());
+            }
+        }
+        None => {
+            let text = String::from_utf8_lossy(&bytes);
+            let short: String = text.chars().take(200).collect();
+            reply.msg = format!("HTTP {status} with a body that is not the platform's JSON: {short:?}");
+        }
+    }
+    Ok((reply, env))
+}
+
+fn describe_reqwest(e: reqwest::Error) -> String {
+    // without the URL (it carries no secret, but keep lines short) and with the source chain
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "reply broken off"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_string();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}

@@ -1,0 +1,22 @@
+//! clockbridge: bridges office time clocks to the Feishu / Lark attendance platform.
+//!
+//! The flow, one module per step: clock → [`sources`] (lines parsed by [`formats`]) → [`ingest`]
+//! (normalised by [`punch`], users resolved by [`mapping`]) → [`queue`] (SQLite outbox) → [`sender`] →
+//! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`standin`] is a local
+//! stand-in for the platform used by tests, benchmarks and [`demo`].
+//! See `docs/architecture.md` for the delivery guarantees.
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod feishu;
+pub mod formats;
+pub mod ingest;
+pub mod logging;
+pub mod mapping;
+pub mod punch;
+pub mod queue;
+pub mod sender;
+pub mod sources;
+pub mod standin;
+pub mod status;

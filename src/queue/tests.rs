@@ -1,0 +1,250 @@
+//! Unit tests of the queue's state machine.
+
+use super::*;
+use crate::punch::{normalise, Punch};
+
+fn rec(dev: &str, user: &str, t: &str, mapped: bool) -> NewRecord {
+    let p = Punch {
+        device_id: dev.into(),
+        device_user_id: user.into(),
+        local_time: chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").unwrap(),
+        state: Some(0),
+        verify: Some(1),
+        workcode: None,
+    };
+    let n = normalise(
+        p,
+        chrono_tz::Asia::Shanghai,
+        "HQ",
+        mapped.then_some(user),
+        chrono::Utc::now(),
+        3600,
+    );
+    NewRecord::from_punch(&n)
+}
+
+fn open() -> (tempfile::TempDir, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(&dir.path().join("q.db")).unwrap();
+    (dir, q)
+}
+
+#[tokio::test]
+async fn pragmas_take_effect() {
+    let (_d, q) = open();
+    let (mode, sync) = q
+        .call(|c| {
+            Ok((
+                c.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?,
+                c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(sync, 2);
+}
+
+#[tokio::test]
+async fn reinserting_the_same_punch_is_a_no_op() {
+    let (_d, q) = open();
+    let a = rec("door-1", "1", "2026-03-02 08:59:59", true);
+    let st = q.insert(Arc::new(vec![a.clone(), a.clone()])).await.unwrap();
+    assert_eq!(st, vec![InsertStatus::Pending, InsertStatus::Duplicate]);
+    let st = q.insert(Arc::new(vec![a])).await.unwrap();
+    assert_eq!(st, vec![InsertStatus::Duplicate]);
+    assert_eq!(q.counts().await.unwrap().total.pending, 1);
+}
+
+#[tokio::test]
+async fn claim_ack_retry_dead_move_counts() {
+    let (_d, q) = open();
+    let recs: Vec<_> = (0..5)
+        .map(|i| rec("door-1", &i.to_string(), "2026-03-02 08:00:00", true))
+        .collect();
+    q.insert(Arc::new(recs)).await.unwrap();
+    let c = q.claim(KIND_USER_FLOW, 3).await.unwrap();
+    assert_eq!(c.len(), 3);
+    assert!(c.iter().all(|r| r.attempts == 1));
+    let counts = q.counts().await.unwrap();
+    assert_eq!(counts.total.in_flight, 3);
+    assert_eq!(counts.total.pending, 2);
+    assert_eq!(counts.by_device["door-1"].in_flight, 3);
+
+    q.mark_delivered(vec![c[0].id]).await.unwrap();
+    q.mark_dead(
+        vec![c[1].id],
+        "rejected".into(),
+        ErrorInfo {
+            code: Some(1220001),
+            message: "param invalid".into(),
+            log_id: Some("log-1".into()),
+        },
+    )
+    .await
+    .unwrap();
+    q.mark_retry(vec![c[2].id], now_ms() + 60_000, None, false)
+        .await
+        .unwrap();
+    let counts = q.counts().await.unwrap();
+    assert_eq!(
+        counts.total,
+        StateCounts {
+            pending: 3,
+            in_flight: 0,
+            delivered: 1,
+            dead: 1,
+            unmapped: 0
+        }
+    );
+    // the retried row is not due yet: only the 2 untouched rows are claimable
+    assert_eq!(q.ready_count(KIND_USER_FLOW, 50).await.unwrap(), 2);
+    let dl = q.dead_letters(10).await.unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].code, Some(1220001));
+    assert_eq!(dl[0].log_id.as_deref(), Some("log-1"));
+    assert_eq!(dl[0].reason.as_deref(), Some("rejected"));
+}
+
+#[tokio::test]
+async fn acknowledging_an_unclaimed_row_is_an_error() {
+    let (_d, q) = open();
+    q.insert(Arc::new(vec![rec("d", "1", "2026-03-02 08:00:00", true)]))
+        .await
+        .unwrap();
+    let c = q.claim(KIND_USER_FLOW, 1).await.unwrap();
+    q.mark_delivered(vec![c[0].id]).await.unwrap();
+    let e = q.mark_delivered(vec![c[0].id]).await.unwrap_err();
+    assert!(matches!(e, QueueError::NotClaimed { expected: 1, changed: 0 }));
+    assert_eq!(q.counts().await.unwrap().total.delivered, 1);
+}
+
+#[tokio::test]
+async fn rows_in_flight_at_a_crash_are_pending_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let (q, _) = Queue::open(&path).unwrap();
+        q.insert(Arc::new(vec![
+            rec("d", "1", "2026-03-02 08:00:00", true),
+            rec("d", "2", "2026-03-02 08:00:00", true),
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(q.claim(KIND_USER_FLOW, 50).await.unwrap().len(), 2);
+    }
+    let (q, report) = Queue::open(&path).unwrap();
+    assert_eq!(report.requeued_in_flight, 2);
+    assert_eq!(q.counts().await.unwrap().total.pending, 2);
+    assert_eq!(q.claim(KIND_USER_FLOW, 50).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn unmapped_rows_are_released_when_the_mapping_gains_the_user() {
+    let (_d, q) = open();
+    let st = q
+        .insert(Arc::new(vec![
+            rec("door-1", "77", "2026-03-02 08:00:00", false),
+            rec("door-1", "77", "2026-03-02 18:00:00", false),
+            rec("door-1", "78", "2026-03-02 08:00:00", false),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(st[0], InsertStatus::Unmapped);
+    assert_eq!(q.counts().await.unwrap().total.unmapped, 3);
+    assert!(q.claim(KIND_USER_FLOW, 50).await.unwrap().is_empty());
+
+    let table = crate::mapping::load_table_from_str("77,feishu-77\n").unwrap();
+    let n = q
+        .release_unmapped(Arc::new(Mapping::Table(table)))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+    assert_eq!(c.len(), 2);
+    for row in &c {
+        let v: serde_json::Value = serde_json::from_str(&row.payload).unwrap();
+        assert_eq!(v["user_id"], "feishu-77");
+        assert_eq!(v["creator_id"], "feishu-77");
+        assert_eq!(row.user_id.as_deref(), Some("feishu-77"));
+    }
+    assert_eq!(q.counts().await.unwrap().total.unmapped, 1);
+}
+
+#[tokio::test]
+async fn punches_before_2022_are_dead_on_arrival_with_the_reason() {
+    let (_d, q) = open();
+    let st = q
+        .insert(Arc::new(vec![rec("d", "1", "2021-06-01 08:00:00", true)]))
+        .await
+        .unwrap();
+    assert_eq!(st, vec![InsertStatus::Dead("before_2022".into())]);
+    let dl = q.dead_letters(10).await.unwrap();
+    assert_eq!(dl[0].reason.as_deref(), Some("before_2022"));
+    assert!(dl[0].message.as_deref().unwrap().contains("2022-01-01"));
+    assert!(q.claim(KIND_USER_FLOW, 50).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn dead_rows_can_be_retried() {
+    let (_d, q) = open();
+    q.insert(Arc::new(vec![rec("d", "1", "2026-03-02 08:00:00", true)]))
+        .await
+        .unwrap();
+    let c = q.claim(KIND_USER_FLOW, 1).await.unwrap();
+    q.mark_dead(vec![c[0].id], "rejected".into(), ErrorInfo::default())
+        .await
+        .unwrap();
+    assert_eq!(q.retry_dead(None).await.unwrap(), 1);
+    let c = q.claim(KIND_USER_FLOW, 1).await.unwrap();
+    assert_eq!(c[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn pruning_removes_old_delivered_rows_and_keeps_the_total() {
+    let (_d, q) = open();
+    let recs: Vec<_> = (0..12)
+        .map(|i| rec("d", &i.to_string(), "2026-03-02 08:00:00", true))
+        .collect();
+    q.insert(Arc::new(recs)).await.unwrap();
+    let c = q.claim(KIND_USER_FLOW, 10).await.unwrap();
+    q.mark_delivered(c.iter().map(|r| r.id).collect())
+        .await
+        .unwrap();
+    assert_eq!(q.prune_delivered(now_ms() - 60_000).await.unwrap(), 0);
+    assert_eq!(q.prune_delivered(now_ms() + 1).await.unwrap(), 10);
+    let counts = q.counts().await.unwrap();
+    assert_eq!(counts.total.delivered, 0);
+    assert_eq!(counts.pruned_delivered, 10);
+    assert_eq!(counts.total.pending, 2);
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_not_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    let e = Queue::open(&path).err().unwrap().to_string();
+    assert!(e.contains("not a readable clockbridge queue"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![0x42u8; 8192]);
+}
+
+#[tokio::test]
+async fn claims_stay_indexed_with_many_rows() {
+    let (_d, q) = open();
+    let plan: Vec<String> = q
+        .call(|c| {
+            let mut st = c.prepare(
+                "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE kind = 'user_flow' AND status = 0 AND next_attempt_at <= 5 ORDER BY next_attempt_at, id LIMIT 50",
+            )?;
+            let rows = st
+                .query_map([], |r| r.get::<_, String>(3))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    let plan = plan.join(" | ");
+    assert!(plan.contains("USING INDEX outbox_ready") || plan.contains("USING COVERING INDEX outbox_ready"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "claim must not sort: {plan}");
+}

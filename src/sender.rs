@@ -1,0 +1,545 @@
+//! The sender: moves due records from the queue to the platform in batches, as fast as the platform
+//! allows and no faster, and records every outcome back in the queue.
+//!
+//! How it works:
+//! - **Batching**: up to `sender.batch_size` (≤ 50) records per request. When fewer are due, it waits up
+//!   to `sender.linger_ms` for more (woken by each ingest commit) before sending a partial batch. With a
+//!   backlog it claims full batches straight away.
+//! - **Pacing**: one rate limiter (GCRA, no burst) per endpoint spaces requests at
+//!   `sender.max_requests_per_second` (≤ 50); every request, including the halves of a split batch,
+//!   waits for it. Up to `sender.max_in_flight` requests run at once, so the rate is reached even when
+//!   each takes hundreds of milliseconds.
+//! - **Outcomes** ([`crate::feishu::classify`]): delivered rows are acknowledged; the rows a reply lists
+//!   as failed become dead, the rest delivered; an invalid batch is split in halves until the bad records
+//!   are alone (and dead) and the others delivered; an idempotency conflict on a single record means it is
+//!   already there (delivered); transient failures return the rows to pending with exponential back-off
+//!   and jitter, forever; a rate-limit reply pauses every request until `x-ogw-ratelimit-reset`; an
+//!   application-level failure (credentials, scope, permission) pauses the sender for
+//!   `sender.app_error_pause_secs`, keeps every row queued and logs one ERROR with the fix.
+//! - **Shutdown**: stops claiming, lets requests in flight finish within a grace period, and returns the
+//!   rows of any request it had to abandon to pending. A crash instead leaves them in flight, and the
+//!   queue re-sends them on the next start; the idempotent id makes that harmless.
+
+use std::collections::{HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SenderConfig;
+use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
+use crate::queue::{now_ms, Claimed, ErrorInfo, Queue, QueueError, KIND_USER_FLOW};
+
+/// Counters and state of the sender, for `status`.
+#[derive(Debug, Default)]
+pub struct SenderStats {
+    pub requests: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dead: AtomicU64,
+    pub retries: AtomicU64,
+    pub splits: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub app_blocked: AtomicU64,
+    state: Mutex<SenderState>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct SenderState {
+    blocked: Option<String>,
+    last_error: Option<LastError>,
+    last_success_at: Option<i64>,
+}
+
+/// The last failure the platform (or the network) reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastError {
+    pub at: i64,
+    pub code: Option<i64>,
+    pub message: String,
+    pub log_id: Option<String>,
+}
+
+/// What `status` shows of the sender.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SenderSnapshot {
+    /// `ok`, or `blocked` while an application-level failure stops every upload.
+    pub state: String,
+    /// The fix, while blocked.
+    pub blocked_reason: Option<String>,
+    pub requests: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub retries: u64,
+    pub splits: u64,
+    pub rate_limited: u64,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<LastError>,
+}
+
+impl SenderStats {
+    fn with_state<R>(&self, f: impl FnOnce(&mut SenderState) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn record_error(&self, reply: &Reply) {
+        self.with_state(|s| {
+            s.last_error = Some(LastError {
+                at: chrono::Utc::now().timestamp(),
+                code: reply.code,
+                message: reply.msg.clone(),
+                log_id: reply.log_id.clone(),
+            })
+        });
+    }
+
+    pub fn snapshot(&self) -> SenderSnapshot {
+        let st = self.with_state(|s| s.clone());
+        SenderSnapshot {
+            state: if st.blocked.is_some() {
+                "blocked".into()
+            } else {
+                "ok".into()
+            },
+            blocked_reason: st.blocked,
+            requests: self.requests.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            splits: self.splits.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            last_success_at: st.last_success_at,
+            last_error: st.last_error,
+        }
+    }
+}
+
+/// A pause shared by every request of one endpoint (rate limit, blocked app).
+#[derive(Default)]
+struct Pause {
+    until: Mutex<Option<Instant>>,
+}
+
+impl Pause {
+    fn extend(&self, until: Instant) {
+        let mut g = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if g.map(|u| u < until).unwrap_or(true) {
+            *g = Some(until);
+        }
+    }
+    fn current(&self) -> Option<Instant> {
+        let g = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        g.filter(|u| *u > Instant::now())
+    }
+    async fn wait(&self, shutdown: &CancellationToken) {
+        while let Some(until) = self.current() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Everything a batch task needs.
+struct Shared {
+    queue: Queue,
+    client: Arc<FeishuClient>,
+    cfg: SenderConfig,
+    limiter: DefaultDirectRateLimiter,
+    pause: Pause,
+    stats: Arc<SenderStats>,
+    shutdown: CancellationToken,
+    blocked_logged: Mutex<Option<AppProblem>>,
+}
+
+/// The sender of `user_flow` records.
+pub struct Sender {
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
+}
+
+impl Sender {
+    pub fn new(
+        queue: Queue,
+        client: Arc<FeishuClient>,
+        cfg: SenderConfig,
+        wake: Arc<Notify>,
+        stats: Arc<SenderStats>,
+        shutdown: CancellationToken,
+    ) -> Sender {
+        let rps = NonZeroU32::new(cfg.max_requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let limiter = RateLimiter::direct(Quota::per_second(rps).allow_burst(NonZeroU32::MIN));
+        Sender {
+            shared: Arc::new(Shared {
+                queue,
+                client,
+                cfg,
+                limiter,
+                pause: Pause::default(),
+                stats,
+                shutdown,
+                blocked_logged: Mutex::new(None),
+            }),
+            wake,
+        }
+    }
+
+    /// Runs until shutdown; then drains or returns in-flight work, within `grace`.
+    pub async fn run(self, grace: Duration) {
+        let sh = self.shared.clone();
+        let permits = Arc::new(Semaphore::new(sh.cfg.max_in_flight));
+        let mut tasks = JoinSet::new();
+        let batch = sh.cfg.batch_size;
+        let linger = Duration::from_millis(sh.cfg.linger_ms);
+        let mut linger_since: Option<Instant> = None;
+        let mut backlog = true;
+        let mut db_failures = 0u32;
+        loop {
+            while let Some(res) = tasks.try_join_next() {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "sender: a batch task failed; its rows are re-sent after a restart");
+                }
+            }
+            if sh.shutdown.is_cancelled() {
+                break;
+            }
+            sh.pause.wait(&sh.shutdown).await;
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = sh.shutdown.cancelled() => break,
+            };
+            // Without a backlog, look before claiming: fill the batch for up to `linger`.
+            if !backlog {
+                let ready = match sh.queue.ready_count(KIND_USER_FLOW, batch).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        db_failure(&sh, &e, &mut db_failures).await;
+                        continue;
+                    }
+                };
+                if ready == 0 {
+                    linger_since = None;
+                    let wait = match sh.queue.next_due(KIND_USER_FLOW).await {
+                        Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(1, 60_000) as u64),
+                        Ok(None) => Duration::from_secs(60),
+                        Err(e) => {
+                            db_failure(&sh, &e, &mut db_failures).await;
+                            continue;
+                        }
+                    };
+                    drop(permit);
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = sh.shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+                if ready < batch {
+                    let since = *linger_since.get_or_insert_with(Instant::now);
+                    let deadline = since + linger;
+                    if Instant::now() < deadline {
+                        drop(permit);
+                        tokio::select! {
+                            _ = self.wake.notified() => {}
+                            _ = tokio::time::sleep_until(deadline.into()) => {}
+                            _ = sh.shutdown.cancelled() => break,
+                        }
+                        continue;
+                    }
+                }
+            }
+            let rows = match sh.queue.claim(KIND_USER_FLOW, batch).await {
+                Ok(r) => r,
+                Err(e) => {
+                    db_failure(&sh, &e, &mut db_failures).await;
+                    continue;
+                }
+            };
+            db_failures = 0;
+            linger_since = None;
+            backlog = rows.len() == batch;
+            if rows.is_empty() {
+                continue;
+            }
+            let sh2 = sh.clone();
+            tasks.spawn(async move {
+                deliver(&sh2, rows).await;
+                drop(permit);
+            });
+        }
+        // shutdown: let requests in flight finish, within the grace period
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(res) = tasks.join_next().await {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "sender: a batch task failed during shutdown");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        match sh.queue.requeue_in_flight().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "sender: returned unfinished rows to the queue; they are sent on the next start"),
+            Err(e) => tracing::warn!(error = %e, "sender: could not return in-flight rows to pending; the next start does it"),
+        }
+    }
+}
+
+async fn db_failure(sh: &Shared, e: &QueueError, failures: &mut u32) {
+    *failures += 1;
+    if *failures == 1 || failures.is_power_of_two() {
+        tracing::error!(error = %e, "sender: cannot read the queue; retrying");
+    }
+    let wait = Duration::from_millis(200u64 << (*failures).min(7));
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = sh.shutdown.cancelled() => {}
+    }
+}
+
+/// The retry delay after `attempts` attempts: exponential from `retry_initial_secs`, capped at
+/// `retry_max_secs`, with jitter.
+fn backoff(cfg: &SenderConfig, attempts: i64) -> Duration {
+    let mut b = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(cfg.retry_initial_secs))
+        .with_max_delay(Duration::from_secs(cfg.retry_max_secs))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let n = attempts.clamp(1, 64) as usize;
+    b.nth(n - 1)
+        .unwrap_or(Duration::from_secs(cfg.retry_max_secs))
+        .min(Duration::from_secs(cfg.retry_max_secs))
+}
+
+fn error_info(reply: &Reply) -> ErrorInfo {
+    ErrorInfo {
+        code: reply.code,
+        message: if reply.msg.is_empty() {
+            format!("HTTP {}", reply.http_status)
+        } else {
+            reply.msg.clone()
+        },
+        log_id: reply.log_id.clone(),
+    }
+}
+
+/// Sends one claimed batch (splitting it when needed) and settles every row.
+async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
+    let mut work: VecDeque<Vec<Claimed>> = VecDeque::from([rows]);
+    while let Some(batch) = work.pop_front() {
+        sh.pause.wait(&sh.shutdown).await;
+        if sh.shutdown.is_cancelled() {
+            // not sent: back to pending now rather than at the next start
+            let mut ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+            ids.extend(work.iter().flatten().map(|r| r.id));
+            settle(sh, "requeue", || sh.queue.mark_retry(ids.clone(), 0, None, true)).await;
+            return;
+        }
+        sh.limiter.until_ready().await;
+        let payloads: Vec<&str> = batch.iter().map(|r| r.payload.as_str()).collect();
+        sh.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let reply = sh.client.batch_create(&payloads).await;
+        let verdict = classify(&reply);
+        if !matches!(verdict, Verdict::AppBlocked(_)) {
+            unblock(sh);
+        }
+        match verdict {
+            Verdict::Delivered => delivered(sh, &batch).await,
+            Verdict::PartialFailure { failed } => {
+                let failed: HashSet<&str> = failed.iter().map(String::as_str).collect();
+                let (bad, good): (Vec<_>, Vec<_>) = batch.iter().partition(|r| {
+                    let uid = r.user_id.as_deref().unwrap_or("");
+                    failed.contains(format!("{uid}-{uid}").as_str())
+                });
+                if bad.is_empty() && batch.len() > 1 {
+                    // the list names no record of ours: narrow it down
+                    tracing::warn!(msg = %reply.msg, log_id = %reply.log_id_text(), "feishu: per-record failure list matches no record of the batch; splitting it");
+                    split(sh, batch, &mut work);
+                    continue;
+                }
+                let bad: Vec<Claimed> = if bad.is_empty() {
+                    batch.clone()
+                } else {
+                    bad.into_iter().cloned().collect()
+                };
+                let good: Vec<Claimed> = good.into_iter().cloned().collect();
+                dead(sh, &bad, "rejected_record", &reply).await;
+                delivered(sh, &good).await;
+            }
+            Verdict::AlreadyExists => {
+                if batch.len() == 1 {
+                    tracing::debug!(idem = %batch[0].idem, "feishu: record already there; counted as delivered");
+                    delivered(sh, &batch).await;
+                } else {
+                    split(sh, batch, &mut work);
+                }
+            }
+            Verdict::Invalid => {
+                if batch.len() == 1 {
+                    dead(sh, &batch, "rejected", &reply).await;
+                } else {
+                    tracing::info!(code = reply.code, msg = %reply.msg, log_id = %reply.log_id_text(), records = batch.len(), "feishu: batch refused as invalid; splitting it to find the bad records");
+                    split(sh, batch, &mut work);
+                }
+            }
+            Verdict::Retry => {
+                sh.stats.record_error(&reply);
+                sh.stats.retries.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let attempts = batch.iter().map(|r| r.attempts).max().unwrap_or(1);
+                let delay = backoff(&sh.cfg, attempts);
+                tracing::warn!(code = reply.code, http = reply.http_status, msg = %reply.msg, log_id = %reply.log_id_text(), records = batch.len(), attempts, retry_in_ms = delay.as_millis() as u64, "feishu: upload failed; will retry");
+                let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+                let next = now_ms() + delay.as_millis() as i64;
+                let info = error_info(&reply);
+                settle(sh, "retry", || sh.queue.mark_retry(ids.clone(), next, Some(info.clone()), false)).await;
+            }
+            Verdict::RateLimited { wait } => {
+                sh.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                sh.stats.record_error(&reply);
+                tracing::warn!(wait_secs = wait.as_secs(), log_id = %reply.log_id_text(), "feishu: rate limited; pausing uploads until the window resets");
+                sh.pause.extend(Instant::now() + wait);
+                work.push_front(batch);
+            }
+            Verdict::AppBlocked(problem) => {
+                sh.stats.app_blocked.fetch_add(1, Ordering::Relaxed);
+                sh.stats.record_error(&reply);
+                let pause = Duration::from_secs(sh.cfg.app_error_pause_secs);
+                block(sh, problem, &reply);
+                sh.pause.extend(Instant::now() + pause);
+                let mut ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+                ids.extend(work.drain(..).flatten().map(|r| r.id));
+                let next = now_ms() + pause.as_millis() as i64;
+                let info = error_info(&reply);
+                settle(sh, "retry", || sh.queue.mark_retry(ids.clone(), next, Some(info.clone()), true)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn split(sh: &Shared, mut batch: Vec<Claimed>, work: &mut VecDeque<Vec<Claimed>>) {
+    sh.stats.splits.fetch_add(1, Ordering::Relaxed);
+    let second = batch.split_off(batch.len() / 2);
+    work.push_front(second);
+    work.push_front(batch);
+}
+
+async fn delivered(sh: &Shared, rows: &[Claimed]) {
+    if rows.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    settle(sh, "delivered", || sh.queue.mark_delivered(ids.clone())).await;
+    sh.stats.delivered.fetch_add(rows.len() as u64, Ordering::Relaxed);
+    sh.stats
+        .with_state(|s| s.last_success_at = Some(chrono::Utc::now().timestamp()));
+}
+
+async fn dead(sh: &Shared, rows: &[Claimed], reason: &str, reply: &Reply) {
+    if rows.is_empty() {
+        return;
+    }
+    sh.stats.record_error(reply);
+    for r in rows {
+        tracing::error!(
+            device = %r.device_id, user = r.user_id.as_deref().unwrap_or(""), idem = %r.idem,
+            code = reply.code, msg = %reply.msg, log_id = %reply.log_id_text(),
+            "feishu: record rejected for good; kept as a dead letter (see `clockbridge status`)"
+        );
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let info = error_info(reply);
+    let reason = reason.to_string();
+    settle(sh, "dead", || sh.queue.mark_dead(ids.clone(), reason.clone(), info.clone())).await;
+    sh.stats.dead.fetch_add(rows.len() as u64, Ordering::Relaxed);
+}
+
+/// Applies an outcome to the queue, retrying while the database refuses (e.g. disk full): rows must
+/// never stay in flight because a write failed once. A row that was not in flight is logged and left.
+async fn settle<F, Fut>(sh: &Shared, what: &str, mut op: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), QueueError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(()) => return,
+            Err(e @ QueueError::NotClaimed { .. }) => {
+                tracing::error!(error = %e, outcome = what, "sender: outcome not recorded for rows that were no longer in flight");
+                return;
+            }
+            Err(QueueError::Closed) => return,
+            Err(e) => {
+                tracing::error!(error = %e, outcome = what, "sender: cannot record an outcome in the queue; retrying (the rows stay in flight and are re-sent after a restart if this never succeeds)");
+                if sh.shutdown.is_cancelled() {
+                    // stopping: the rows stay in flight and the next start re-sends them
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn block(sh: &Shared, problem: AppProblem, reply: &Reply) {
+    let mut logged = sh.blocked_logged.lock().unwrap_or_else(|p| p.into_inner());
+    if *logged != Some(problem) {
+        tracing::error!(
+            code = reply.code, msg = %reply.msg, log_id = %reply.log_id_text(),
+            retry_in_secs = sh.cfg.app_error_pause_secs,
+            "feishu: uploads stopped: {}; every record stays queued", problem.fix()
+        );
+        *logged = Some(problem);
+    }
+    sh.stats.with_state(|s| {
+        s.blocked = Some(format!(
+            "{} (code {}, log id {})",
+            problem.fix(),
+            reply.code.map(|c| c.to_string()).unwrap_or_default(),
+            reply.log_id_text()
+        ))
+    });
+}
+
+fn unblock(sh: &Shared) {
+    let mut logged = sh.blocked_logged.lock().unwrap_or_else(|p| p.into_inner());
+    if logged.take().is_some() {
+        tracing::info!("feishu: uploads work again");
+        sh.stats.with_state(|s| s.blocked = None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cfg = SenderConfig {
+            retry_initial_secs: 1,
+            retry_max_secs: 300,
+            ..SenderConfig::default()
+        };
+        for attempts in 1..40 {
+            let d = backoff(&cfg, attempts);
+            assert!(d <= Duration::from_secs(300), "attempt {attempts}: {d:?}");
+            assert!(d >= Duration::from_secs(1), "attempt {attempts}: {d:?}");
+        }
+        assert!(backoff(&cfg, 30) >= Duration::from_secs(300));
+    }
+}

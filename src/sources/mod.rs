@@ -1,0 +1,175 @@
+//! Clock sources: each configured device runs as its own task that reads punches and hands them to
+//! the ingest stage through a [`PunchSink`].
+//!
+//! Guarantees shared by every source:
+//! - A device never blocks another: each runs in its own task, with its own reconnect back-off.
+//! - Bad input (malformed or over-long lines, invalid bytes, a dropped connection) is counted in the
+//!   device's [`DeviceStats`] and logged with the device id; it is never fatal.
+//! - A punch counts as taken only once the ingest stage has committed it to the queue
+//!   ([`PunchSink::submit_committed`]); sources that acknowledge to the clock do so only after that.
+
+pub mod lines;
+pub mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DeviceConfig, DeviceKind};
+pub use crate::ingest::{IngestOutcome, PunchSink};
+
+/// A source failure that stops one connection attempt (the source retries with back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Binding a listening socket failed.
+    #[error("device {device}: cannot listen on {address}: {source}: check that the port is free and the address belongs to this host")]
+    Bind {
+        device: String,
+        address: String,
+        source: std::io::Error,
+    },
+    /// Dialing the clock failed.
+    #[error("device {device} ({address}): cannot connect: {source}: check that the clock is on and reachable")]
+    Connect {
+        device: String,
+        address: String,
+        source: std::io::Error,
+    },
+    /// Reading from an established connection failed.
+    #[error("device {device} ({address}): connection lost: {source}")]
+    Read {
+        device: String,
+        address: String,
+        source: std::io::Error,
+    },
+    /// The ingest stage is gone (the daemon is stopping).
+    #[error("device {device}: the queue is closed (the daemon is stopping)")]
+    SinkClosed { device: String },
+}
+
+/// Live counters of one device, read by `status` and the status snapshot.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    /// Lines (or records) received, good or bad.
+    pub lines_read: AtomicU64,
+    /// Punches parsed and handed to the queue.
+    pub punches_read: AtomicU64,
+    /// Lines that did not parse (or were too long, or not text).
+    pub malformed: AtomicU64,
+    /// Punches newly committed to the queue.
+    pub queued: AtomicU64,
+    /// Punches that were already in the queue (re-sent or re-read).
+    pub duplicates: AtomicU64,
+    /// Connections open right now.
+    pub connections: AtomicI64,
+    /// Connections made since start.
+    pub connects: AtomicU64,
+    /// Unix seconds of the last line received (0: never).
+    pub last_line_at: AtomicI64,
+    /// The last error, for `status`.
+    pub last_error: Mutex<Option<String>>,
+    /// The address a listening device is bound to (known once bound).
+    listening: Mutex<Option<watch::Sender<Option<SocketAddr>>>>,
+}
+
+impl DeviceStats {
+    pub fn new() -> Arc<Self> {
+        Arc::new(DeviceStats::default())
+    }
+
+    pub fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_error(&self, e: impl ToString) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    pub fn clear_error(&self) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn listening_tx(&self) -> watch::Sender<Option<SocketAddr>> {
+        self.listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| watch::channel(None).0)
+            .clone()
+    }
+
+    /// Records the bound address of a listening device.
+    pub fn set_listening(&self, addr: SocketAddr) {
+        self.listening_tx().send_replace(Some(addr));
+    }
+
+    /// Waits until a listening device is bound and returns its address.
+    pub async fn wait_listening(&self) -> SocketAddr {
+        let mut rx = self.listening_tx().subscribe();
+        loop {
+            if let Some(a) = *rx.borrow_and_update() {
+                return a;
+            }
+            if rx.changed().await.is_err() {
+                // the sender lives in self, so this cannot happen while self is alive
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// A serialisable snapshot.
+    pub fn snapshot(&self) -> DeviceSnapshot {
+        DeviceSnapshot {
+            online: self.connections.load(Ordering::Relaxed) > 0,
+            connections: self.connections.load(Ordering::Relaxed).max(0) as u64,
+            connects: self.connects.load(Ordering::Relaxed),
+            lines_read: self.lines_read.load(Ordering::Relaxed),
+            punches_read: self.punches_read.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            last_line_at: match self.last_line_at.load(Ordering::Relaxed) {
+                0 => None,
+                t => Some(t),
+            },
+            last_error: self.last_error(),
+        }
+    }
+}
+
+/// What `status` shows of a device's source.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DeviceSnapshot {
+    pub online: bool,
+    pub connections: u64,
+    pub connects: u64,
+    pub lines_read: u64,
+    pub punches_read: u64,
+    pub malformed: u64,
+    pub queued: u64,
+    pub duplicates: u64,
+    pub last_line_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Runs one device until `shutdown` is cancelled. Never returns early on errors: it retries.
+pub async fn run_device(
+    cfg: DeviceConfig,
+    sink: PunchSink,
+    stats: Arc<DeviceStats>,
+    shutdown: CancellationToken,
+) {
+    match cfg.kind {
+        DeviceKind::Tcp => tcp::run(cfg, sink, stats, shutdown).await,
+    }
+}

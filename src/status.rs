@@ -1,0 +1,214 @@
+//! `clockbridge status`: what the queue holds and what the daemon is doing, read from the queue file
+//! (read-only, safe while the daemon runs).
+//!
+//! `--json` prints one object. Its members are a contract for operators' scripts: `queue` has the integer
+//! counts `pending`, `in_flight`, `delivered`, `dead`, `unmapped`; `devices` lists each configured device
+//! with its source figures and its own queue counts; `sender`, `daemon` and `dead_letters` follow.
+//! Members may be added, never renamed.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::daemon::{RuntimeSnapshot, RUNTIME_KEY};
+use crate::queue::{
+    open_read_only, read_counts, read_dead_letters, read_oldest_outstanding, read_runtime,
+    DeadLetter, QueueError, StateCounts,
+};
+use crate::sender::SenderSnapshot;
+use crate::sources::DeviceSnapshot;
+
+/// A snapshot older than this means the daemon is not running.
+pub const STALE_AFTER_MS: i64 = 15_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub daemon: DaemonStatus,
+    pub queue: QueueStatus,
+    pub kinds: std::collections::BTreeMap<String, StateCounts>,
+    pub devices: Vec<DeviceStatus>,
+    pub sender: Option<SenderSnapshot>,
+    /// The newest dead letters (at most 20).
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonStatus {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub version: Option<String>,
+    pub started_at: Option<i64>,
+    /// Unix ms of the last snapshot the daemon wrote.
+    pub snapshot_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStatus {
+    pub path: String,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub unmapped: u64,
+    /// Delivered rows already pruned after the retention period.
+    pub delivered_pruned: u64,
+    /// Age in seconds of the oldest record not yet delivered (pending or in flight).
+    pub oldest_outstanding_age_secs: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    pub id: String,
+    pub kind: String,
+    pub address: Option<String>,
+    pub location_name: String,
+    pub timezone: String,
+    /// Source figures from the running daemon (absent when it is not running).
+    #[serde(flatten)]
+    pub source: Option<DeviceSnapshot>,
+    pub queue: StateCounts,
+}
+
+/// Reads the status of the queue at `cfg.queue.path`.
+pub fn read(cfg: &Config) -> Result<Status, QueueError> {
+    read_at(cfg, &cfg.queue.path)
+}
+
+fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
+    let conn = open_read_only(path)?;
+    let counts = read_counts(&conn)?;
+    let oldest = read_oldest_outstanding(&conn)?;
+    let dead_letters = read_dead_letters(&conn, 20)?;
+    let runtime = read_runtime(&conn, RUNTIME_KEY)?;
+    let now = crate::queue::now_ms();
+    let (snap, snap_at) = match runtime {
+        Some((json, at)) => (serde_json::from_str::<RuntimeSnapshot>(&json).ok(), Some(at)),
+        None => (None, None),
+    };
+    let running = matches!((&snap, snap_at), (Some(s), Some(at)) if s.pid != 0 && now - at < STALE_AFTER_MS);
+    let devices = cfg
+        .devices
+        .iter()
+        .map(|d| DeviceStatus {
+            id: d.id.clone(),
+            kind: d.kind.as_str().to_string(),
+            address: d.address.clone(),
+            location_name: d.location().to_string(),
+            timezone: d.timezone.clone(),
+            source: if running {
+                snap.as_ref().and_then(|s| s.devices.get(&d.id).cloned())
+            } else {
+                None
+            },
+            queue: counts.by_device.get(&d.id).copied().unwrap_or_default(),
+        })
+        .collect();
+    Ok(Status {
+        daemon: DaemonStatus {
+            running,
+            pid: snap.as_ref().filter(|_| running).map(|s| s.pid),
+            version: snap.as_ref().map(|s| s.version.clone()),
+            started_at: snap.as_ref().filter(|_| running).map(|s| s.started_at),
+            snapshot_at: snap_at,
+        },
+        queue: QueueStatus {
+            path: path.display().to_string(),
+            pending: counts.total.pending,
+            in_flight: counts.total.in_flight,
+            delivered: counts.total.delivered,
+            dead: counts.total.dead,
+            unmapped: counts.total.unmapped,
+            delivered_pruned: counts.pruned_delivered,
+            oldest_outstanding_age_secs: oldest.map(|t| ((now - t) / 1000).max(0)),
+        },
+        kinds: counts.by_kind.into_iter().collect(),
+        devices,
+        sender: snap.map(|s| s.sender),
+        dead_letters,
+    })
+}
+
+/// Human-readable rendering.
+pub fn render_text(s: &Status) -> String {
+    let mut o = String::new();
+    o.push_str(&match (s.daemon.running, s.daemon.pid) {
+        (true, Some(pid)) => format!("daemon:    running (pid {pid})\n"),
+        _ => "daemon:    not running\n".to_string(),
+    });
+    let q = &s.queue;
+    o.push_str(&format!("queue:     {}\n", q.path));
+    o.push_str(&format!(
+        "  pending {}  in flight {}  delivered {} (+{} pruned)  dead {}  unmapped {}\n",
+        q.pending, q.in_flight, q.delivered, q.delivered_pruned, q.dead, q.unmapped
+    ));
+    if let Some(age) = q.oldest_outstanding_age_secs {
+        o.push_str(&format!("  oldest undelivered record: {age} s old\n"));
+    }
+    if let Some(sender) = &s.sender {
+        match &sender.blocked_reason {
+            Some(r) => o.push_str(&format!("sender:    BLOCKED: {r}\n")),
+            None => o.push_str(&format!(
+                "sender:    {}  ({} requests, {} delivered, {} retried, {} rate-limited)\n",
+                sender.state, sender.requests, sender.delivered, sender.retries, sender.rate_limited
+            )),
+        }
+        if let Some(e) = &sender.last_error {
+            o.push_str(&format!(
+                "  last error: code {} {:?} (log id {})\n",
+                e.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                e.message,
+                e.log_id.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    o.push_str("devices:\n");
+    for d in &s.devices {
+        let online = match &d.source {
+            Some(src) if src.online => "online",
+            Some(_) => "offline",
+            None => "-",
+        };
+        o.push_str(&format!(
+            "  {:<12} {:<4} {:<22} {:<7}",
+            d.id,
+            d.kind,
+            d.address.as_deref().unwrap_or(""),
+            online
+        ));
+        if let Some(src) = &d.source {
+            o.push_str(&format!(
+                " read {} queued {} dup {} malformed {}",
+                src.punches_read, src.queued, src.duplicates, src.malformed
+            ));
+        }
+        o.push_str(&format!(
+            " | pending {} dead {} unmapped {}\n",
+            d.queue.pending + d.queue.in_flight,
+            d.queue.dead,
+            d.queue.unmapped
+        ));
+        if let Some(err) = d.source.as_ref().and_then(|s| s.last_error.as_ref()) {
+            o.push_str(&format!("    last error: {err}\n"));
+        }
+    }
+    if !s.dead_letters.is_empty() {
+        o.push_str("dead letters (newest first):\n");
+        for d in &s.dead_letters {
+            o.push_str(&format!(
+                "  #{} {} user {} at {}: {} code {} {:?} (log id {})\n",
+                d.id,
+                d.device_id,
+                d.device_user_id,
+                chrono::DateTime::from_timestamp(d.event_time, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+                d.reason.as_deref().unwrap_or("-"),
+                d.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                d.message.as_deref().unwrap_or(""),
+                d.log_id.as_deref().unwrap_or("-"),
+            ));
+        }
+    }
+    o
+}
