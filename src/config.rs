@@ -624,8 +624,9 @@ impl Config {
                     if d.mode.is_none() {
                         return Err(ConfigError::Key {
                             key: key("mode"),
-                            reason: "missing: kind = \"tcp\" needs mode = \"listen\" or \"connect\""
-                                .into(),
+                            reason:
+                                "missing: kind = \"tcp\" needs mode = \"listen\" or \"connect\""
+                                    .into(),
                         });
                     }
                     let Some(addr) = &d.address else {

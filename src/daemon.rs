@@ -81,6 +81,7 @@ pub struct Running {
     pub mapping: MappingHandle,
     reload: Arc<Notify>,
     sources_stop: CancellationToken,
+    writer_stop: CancellationToken,
     sender_stop: CancellationToken,
     housekeeping_stop: CancellationToken,
     sources: Vec<JoinHandle<()>>,
@@ -112,6 +113,30 @@ impl Running {
         )
     }
 
+    /// Waits until the queue counts satisfy `pred`, re-checking after every commit and outcome.
+    /// Fails after `timeout` with the last counts.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&crate::queue::Counts) -> bool,
+    ) -> Result<crate::queue::Counts, String> {
+        let mut rx = self.sender_stats.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            rx.borrow_and_update();
+            let counts = self.queue.counts().await.map_err(|e| e.to_string())?;
+            if pred(&counts) {
+                return Ok(counts);
+            }
+            tokio::select! {
+                r = rx.changed() => { if r.is_err() { return Err("sender stopped".into()); } }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(format!("condition not met within {timeout:?}: {counts:?}"));
+                }
+            }
+        }
+    }
+
     /// Stops everything in the order that loses nothing, and writes a last snapshot.
     pub async fn stop(mut self) {
         self.sources_stop.cancel();
@@ -119,7 +144,8 @@ impl Running {
             let _ = s.await;
         }
         self.sink = None;
-        // the writer ends when every sink is gone: all handed-over punches are committed
+        // the writer commits every punch already handed over, then ends
+        self.writer_stop.cancel();
         let _ = (&mut self.writer).await;
         self.sender_stop.cancel();
         let _ = (&mut self.sender).await;
@@ -175,7 +201,10 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let mapping = MappingHandle::new(Mapping::load(&cfg.mapping)?, cfg.mapping.clone());
     let released = queue.release_unmapped(mapping.current()).await?;
     if released > 0 {
-        tracing::info!(punches = released, "mapping: unmapped punches now mapped and queued for sending");
+        tracing::info!(
+            punches = released,
+            "mapping: unmapped punches now mapped and queued for sending"
+        );
     }
     let client = Arc::new(FeishuClient::new(&cfg.feishu, cfg.sender.max_in_flight)?);
     let devices: Arc<HashMap<String, DeviceInfo>> = Arc::new(
@@ -194,19 +223,24 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
             .collect(),
     );
     let wake = Arc::new(Notify::new());
+    let sender_stats = Arc::new(SenderStats::default());
     let (sink, rx) = PunchSink::channel(INGEST_CHANNEL);
+    let writer_stop = CancellationToken::new();
     let writer = {
-        let wake = wake.clone();
+        let (wake, stats) = (wake.clone(), sender_stats.clone());
         tokio::spawn(run_writer(
             rx,
             queue.clone(),
             devices.clone(),
             mapping.clone(),
             cfg.queue.max_future_secs,
-            move || wake.notify_one(),
+            writer_stop.clone(),
+            move || {
+                wake.notify_one();
+                stats.bump();
+            },
         ))
     };
-    let sender_stats = Arc::new(SenderStats::default());
     let sender_stop = CancellationToken::new();
     let sender = tokio::spawn(
         Sender::new(
@@ -241,6 +275,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         mapping.clone(),
         reload.clone(),
         wake.clone(),
+        sender_stats.clone(),
         Duration::from_secs(cfg.mapping.reload_interval_secs),
         housekeeping_stop.clone(),
     )));
@@ -291,6 +326,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         mapping,
         reload,
         sources_stop,
+        writer_stop,
         sender_stop,
         housekeeping_stop,
         sources,
@@ -307,6 +343,7 @@ async fn reload_loop(
     mapping: MappingHandle,
     trigger: Arc<Notify>,
     wake: Arc<Notify>,
+    progress: Arc<SenderStats>,
     every: Duration,
     stop: CancellationToken,
 ) {
@@ -333,14 +370,22 @@ async fn reload_loop(
                     match queue.release_unmapped(mapping.current()).await {
                         Ok(0) => {}
                         Ok(n) => {
-                            tracing::info!(punches = n, "mapping: unmapped punches now mapped and queued for sending");
+                            tracing::info!(
+                                punches = n,
+                                "mapping: unmapped punches now mapped and queued for sending"
+                            );
                             wake.notify_one();
+                            progress.bump();
                         }
-                        Err(e) => tracing::error!(error = %e, "mapping: cannot release unmapped punches"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "mapping: cannot release unmapped punches")
+                        }
                     }
                 }
             }
-            Err(e) => tracing::error!(error = %e, "mapping: reload failed; keeping the previous table"),
+            Err(e) => {
+                tracing::error!(error = %e, "mapping: reload failed; keeping the previous table")
+            }
         }
     }
 }

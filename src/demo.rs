@@ -43,8 +43,13 @@ fn clock_lines(n: usize, offset_secs: usize) -> Vec<String> {
 /// Runs the demo and returns its summary.
 pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
     let started = Instant::now();
-    let dir = tempfile::Builder::new().prefix("clockbridge-demo-").tempdir()?;
-    let users: HashSet<String> = (1..=50).map(|u| format!("fs-{u}")).chain([format!("fs-{LATE_USER}")]).collect();
+    let dir = tempfile::Builder::new()
+        .prefix("clockbridge-demo-")
+        .tempdir()?;
+    let users: HashSet<String> = (1..=50)
+        .map(|u| format!("fs-{u}"))
+        .chain([format!("fs-{LATE_USER}")])
+        .collect();
     let standin = Standin::start(StandinConfig {
         latency: Duration::from_millis(20),
         known_users: Some(users),
@@ -125,11 +130,14 @@ location_name = "HQ 2F door"
     );
     std::fs::write(dir.path().join("clockbridge.toml"), &toml)?;
     let cfg = Config::from_toml_with_env(&toml, "demo", std::iter::empty())?;
-    let running = daemon::start(cfg, RunOptions {
-        snapshot_interval: Duration::from_millis(500),
-        grace: Duration::from_secs(5),
-        prune_interval: Duration::from_secs(3600),
-    })
+    let running = daemon::start(
+        cfg,
+        RunOptions {
+            snapshot_interval: Duration::from_millis(500),
+            grace: Duration::from_secs(5),
+            prune_interval: Duration::from_secs(3600),
+        },
+    )
     .await?;
 
     // clock A serves two connections
@@ -154,12 +162,15 @@ location_name = "HQ 2F door"
     let deadline = Instant::now() + Duration::from_secs(60);
     let a_stats = running.devices["door-1"].stats.clone();
     let b_stats = running.devices["door-2"].stats.clone();
-    let lines_seen = |s: &crate::sources::DeviceStats| s.lines_read.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    let lines_seen = |s: &crate::sources::DeviceStats| {
+        s.lines_read.load(std::sync::atomic::Ordering::Relaxed) as usize
+    };
     // wait for both clocks' lines to be read and the queue to settle
     let mut released_late = false;
     loop {
         let counts = running.queue.counts().await?;
-        let all_read = lines_seen(&a_stats) >= a_expected_lines && lines_seen(&b_stats) >= b_expected_lines;
+        let all_read =
+            lines_seen(&a_stats) >= a_expected_lines && lines_seen(&b_stats) >= b_expected_lines;
         if all_read && counts.total.outstanding() == 0 {
             if !released_late && counts.total.unmapped > 0 {
                 // the operator adds the missing user: the daemon releases the waiting punch
@@ -190,7 +201,11 @@ location_name = "HQ 2F door"
     let written_twice = writes.values().filter(|n| **n > 1).count();
 
     let mut o = String::new();
-    writeln!(o, "clockbridge demo: 2 simulated clocks -> clockbridge -> local Feishu stand-in ({})", standin.base_url())?;
+    writeln!(
+        o,
+        "clockbridge demo: 2 simulated clocks -> clockbridge -> local Feishu stand-in ({})",
+        standin.base_url()
+    )?;
     for (id, d) in &devs {
         writeln!(
             o,
@@ -201,9 +216,15 @@ location_name = "HQ 2F door"
     writeln!(
         o,
         "  queue: {} delivered, {} dead, {} unmapped, {} pending",
-        counts.total.delivered, counts.total.dead, counts.total.unmapped, counts.total.outstanding()
+        counts.total.delivered,
+        counts.total.dead,
+        counts.total.unmapped,
+        counts.total.outstanding()
     )?;
-    writeln!(o, "  user {LATE_USER} was unmapped until the mapping gained it; its punch was then delivered")?;
+    writeln!(
+        o,
+        "  user {LATE_USER} was unmapped until the mapping gained it; its punch was then delivered"
+    )?;
     for d in &dead {
         writeln!(
             o,

@@ -106,20 +106,35 @@ pub struct DeviceInfo {
     pub stats: Arc<DeviceStats>,
 }
 
-/// The writer task: drains `rx` until every sink is dropped, committing groups to `queue`.
-/// `on_commit` is called after each commit that queued something sendable (it wakes the sender).
+/// The writer task: drains `rx`, committing groups to `queue`, until every sink is dropped or `stop`
+/// is cancelled. On `stop` it closes the channel (further submits fail with [`SinkClosed`]) and still
+/// commits everything already in it. `on_commit` is called after each commit (it wakes the sender).
 pub async fn run_writer(
     mut rx: mpsc::Receiver<IngestItem>,
     queue: Queue,
     devices: Arc<HashMap<String, DeviceInfo>>,
     mapping: MappingHandle,
     max_future_secs: i64,
+    stop: tokio_util::sync::CancellationToken,
     on_commit: impl Fn() + Send + 'static,
 ) {
     let mut group: Vec<IngestItem> = Vec::with_capacity(GROUP_MAX);
+    let mut closed = false;
     loop {
         group.clear();
-        if rx.recv_many(&mut group, GROUP_MAX).await == 0 {
+        let n = if closed {
+            rx.recv_many(&mut group, GROUP_MAX).await
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut group, GROUP_MAX) => n,
+                _ = stop.cancelled() => {
+                    rx.close();
+                    closed = true;
+                    continue;
+                }
+            }
+        };
+        if n == 0 {
             return;
         }
         let now = chrono::Utc::now();

@@ -11,7 +11,11 @@ use clockbridge::config::{Config, DEFAULT_CONFIG_PATH};
 use clockbridge::daemon::{self, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "clockbridge", version, about = "Bridges office time clocks to Feishu / Lark attendance, durably and exactly once")]
+#[command(
+    name = "clockbridge",
+    version,
+    about = "Bridges office time clocks to Feishu / Lark attendance, durably and exactly once"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH, env = "CLOCKBRIDGE_CONFIG")]
@@ -81,7 +85,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => match Config::load(&cli.config) {
             Ok(cfg) => {
                 print!("{}", cfg.to_masked_toml());
-                eprintln!("clockbridge: {}: configuration is valid", cli.config.display());
+                eprintln!(
+                    "clockbridge: {}: configuration is valid",
+                    cli.config.display()
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

@@ -165,10 +165,7 @@ impl MappingHandle {
 
     /// The mapping in force.
     pub fn current(&self) -> Arc<Mapping> {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The table file, in `table` mode.
@@ -195,7 +192,8 @@ impl MappingHandle {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "device_user_id,user_id,device_id\n1,abd754f7,\n23,7f1bcd13,\n1005,a1xud,door-1\n";
+    const SAMPLE: &str =
+        "device_user_id,user_id,device_id\n1,abd754f7,\n23,7f1bcd13,\n1005,a1xud,door-1\n";
 
     #[test]
     fn table_with_header_and_device_specific_rows() {
@@ -230,10 +228,7 @@ mod tests {
     fn comments_and_blank_lines_are_skipped() {
         let t = parse_table("# comment\n\n7 , u7\n".as_bytes(), "x").unwrap();
         assert_eq!(t.len(), 1);
-        assert_eq!(
-            Mapping::Table(t).lookup("any", "7").as_deref(),
-            Some("u7")
-        );
+        assert_eq!(Mapping::Table(t).lookup("any", "7").as_deref(), Some("u7"));
     }
 
     #[test]

@@ -51,7 +51,12 @@ impl Punch {
         h.update([0]);
         h.update(self.device_user_id.as_bytes());
         h.update([0]);
-        h.update(self.local_time.format("%Y-%m-%d %H:%M:%S").to_string().as_bytes());
+        h.update(
+            self.local_time
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+                .as_bytes(),
+        );
         let digest = h.finalize();
         let mut out = String::with_capacity(32);
         for b in &digest[..16] {
@@ -386,7 +391,8 @@ mod tests {
     fn dst_gap_and_overlap_resolve_deterministically() {
         let tz: Tz = "Europe/Berlin".parse().unwrap();
         // 2026-03-29 02:30 does not exist in Berlin (clocks jump 02:00 -> 03:00): read as +01:00
-        let gap = NaiveDateTime::parse_from_str("2026-03-29 02:30:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        let gap =
+            NaiveDateTime::parse_from_str("2026-03-29 02:30:00", "%Y-%m-%d %H:%M:%S").unwrap();
         assert_eq!(
             resolve_local(tz, gap).to_rfc3339(),
             "2026-03-29T01:30:00+00:00"

@@ -37,8 +37,11 @@ use crate::config::SenderConfig;
 use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
 use crate::queue::{now_ms, Claimed, ErrorInfo, Queue, QueueError, KIND_USER_FLOW};
 
+/// Longest wait of an idle sender before it looks at the queue again.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+
 /// Counters and state of the sender, for `status`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SenderStats {
     pub requests: AtomicU64,
     pub delivered: AtomicU64,
@@ -48,6 +51,25 @@ pub struct SenderStats {
     pub rate_limited: AtomicU64,
     pub app_blocked: AtomicU64,
     state: Mutex<SenderState>,
+    /// Bumped after every outcome recorded in the queue (and by ingest commits): lets tests and the
+    /// demo await progress instead of sleeping.
+    progress: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SenderStats {
+    fn default() -> Self {
+        SenderStats {
+            requests: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            splits: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            app_blocked: AtomicU64::new(0),
+            state: Mutex::new(SenderState::default()),
+            progress: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -84,6 +106,16 @@ pub struct SenderSnapshot {
 }
 
 impl SenderStats {
+    /// Signals that the queue changed.
+    pub fn bump(&self) {
+        self.progress.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees every [`SenderStats::bump`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
     fn with_state<R>(&self, f: impl FnOnce(&mut SenderState) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -157,6 +189,8 @@ struct Shared {
     stats: Arc<SenderStats>,
     shutdown: CancellationToken,
     blocked_logged: Mutex<Option<AppProblem>>,
+    /// Wakes the claim loop (new records, or a retry scheduled by a batch task).
+    wake: Arc<Notify>,
 }
 
 /// The sender of `user_flow` records.
@@ -186,6 +220,7 @@ impl Sender {
                 stats,
                 shutdown,
                 blocked_logged: Mutex::new(None),
+                wake: wake.clone(),
             }),
             wake,
         }
@@ -227,8 +262,12 @@ impl Sender {
                 if ready == 0 {
                     linger_since = None;
                     let wait = match sh.queue.next_due(KIND_USER_FLOW).await {
-                        Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(1, 60_000) as u64),
-                        Ok(None) => Duration::from_secs(60),
+                        Ok(Some(due)) => Duration::from_millis(
+                            (due - now_ms()).clamp(1, IDLE_RECHECK.as_millis() as i64) as u64,
+                        ),
+                        // nothing pending: re-check now and then, for rows another process (e.g.
+                        // `dlq retry`) made pending
+                        Ok(None) => IDLE_RECHECK,
                         Err(e) => {
                             db_failure(&sh, &e, &mut db_failures).await;
                             continue;
@@ -290,8 +329,13 @@ impl Sender {
         }
         match sh.queue.requeue_in_flight().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "sender: returned unfinished rows to the queue; they are sent on the next start"),
-            Err(e) => tracing::warn!(error = %e, "sender: could not return in-flight rows to pending; the next start does it"),
+            Ok(n) => tracing::info!(
+                rows = n,
+                "sender: returned unfinished rows to the queue; they are sent on the next start"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "sender: could not return in-flight rows to pending; the next start does it")
+            }
         }
     }
 }
@@ -345,7 +389,10 @@ async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
             // not sent: back to pending now rather than at the next start
             let mut ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
             ids.extend(work.iter().flatten().map(|r| r.id));
-            settle(sh, "requeue", || sh.queue.mark_retry(ids.clone(), 0, None, true)).await;
+            settle(sh, "requeue", || {
+                sh.queue.mark_retry(ids.clone(), 0, None, true)
+            })
+            .await;
             return;
         }
         sh.limiter.until_ready().await;
@@ -397,14 +444,20 @@ async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
             }
             Verdict::Retry => {
                 sh.stats.record_error(&reply);
-                sh.stats.retries.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                sh.stats
+                    .retries
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let attempts = batch.iter().map(|r| r.attempts).max().unwrap_or(1);
                 let delay = backoff(&sh.cfg, attempts);
                 tracing::warn!(code = reply.code, http = reply.http_status, msg = %reply.msg, log_id = %reply.log_id_text(), records = batch.len(), attempts, retry_in_ms = delay.as_millis() as u64, "feishu: upload failed; will retry");
                 let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
                 let next = now_ms() + delay.as_millis() as i64;
                 let info = error_info(&reply);
-                settle(sh, "retry", || sh.queue.mark_retry(ids.clone(), next, Some(info.clone()), false)).await;
+                settle(sh, "retry", || {
+                    sh.queue
+                        .mark_retry(ids.clone(), next, Some(info.clone()), false)
+                })
+                .await;
             }
             Verdict::RateLimited { wait } => {
                 sh.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -423,7 +476,11 @@ async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
                 ids.extend(work.drain(..).flatten().map(|r| r.id));
                 let next = now_ms() + pause.as_millis() as i64;
                 let info = error_info(&reply);
-                settle(sh, "retry", || sh.queue.mark_retry(ids.clone(), next, Some(info.clone()), true)).await;
+                settle(sh, "retry", || {
+                    sh.queue
+                        .mark_retry(ids.clone(), next, Some(info.clone()), true)
+                })
+                .await;
                 return;
             }
         }
@@ -443,7 +500,9 @@ async fn delivered(sh: &Shared, rows: &[Claimed]) {
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     settle(sh, "delivered", || sh.queue.mark_delivered(ids.clone())).await;
-    sh.stats.delivered.fetch_add(rows.len() as u64, Ordering::Relaxed);
+    sh.stats
+        .delivered
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
     sh.stats
         .with_state(|s| s.last_success_at = Some(chrono::Utc::now().timestamp()));
 }
@@ -463,8 +522,14 @@ async fn dead(sh: &Shared, rows: &[Claimed], reason: &str, reply: &Reply) {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let info = error_info(reply);
     let reason = reason.to_string();
-    settle(sh, "dead", || sh.queue.mark_dead(ids.clone(), reason.clone(), info.clone())).await;
-    sh.stats.dead.fetch_add(rows.len() as u64, Ordering::Relaxed);
+    settle(sh, "dead", || {
+        sh.queue
+            .mark_dead(ids.clone(), reason.clone(), info.clone())
+    })
+    .await;
+    sh.stats
+        .dead
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
 }
 
 /// Applies an outcome to the queue, retrying while the database refuses (e.g. disk full): rows must
@@ -477,7 +542,12 @@ where
     let mut delay = Duration::from_millis(100);
     loop {
         match op().await {
-            Ok(()) => return,
+            Ok(()) => {
+                sh.stats.bump();
+                // a retry may now be the earliest due row: let the claim loop re-plan its wait
+                sh.wake.notify_one();
+                return;
+            }
             Err(e @ QueueError::NotClaimed { .. }) => {
                 tracing::error!(error = %e, outcome = what, "sender: outcome not recorded for rows that were no longer in flight");
                 return;

@@ -83,10 +83,14 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
     let runtime = read_runtime(&conn, RUNTIME_KEY)?;
     let now = crate::queue::now_ms();
     let (snap, snap_at) = match runtime {
-        Some((json, at)) => (serde_json::from_str::<RuntimeSnapshot>(&json).ok(), Some(at)),
+        Some((json, at)) => (
+            serde_json::from_str::<RuntimeSnapshot>(&json).ok(),
+            Some(at),
+        ),
         None => (None, None),
     };
-    let running = matches!((&snap, snap_at), (Some(s), Some(at)) if s.pid != 0 && now - at < STALE_AFTER_MS);
+    let running =
+        matches!((&snap, snap_at), (Some(s), Some(at)) if s.pid != 0 && now - at < STALE_AFTER_MS);
     let devices = cfg
         .devices
         .iter()
@@ -150,7 +154,11 @@ pub fn render_text(s: &Status) -> String {
             Some(r) => o.push_str(&format!("sender:    BLOCKED: {r}\n")),
             None => o.push_str(&format!(
                 "sender:    {}  ({} requests, {} delivered, {} retried, {} rate-limited)\n",
-                sender.state, sender.requests, sender.delivered, sender.retries, sender.rate_limited
+                sender.state,
+                sender.requests,
+                sender.delivered,
+                sender.retries,
+                sender.rate_limited
             )),
         }
         if let Some(e) = &sender.last_error {

@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn success_and_per_record_failures() {
-        assert_eq!(classify(&reply(200, Some(0), "success")), Verdict::Delivered);
+        assert_eq!(
+            classify(&reply(200, Some(0), "success")),
+            Verdict::Delivered
+        );
         assert_eq!(classify(&reply(200, Some(0), "[]")), Verdict::Delivered);
         assert_eq!(
             classify(&reply(200, Some(0), "[u1-u1, u2-u2]")),
@@ -184,9 +187,18 @@ mod tests {
 
     #[test]
     fn transient_failures_retry_whatever_the_http_status() {
-        assert_eq!(classify(&reply(400, Some(1220600), "no row affected")), Verdict::Retry);
-        assert_eq!(classify(&reply(200, Some(1220600), "No Row Affected")), Verdict::Retry);
-        assert_eq!(classify(&reply(500, Some(1225000), "internal server error")), Verdict::Retry);
+        assert_eq!(
+            classify(&reply(400, Some(1220600), "no row affected")),
+            Verdict::Retry
+        );
+        assert_eq!(
+            classify(&reply(200, Some(1220600), "No Row Affected")),
+            Verdict::Retry
+        );
+        assert_eq!(
+            classify(&reply(500, Some(1225000), "internal server error")),
+            Verdict::Retry
+        );
         assert_eq!(classify(&reply(502, None, "bad gateway")), Verdict::Retry);
         assert_eq!(classify(&reply(0, None, "timed out")), Verdict::Retry);
         assert_eq!(classify(&reply(503, Some(123), "whatever")), Verdict::Retry);
@@ -220,11 +232,19 @@ mod tests {
             Verdict::Invalid
         );
         assert_eq!(
-            classify(&reply(400, Some(1220004), "user_id is not exist or does not have permission")),
+            classify(&reply(
+                400,
+                Some(1220004),
+                "user_id is not exist or does not have permission"
+            )),
             Verdict::Invalid
         );
         assert_eq!(
-            classify(&reply(400, Some(1220600), "the attendance result has been sealed and can not modify")),
+            classify(&reply(
+                400,
+                Some(1220600),
+                "the attendance result has been sealed and can not modify"
+            )),
             Verdict::Invalid
         );
     }
@@ -251,7 +271,10 @@ mod tests {
 
     #[test]
     fn token_errors_left_after_the_refresh_are_transient() {
-        assert_eq!(classify(&reply(400, Some(99991663), "invalid token")), Verdict::Retry);
+        assert_eq!(
+            classify(&reply(400, Some(99991663), "invalid token")),
+            Verdict::Retry
+        );
     }
 
     #[test]

@@ -61,9 +61,7 @@ pub struct Reply {
 impl Reply {
     /// `log id X` for messages, or `no log id`.
     pub fn log_id_text(&self) -> String {
-        self.log_id
-            .clone()
-            .unwrap_or_else(|| "none".to_string())
+        self.log_id.clone().unwrap_or_else(|| "none".to_string())
     }
 }
 
@@ -179,7 +177,10 @@ impl FeishuClient {
                 })
             }
         };
-        match (reply.code, env.and_then(|e| e.tenant_access_token.zip(e.expire))) {
+        match (
+            reply.code,
+            env.and_then(|e| e.tenant_access_token.zip(e.expire)),
+        ) {
             (Some(0), Some((value, expire))) => {
                 let ttl = Duration::from_secs(expire.max(1));
                 let early = Duration::from_secs(300).min(ttl / 10);
@@ -205,7 +206,8 @@ impl FeishuClient {
     /// Handles token errors (drop, refetch, re-send once). Returns the reply of the last attempt, a token
     /// failure as a reply, or a transport failure as a reply with no code.
     pub async fn batch_create(&self, records: &[&str]) -> Reply {
-        let mut body = String::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 20);
+        let mut body =
+            String::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 20);
         body.push_str("{\"flow_records\":[");
         for (i, r) in records.iter().enumerate() {
             if i > 0 {
@@ -294,7 +296,8 @@ async fn read_reply(
         None => {
             let text = String::from_utf8_lossy(&bytes);
             let short: String = text.chars().take(200).collect();
-            reply.msg = format!("HTTP {status} with a body that is not the platform's JSON: {short:?}");
+            reply.msg =
+                format!("HTTP {status} with a body that is not the platform's JSON: {short:?}");
         }
     }
     Ok((reply, env))

@@ -290,11 +290,13 @@ fn open_conn(path: &Path) -> Result<Connection> {
 }
 
 fn set_pragmas(conn: &Connection, p: &str) -> Result<()> {
-    let not_db = |e: rusqlite::Error| QueueError::Open {
+    let not_db = |e: rusqlite::Error| {
+        QueueError::Open {
         path: p.to_string(),
         reason: format!(
             "{e}: the file is not a readable clockbridge queue (corrupt?): move it aside and keep it for inspection; clockbridge never recreates it silently"
         ),
+    }
     };
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -335,10 +337,7 @@ impl Queue {
                 path: p.clone(),
                 reason: e.to_string(),
             })?;
-        let requeued = conn.execute(
-            "UPDATE outbox SET status = 0 WHERE status = 1",
-            [],
-        )?;
+        let requeued = conn.execute("UPDATE outbox SET status = 0 WHERE status = 1", [])?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("clockbridge-queue".into())
@@ -518,9 +517,7 @@ impl Queue {
     pub async fn release_unmapped(&self, mapping: Arc<Mapping>) -> Result<usize> {
         self.call(move |conn| {
             let pairs: Vec<(String, String)> = conn
-                .prepare_cached(
-                    "SELECT DISTINCT device_id, subject FROM outbox WHERE status = 4",
-                )?
+                .prepare_cached("SELECT DISTINCT device_id, subject FROM outbox WHERE status = 4")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             let tx = conn.transaction()?;
@@ -704,7 +701,8 @@ fn claim(conn: &mut Connection, kind: &str, limit: usize, now: i64) -> Result<Ve
 /// Counts from an open connection (also used by the read-only `status` path).
 pub fn read_counts(conn: &Connection) -> Result<Counts> {
     let mut c = Counts::default();
-    let mut st = conn.prepare_cached("SELECT kind, device_id, status, n FROM counts WHERE n <> 0")?;
+    let mut st =
+        conn.prepare_cached("SELECT kind, device_id, status, n FROM counts WHERE n <> 0")?;
     let rows = st.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,

@@ -49,7 +49,10 @@ async fn pragmas_take_effect() {
 async fn reinserting_the_same_punch_is_a_no_op() {
     let (_d, q) = open();
     let a = rec("door-1", "1", "2026-03-02 08:59:59", true);
-    let st = q.insert(Arc::new(vec![a.clone(), a.clone()])).await.unwrap();
+    let st = q
+        .insert(Arc::new(vec![a.clone(), a.clone()]))
+        .await
+        .unwrap();
     assert_eq!(st, vec![InsertStatus::Pending, InsertStatus::Duplicate]);
     let st = q.insert(Arc::new(vec![a])).await.unwrap();
     assert_eq!(st, vec![InsertStatus::Duplicate]);
@@ -115,7 +118,13 @@ async fn acknowledging_an_unclaimed_row_is_an_error() {
     let c = q.claim(KIND_USER_FLOW, 1).await.unwrap();
     q.mark_delivered(vec![c[0].id]).await.unwrap();
     let e = q.mark_delivered(vec![c[0].id]).await.unwrap_err();
-    assert!(matches!(e, QueueError::NotClaimed { expected: 1, changed: 0 }));
+    assert!(matches!(
+        e,
+        QueueError::NotClaimed {
+            expected: 1,
+            changed: 0
+        }
+    ));
     assert_eq!(q.counts().await.unwrap().total.delivered, 1);
 }
 
@@ -245,6 +254,10 @@ async fn claims_stay_indexed_with_many_rows() {
         .await
         .unwrap();
     let plan = plan.join(" | ");
-    assert!(plan.contains("USING INDEX outbox_ready") || plan.contains("USING COVERING INDEX outbox_ready"), "{plan}");
+    assert!(
+        plan.contains("USING INDEX outbox_ready")
+            || plan.contains("USING COVERING INDEX outbox_ready"),
+        "{plan}"
+    );
     assert!(!plan.contains("TEMP B-TREE"), "claim must not sort: {plan}");
 }

@@ -171,7 +171,7 @@ async fn listen(dev: &Arc<Device>) {
                 };
                 if bind_failures.failed() {
                     tracing::error!(
-                        "{err} (attempt {}; retrying with back-off up to {} s)",
+                        "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
                         bind_failures.failures,
                         dev.max_backoff.as_secs()
                     );
@@ -370,7 +370,7 @@ async fn connect(dev: &Device) {
                 };
                 if failures.failed() {
                     tracing::warn!(
-                        "{err} ({} failures so far; retrying with back-off up to {} s, logged at most once a minute)",
+                        "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
                         failures.failures,
                         dev.max_backoff.as_secs()
                     );

@@ -110,6 +110,8 @@ pub mod codes {
     pub const SCOPE_MISSING: i64 = 99_991_672;
     /// Malformed token request.
     pub const INVALID_PARAM: i64 = 10_003;
+    /// batch_create: a user id refused at validation (whole batch).
+    pub const USER_INVALID: i64 = 1_220_004;
 }
 
 /// Settings of a stand-in. Every field can also be changed while it runs (see [`Standin`]).
@@ -129,6 +131,9 @@ pub struct StandinConfig {
     pub known_users: Option<HashSet<String>>,
     /// What happens to a record whose `idempotent_id` is already stored.
     pub dedup: DedupMode,
+    /// Users whose records make the platform refuse the *whole* batch with 1220004 ("user_id is not
+    /// exist or does not have permission"), as it does for ids it rejects at validation.
+    pub invalid_users: HashSet<String>,
 }
 
 impl Default for StandinConfig {
@@ -141,6 +146,7 @@ impl Default for StandinConfig {
             rate_limit_per_sec: 50,
             known_users: None,
             dedup: DedupMode::Silent,
+            invalid_users: HashSet::new(),
         }
     }
 }
@@ -383,6 +389,11 @@ impl Standin {
     /// Sets (or clears) a fault applied to every batch_create request; queued faults go first.
     pub fn set_sticky_fault(&self, f: Option<Fault>) {
         lock(&self.shared.inner).sticky = f;
+    }
+
+    /// Replaces the set of users whose records make the whole batch invalid (1220004).
+    pub fn set_invalid_users(&self, users: HashSet<String>) {
+        lock(&self.shared.inner).cfg.invalid_users = users;
     }
 
     /// Replaces the set of existing users (`None`: every user exists).
@@ -980,6 +991,19 @@ fn process_batch(
     for (i, record) in records.iter().enumerate() {
         if let Err(detail) = check_record(record) {
             return param_invalid(format!("flow_records[{i}]{detail}"));
+        }
+    }
+    {
+        let g = lock(&shared.inner);
+        for (i, record) in records.iter().enumerate() {
+            let user = record.get("user_id").and_then(Value::as_str).unwrap_or("");
+            if g.cfg.invalid_users.contains(user) {
+                return Reply::err(
+                    StatusCode::BAD_REQUEST,
+                    codes::USER_INVALID,
+                    format!("param is invalid: flow_records[{i}].user_id is not exist or does not have permission"),
+                );
+            }
         }
     }
 

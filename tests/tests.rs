@@ -1,0 +1,9 @@
+//! Integration tests, built as one binary (one module per concern), against the local stand-in of the
+//! platform on loopback.
+
+mod util;
+
+mod cli;
+mod crash;
+mod delivery;
+mod outcomes;

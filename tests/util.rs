@@ -1,0 +1,139 @@
+//! Shared test support: a temporary directory, a stand-in of the platform, and configs pointing at it.
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use clockbridge::config::Config;
+use clockbridge::daemon::{self, RunOptions, Running};
+use clockbridge::punch::Punch;
+use clockbridge::standin::{Standin, StandinConfig};
+
+/// Long enough for any test on a loaded machine; tests wait on events, this only bounds a failure.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub standin: Standin,
+}
+
+impl Env {
+    pub async fn new(cfg: StandinConfig) -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            standin: Standin::start(cfg).await.unwrap(),
+        }
+    }
+
+    pub fn queue_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("queue.db")
+    }
+
+    /// A config for the stand-in with fast retries; `extra` is appended (devices, mapping...).
+    pub fn toml(&self, extra: &str) -> String {
+        format!(
+            r#"
+[feishu]
+base_url = "{base}"
+app_id = "cli_standin"
+app_secret = "standin-secret"
+employee_type = "employee_id"
+request_timeout_secs = 5
+
+[queue]
+path = "{queue}"
+
+[sender]
+linger_ms = 20
+retry_initial_secs = 1
+retry_max_secs = 2
+app_error_pause_secs = 1
+{extra}
+"#,
+            base = self.standin.base_url(),
+            queue = self.queue_path().display(),
+        )
+    }
+
+    pub fn config(&self, extra: &str) -> Config {
+        self.config_with(extra, &[])
+    }
+
+    /// A config with `CLOCKBRIDGE__...` overrides.
+    pub fn config_with(&self, extra: &str, env: &[(&str, &str)]) -> Config {
+        Config::from_toml_with_env(
+            &self.toml(extra),
+            "test",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap()
+    }
+
+    pub fn write_config(&self, extra: &str) -> std::path::PathBuf {
+        let p = self.dir.path().join("clockbridge.toml");
+        std::fs::write(&p, self.toml(extra)).unwrap();
+        p
+    }
+
+    pub async fn start(&self, extra: &str) -> Running {
+        self.start_with(extra, &[]).await
+    }
+
+    pub async fn start_with(&self, extra: &str, env: &[(&str, &str)]) -> Running {
+        let cfg = self.config_with(extra, env);
+        daemon::start(
+            cfg,
+            RunOptions {
+                snapshot_interval: Duration::from_millis(200),
+                grace: Duration::from_secs(5),
+                prune_interval: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .unwrap()
+    }
+}
+
+/// A punch of `user` on `device` at local time `t` (`YYYY-MM-DD HH:MM:SS`).
+pub fn punch(device: &str, user: &str, t: &str) -> Punch {
+    Punch {
+        device_id: device.into(),
+        device_user_id: user.into(),
+        local_time: NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").unwrap(),
+        state: Some(0),
+        verify: Some(1),
+        workcode: None,
+    }
+}
+
+/// `n` distinct punches on `device` (users u0..u{n/10}, times spread over 2026-03-02).
+pub fn punches(device: &str, n: usize) -> Vec<Punch> {
+    (0..n)
+        .map(|i| {
+            let secs = 6 * 3600 + i;
+            let t = format!(
+                "2026-03-02 {:02}:{:02}:{:02}",
+                secs / 3600,
+                (secs / 60) % 60,
+                secs % 60
+            );
+            punch(device, &format!("u{}", i % 97), &t)
+        })
+        .collect()
+}
+
+/// Submits punches and waits for each to be committed.
+pub async fn submit_all(running: &Running, ps: Vec<Punch>) {
+    let sink = running.sink().unwrap();
+    for p in ps {
+        let outcome = sink.submit_committed(p).await.unwrap();
+        assert!(outcome.is_committed(), "{outcome:?}");
+    }
+}
+
+/// Asserts each idempotent id the stand-in holds was written exactly once, and returns how many.
+pub fn assert_each_written_once(standin: &Standin) -> usize {
+    let counts = standin.write_counts();
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    counts.len()
+}
