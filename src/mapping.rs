@@ -188,6 +188,11 @@ impl MappingHandle {
     }
 }
 
+/// Parses a mapping table from CSV text (for tests and tools).
+pub fn load_table_from_str(text: &str) -> Result<Table, MappingError> {
+    parse_table(text.as_bytes(), "(inline)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,9 +256,4 @@ mod tests {
         assert!(h.reload().is_err());
         assert_eq!(h.current().lookup("d", "2").as_deref(), Some("u2"));
     }
-}
-
-/// Parses a mapping table from CSV text (for tests and tools).
-pub fn load_table_from_str(text: &str) -> Result<Table, MappingError> {
-    parse_table(text.as_bytes(), "(inline)")
 }

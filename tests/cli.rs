@@ -1,1 +1,136 @@
-//! CLI tests.
+//! The commands a newcomer runs first: `check-config` and `status --json`.
+
+use std::process::Command;
+
+use clockbridge::queue::{ErrorInfo, Queue, KIND_USER_FLOW};
+use clockbridge::standin::StandinConfig;
+
+use crate::crash::prefill;
+use crate::util::*;
+
+fn clockbridge(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("CLOCKBRIDGE__FEISHU__APP_SECRET")
+        .output()
+        .unwrap()
+}
+
+const DEVICE: &str = r#"
+[[devices]]
+id = "door-1"
+kind = "tcp"
+mode = "listen"
+address = "0.0.0.0:5005"
+timezone = "Asia/Shanghai"
+"#;
+
+#[tokio::test]
+async fn check_config_masks_the_secret_and_exits_0() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config(DEVICE);
+    let out = clockbridge(&["check-config"], &cfg);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("app_secret = \"***\""), "{stdout}");
+    assert!(!stdout.contains("standin-secret") && !stderr.contains("standin-secret"));
+    assert!(stdout.contains("[[devices]]"));
+}
+
+#[tokio::test]
+async fn check_config_names_the_key_path_and_value_and_exits_1() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config(&DEVICE.replace("Asia/Shanghai", "Asia/Shanghia"));
+    let out = clockbridge(&["check-config"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("devices[0].timezone"), "{stderr}");
+    assert!(stderr.contains("Asia/Shanghia"), "{stderr}");
+    assert!(!stderr.contains("standin-secret"), "{stderr}");
+
+    let cfg = env.write_config(&DEVICE.replace("kind = \"tcp\"", "kind = \"tcp\"\nbaud = 9600"));
+    let out = clockbridge(&["check-config"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("devices[0]") && stderr.contains("baud"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clockbridge.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["check-config", "--config"])
+        .arg(&example)
+        .env("CLOCKBRIDGE__FEISHU__APP_SECRET", "example-secret-value")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("example-secret-value"));
+}
+
+#[tokio::test]
+async fn status_json_has_the_contract_fields() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config(DEVICE);
+    prefill(&env.queue_path(), 7).await;
+    {
+        let (q, _) = Queue::open(&env.queue_path()).unwrap();
+        let c = q.claim(KIND_USER_FLOW, 3).await.unwrap();
+        q.mark_delivered(vec![c[0].id]).await.unwrap();
+        q.mark_dead(
+            vec![c[1].id],
+            "rejected".into(),
+            ErrorInfo {
+                code: Some(1220001),
+                message: "param is invalid".into(),
+                log_id: Some("log-xyz".into()),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let out = clockbridge(&["status", "--json"], &cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let q = &v["queue"];
+    // one claimed row is still in flight (the daemon re-queues it when it opens the queue)
+    assert_eq!(q["pending"].as_u64(), Some(4), "{v}");
+    assert_eq!(q["in_flight"].as_u64(), Some(1), "{v}");
+    assert_eq!(q["delivered"].as_u64(), Some(1), "{v}");
+    assert_eq!(q["dead"].as_u64(), Some(1), "{v}");
+    assert_eq!(q["unmapped"].as_u64(), Some(0), "{v}");
+    let d = &v["devices"][0];
+    assert_eq!(d["id"], "door-1");
+    assert_eq!(d["queue"]["pending"].as_u64(), Some(4));
+    assert_eq!(d["queue"]["dead"].as_u64(), Some(1));
+    assert_eq!(v["daemon"]["running"], false);
+    assert_eq!(v["dead_letters"][0]["code"], 1220001);
+    assert_eq!(v["dead_letters"][0]["log_id"], "log-xyz");
+
+    let text = clockbridge(&["status"], &cfg);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("dead letters"), "{text}");
+    assert!(text.contains("log-xyz"), "{text}");
+}
+
+#[tokio::test]
+async fn status_without_a_queue_says_how_to_create_it() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config("");
+    let out = clockbridge(&["status"], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not exist yet"), "{stderr}");
+    assert!(!env.queue_path().exists());
+}

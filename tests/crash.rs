@@ -1,1 +1,156 @@
-//! Crash tests.
+//! Crash safety: the real binary is killed with SIGKILL while uploading, several times, then restarted;
+//! every punch must end up accepted by the platform exactly once, with none lost.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clockbridge::punch::normalise;
+use clockbridge::queue::{NewRecord, Queue};
+use clockbridge::standin::{DedupMode, StandinConfig};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::util::*;
+
+/// Queues `n` punches in the queue file, as a previous run of the daemon would have; returns their keys.
+pub async fn prefill(path: &Path, n: usize) -> HashSet<String> {
+    let (q, _) = Queue::open(path).unwrap();
+    let mut keys = HashSet::new();
+    for chunk in punches("door-1", n).chunks(1000) {
+        let recs: Vec<NewRecord> = chunk
+            .iter()
+            .map(|p| {
+                let user = p.device_user_id.clone();
+                NewRecord::from_punch(&normalise(
+                    p.clone(),
+                    chrono_tz::Asia::Shanghai,
+                    "HQ",
+                    Some(&user),
+                    chrono::Utc::now(),
+                    3600,
+                ))
+            })
+            .collect();
+        keys.extend(recs.iter().map(|r| r.idem.clone()));
+        q.insert(Arc::new(recs)).await.unwrap();
+    }
+    assert_eq!(q.counts().await.unwrap().total.pending, n as u64);
+    keys
+}
+
+fn spawn_daemon(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn status_json(config: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_uploading_loses_and_duplicates_nothing() {
+    let n = 3000;
+    let env = Env::new(StandinConfig {
+        latency: Duration::from_millis(80),
+        dedup: DedupMode::Silent,
+        ..StandinConfig::default()
+    })
+    .await;
+    let expected = prefill(&env.queue_path(), n).await;
+    let config = env.write_config("[log]\nlevel = \"info\"\n");
+    let log = env.dir.path().join("daemon.log");
+
+    for round in 0..4 {
+        let mut child = spawn_daemon(&config, &log);
+        // kill it while requests are in flight: a few requests after this run started uploading
+        let target = env.standin.stats().batch_requests + 4 + round;
+        tokio::time::timeout(PATIENCE, env.standin.wait_requests(target))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "daemon never uploaded: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+        child.wait().await.unwrap();
+    }
+    let killed_stored = env.standin.stored_len();
+    assert!(
+        killed_stored < n,
+        "all delivered before the last kill: the test did not test anything"
+    );
+
+    let mut child = spawn_daemon(&config, &log);
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(n))
+        .await
+        .expect("not every punch reached the platform");
+    // the daemon records the last outcomes: wait until its queue says so (another process: poll)
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let status = loop {
+        let st = status_json(&config).await;
+        let q = &st["queue"];
+        if q["delivered"] == n && q["pending"] == 0 && q["in_flight"] == 0 {
+            break st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue never settled: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["queue"]["dead"], 0);
+    assert_eq!(status["queue"]["unmapped"], 0);
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "daemon did not stop cleanly on SIGTERM: {exit:?}"
+    );
+
+    // exactly once: every expected punch is there, each written once, nothing else
+    assert_eq!(assert_each_written_once(&env.standin), n);
+    let stored: HashSet<String> = env
+        .standin
+        .stored()
+        .iter()
+        .map(|f| f.idempotent_id().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, expected);
+    // the kills did interrupt requests whose writes had been applied: their re-sends were absorbed
+    // by the idempotent id, not written again
+    let st = env.standin.stats();
+    assert!(st.records_duplicate > 0, "no re-send happened: {st:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("pending again and will be re-sent"), "{text}");
+}

@@ -4,6 +4,6 @@
 mod util;
 
 mod cli;
-mod crash;
+pub mod crash;
 mod delivery;
 mod outcomes;

@@ -54,10 +54,6 @@ app_error_pause_secs = 1
         )
     }
 
-    pub fn config(&self, extra: &str) -> Config {
-        self.config_with(extra, &[])
-    }
-
     /// A config with `CLOCKBRIDGE__...` overrides.
     pub fn config_with(&self, extra: &str, env: &[(&str, &str)]) -> Config {
         Config::from_toml_with_env(
