@@ -403,6 +403,16 @@ impl Config {
         Self::load_with_env(path, std::env::vars())
     }
 
+    /// Loads and validates the configuration for commands that never talk to the platform (`status`):
+    /// the app secret is not needed and not read.
+    pub fn load_without_secret(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: format!("cannot read: {e}: create it from config/clockbridge.toml"),
+        })?;
+        Self::parse(&text, &path.display().to_string(), std::env::vars()).map(|(c, _)| c)
+    }
+
     /// [`Config::load`] with an explicit environment (for tests).
     pub fn load_with_env(
         path: &Path,
@@ -421,9 +431,26 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let (mut cfg, credentials_dir) = Self::parse(text, origin, env)?;
+        cfg.resolve_secret(credentials_dir.as_deref())?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates, without resolving the secret; also returns `$CREDENTIALS_DIRECTORY`.
+    fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let mut credentials_dir = None;
         let env: config::Map<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("CLOCKBRIDGE__"))
+            .filter(|(k, v)| {
+                if k == "CREDENTIALS_DIRECTORY" {
+                    credentials_dir = Some(PathBuf::from(v));
+                }
+                k.starts_with("CLOCKBRIDGE__")
+            })
             .collect();
         let built = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
@@ -438,7 +465,7 @@ impl Config {
                 path: origin.to_string(),
                 reason: e.to_string(),
             })?;
-        let mut cfg: Config = serde_path_to_error::deserialize(built).map_err(|e| {
+        let cfg: Config = serde_path_to_error::deserialize(built).map_err(|e| {
             let path = e.path().to_string();
             ConfigError::Key {
                 key: if path == "." || path.is_empty() {
@@ -449,28 +476,50 @@ impl Config {
                 reason: e.into_inner().to_string(),
             }
         })?;
-        cfg.resolve_secret()?;
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, credentials_dir))
     }
 
-    fn resolve_secret(&mut self) -> Result<(), ConfigError> {
-        if !self.feishu.app_secret.is_empty() {
+    /// Where the secret comes from: exactly one of `feishu.app_secret`, `feishu.app_secret_file` and
+    /// the systemd credential `app_secret` (`$CREDENTIALS_DIRECTORY/app_secret`). Two at once is an
+    /// error, so a forgotten inline placeholder can never shadow the real secret.
+    fn resolve_secret(&mut self, credentials_dir: Option<&Path>) -> Result<(), ConfigError> {
+        let credential = credentials_dir
+            .map(|d| d.join("app_secret"))
+            .filter(|p| p.exists());
+        let inline = !self.feishu.app_secret.is_empty();
+        let sources = [
+            inline.then_some("feishu.app_secret"),
+            self.feishu
+                .app_secret_file
+                .as_ref()
+                .map(|_| "feishu.app_secret_file"),
+            credential
+                .as_ref()
+                .map(|_| "the systemd credential app_secret"),
+        ];
+        let given: Vec<&str> = sources.into_iter().flatten().collect();
+        if given.len() > 1 {
+            return Err(ConfigError::Key {
+                key: "feishu.app_secret".into(),
+                reason: format!(
+                    "given more than once ({}): keep only one source of the secret",
+                    given.join(" and ")
+                ),
+            });
+        }
+        if inline {
             return Ok(());
         }
-        let file = match &self.feishu.app_secret_file {
-            Some(f) => f.clone(),
-            None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-                Some(dir) if Path::new(&dir).join("app_secret").exists() => {
-                    Path::new(&dir).join("app_secret")
-                }
-                _ => {
-                    return Err(ConfigError::Key {
-                        key: "feishu.app_secret".into(),
-                        reason: "missing: set feishu.app_secret, feishu.app_secret_file, or a systemd credential named app_secret".into(),
-                    })
-                }
-            },
+        let file = match (&self.feishu.app_secret_file, credential) {
+            (Some(f), _) => f.clone(),
+            (None, Some(c)) => c,
+            (None, None) => {
+                return Err(ConfigError::Key {
+                    key: "feishu.app_secret".into(),
+                    reason: "missing: set feishu.app_secret, feishu.app_secret_file, or a systemd credential named app_secret".into(),
+                })
+            }
         };
         let s = std::fs::read_to_string(&file).map_err(|e| {
             ConfigError::invalid(
@@ -572,6 +621,19 @@ impl Config {
                 "sender.app_error_pause_secs",
                 0,
                 "must be at least 1",
+            ));
+        }
+        let level = self.log.level.trim();
+        let plain = !level.contains(['=', ',']);
+        let known = matches!(
+            level.to_ascii_lowercase().as_str(),
+            "error" | "warn" | "info" | "debug" | "trace" | "off"
+        );
+        if (plain && !known) || tracing_subscriber::EnvFilter::try_new(level).is_err() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                &self.log.level,
+                "is not a log level: use error, warn, info, debug or trace (or a filter like \"info,clockbridge=debug\")",
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
@@ -825,6 +887,48 @@ location_name = "HQ 1F door"
         );
         let c = parse(&text, &[]).unwrap();
         assert_eq!(c.feishu.app_secret.expose(), "from-file");
+    }
+
+    #[test]
+    fn two_sources_of_the_secret_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let text = GOOD.replace(
+            "app_secret = \"s3cr3t-value\"",
+            &format!(
+                "app_secret = \"s3cr3t-value\"\napp_secret_file = {:?}",
+                f.display().to_string()
+            ),
+        );
+        let e = parse(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains("given more than once"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+
+    #[test]
+    fn secret_from_a_systemd_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app_secret"), "cred-secret\n").unwrap();
+        let text = GOOD.replace("app_secret = \"s3cr3t-value\"\n", "");
+        let dirs = dir.path().display().to_string();
+        let c = parse(&text, &[("CREDENTIALS_DIRECTORY", dirs.as_str())]).unwrap();
+        assert_eq!(c.feishu.app_secret.expose(), "cred-secret");
+        // and with an inline secret as well: refused
+        let e = parse(GOOD, &[("CREDENTIALS_DIRECTORY", dirs.as_str())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("systemd credential"), "{e}");
+        // no secret anywhere
+        let e = parse(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains("feishu.app_secret: missing"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_log_level_names_the_key() {
+        let text = format!("{GOOD}\n[log]\nlevel = \"inof\"\n");
+        let e = parse(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains("log.level"), "{e}");
     }
 
     #[test]

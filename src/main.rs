@@ -82,22 +82,35 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::CheckConfig => match Config::load(&cli.config) {
-            Ok(cfg) => {
-                print!("{}", cfg.to_masked_toml());
-                eprintln!(
-                    "clockbridge: {}: configuration is valid",
-                    cli.config.display()
-                );
-                Ok(ExitCode::SUCCESS)
+        Command::CheckConfig => {
+            let cfg = match Config::load(&cli.config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("clockbridge: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            // the mapping table is read at start: a broken one must fail here, not in a restart loop
+            match clockbridge::mapping::Mapping::load(&cfg.mapping) {
+                Ok(clockbridge::mapping::Mapping::Table(t)) => {
+                    eprintln!("clockbridge: mapping table: {} users", t.len())
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("clockbridge: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
             }
-            Err(e) => {
-                eprintln!("clockbridge: {e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+            print!("{}", cfg.to_masked_toml());
+            eprintln!(
+                "clockbridge: {}: configuration is valid",
+                cli.config.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
-            let cfg = Config::load(&cli.config)?;
+            // status reads the queue only: it needs no secret
+            let cfg = Config::load_without_secret(&cli.config)?;
             let st = clockbridge::status::read(&cfg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);

@@ -4,7 +4,7 @@
 //! `--json` prints one object. Its members are a contract for operators' scripts: `queue` has the integer
 //! counts `pending`, `in_flight`, `delivered`, `dead`, `unmapped`; `devices` lists each configured device
 //! with its source figures and its own queue counts; `sender`, `daemon` and `dead_letters` follow.
-//! Members may be added, never renamed.
+//! Members may be added, never renamed. Every time in it is Unix seconds.
 
 use std::path::Path;
 
@@ -39,7 +39,7 @@ pub struct DaemonStatus {
     pub pid: Option<u32>,
     pub version: Option<String>,
     pub started_at: Option<i64>,
-    /// Unix ms of the last snapshot the daemon wrote.
+    /// When the daemon last wrote its snapshot (Unix seconds).
     pub snapshot_at: Option<i64>,
 }
 
@@ -114,7 +114,7 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
             pid: snap.as_ref().filter(|_| running).map(|s| s.pid),
             version: snap.as_ref().map(|s| s.version.clone()),
             started_at: snap.as_ref().filter(|_| running).map(|s| s.started_at),
-            snapshot_at: snap_at,
+            snapshot_at: snap_at.map(|t| t / 1000),
         },
         queue: QueueStatus {
             path: path.display().to_string(),

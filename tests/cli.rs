@@ -134,3 +134,39 @@ async fn status_without_a_queue_says_how_to_create_it() {
     assert!(stderr.contains("does not exist yet"), "{stderr}");
     assert!(!env.queue_path().exists());
 }
+
+#[tokio::test]
+async fn check_config_fails_on_a_broken_mapping_table() {
+    let env = Env::new(StandinConfig::default()).await;
+    let users = env.dir.path().join("users.csv");
+    std::fs::write(&users, "1,fs-1\n2\n").unwrap();
+    let cfg = env.write_config(&format!(
+        "[mapping]\nmode = \"table\"\nfile = \"{}\"\n",
+        users.display()
+    ));
+    let out = clockbridge(&["check-config"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+#[tokio::test]
+async fn status_needs_no_secret() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config("");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("app_secret = \"standin-secret\"\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    prefill(&env.queue_path(), 2).await;
+    let out = clockbridge(&["status", "--json"], &cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // while run and check-config do need it
+    let out = clockbridge(&["check-config"], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("feishu.app_secret: missing"));
+}

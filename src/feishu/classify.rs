@@ -18,6 +18,7 @@ pub enum AppProblem {
     NoPermission,
     IpNotAllowed,
     EditionRequired,
+    TenantMissing,
 }
 
 impl AppProblem {
@@ -41,6 +42,9 @@ impl AppProblem {
             }
             AppProblem::EditionRequired => {
                 "this API needs the Feishu People enterprise edition: ask the tenant admin"
+            }
+            AppProblem::TenantMissing => {
+                "the platform found no tenant in the access token (1220002): use a self-built app's App ID and secret, installed in the tenant (not a marketplace or user token)"
             }
         }
     }
@@ -116,7 +120,8 @@ pub fn classify(reply: &Reply) -> Verdict {
         99991662 => return Verdict::AppBlocked(AppProblem::AppDisabled),
         99991672 | 99991679 => return Verdict::AppBlocked(AppProblem::ScopeMissing),
         99991401 => return Verdict::AppBlocked(AppProblem::IpNotAllowed),
-        1220005 | 1220002 => return Verdict::AppBlocked(AppProblem::NoPermission),
+        1220005 => return Verdict::AppBlocked(AppProblem::NoPermission),
+        1220002 => return Verdict::AppBlocked(AppProblem::TenantMissing),
         1225000 | 1226500 => return Verdict::Retry,
         _ => {}
     }

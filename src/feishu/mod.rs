@@ -34,13 +34,6 @@ pub enum FeishuError {
     /// Timeout, refused connection, reset, TLS failure...
     #[error("feishu {url}: request failed: {reason}")]
     Transport { url: String, reason: String },
-    /// The token call answered with an error code.
-    #[error("feishu: tenant token refused: code {code}: {msg} (log id {log_id})")]
-    Token {
-        code: i64,
-        msg: String,
-        log_id: String,
-    },
 }
 
 /// One reply of the platform, raw but parsed.
@@ -322,4 +315,81 @@ fn describe_reqwest(e: reqwest::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::standin::{Standin, StandinConfig};
+
+    fn cfg(base: &str, secret: &str) -> FeishuConfig {
+        FeishuConfig {
+            base_url: base.into(),
+            app_id: "cli_standin".into(),
+            app_secret: Secret::new(secret),
+            app_secret_file: None,
+            employee_type: EmployeeType::EmployeeId,
+            request_timeout_secs: 5,
+        }
+    }
+
+    const RECORD: &str = r#"{"user_id":"u1","creator_id":"u1","location_name":"HQ","check_time":"1772413199","comment":"c","idempotent_id":"k1"}"#;
+
+    #[tokio::test]
+    async fn token_is_cached_and_refreshed_ahead_of_expiry() {
+        let s = Standin::start(StandinConfig {
+            token_ttl_secs: 1,
+            ..StandinConfig::default()
+        })
+        .await
+        .unwrap();
+        let c = FeishuClient::new(&cfg(&s.base_url(), "standin-secret"), 4).unwrap();
+        let t1 = c.token().await.unwrap();
+        assert_eq!(c.token().await.unwrap(), t1);
+        assert_eq!(c.token_fetches(), 1);
+        // a 1 s token is refreshed 0.1 s before it expires: after 0.95 s the client asks again
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        let reply = c.batch_create(&[RECORD]).await;
+        assert_eq!(reply.code, Some(0), "{reply:?}");
+        assert_eq!(c.token_fetches(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_dropped_and_the_request_resent_once() {
+        let s = Standin::start(StandinConfig::default()).await.unwrap();
+        let c = FeishuClient::new(&cfg(&s.base_url(), "standin-secret"), 4).unwrap();
+        assert_eq!(c.batch_create(&[RECORD]).await.code, Some(0));
+        s.revoke_tokens();
+        let reply = c.batch_create(&[RECORD]).await;
+        assert_eq!(reply.code, Some(0), "{reply:?}");
+        assert_eq!(c.token_fetches(), 2);
+        assert_eq!(s.stats().batch_requests, 3);
+    }
+
+    #[tokio::test]
+    async fn replies_carry_the_log_id_and_the_secret_never_shows() {
+        let s = Standin::start(StandinConfig::default()).await.unwrap();
+        let c = FeishuClient::new(&cfg(&s.base_url(), "wrong-secret-123"), 4).unwrap();
+        let reply = c.batch_create(&[RECORD]).await;
+        assert_eq!(reply.code, Some(99991543));
+        assert!(reply.log_id.is_some());
+        assert_eq!(
+            classify(&reply),
+            Verdict::AppBlocked(AppProblem::Credentials)
+        );
+        let text = format!("{reply:?} {c:?}");
+        assert!(!text.contains("wrong-secret-123"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_dead_endpoint_is_a_transport_failure_to_retry() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let c = FeishuClient::new(&cfg(&format!("http://{addr}"), "x"), 4).unwrap();
+        let reply = c.batch_create(&[RECORD]).await;
+        assert_eq!(reply.code, None);
+        assert!(reply.msg.contains("cannot connect"), "{}", reply.msg);
+        assert_eq!(classify(&reply), Verdict::Retry);
+    }
 }

@@ -7,6 +7,7 @@ CREATE TABLE outbox (
     id               INTEGER PRIMARY KEY,
     kind             TEXT    NOT NULL,
     idem             TEXT    NOT NULL,
+    ukey             TEXT    NOT NULL,
     device_id        TEXT    NOT NULL,
     subject          TEXT    NOT NULL,
     user_id          TEXT,
@@ -23,12 +24,14 @@ CREATE TABLE outbox (
     err_msg          TEXT,
     err_log_id       TEXT,
     dead_reason      TEXT,
-    UNIQUE (kind, idem)
+    UNIQUE (kind, ukey)
 );
 CREATE INDEX outbox_ready     ON outbox (kind, status, next_attempt_at, id);
 CREATE INDEX outbox_delivered ON outbox (delivered_at) WHERE status = 2;
 CREATE INDEX outbox_unmapped  ON outbox (device_id, subject) WHERE status = 4;
 CREATE INDEX outbox_dead      ON outbox (id) WHERE status = 3;
+CREATE INDEX outbox_in_flight ON outbox (id) WHERE status = 1;
+CREATE INDEX outbox_pending   ON outbox (created_at) WHERE status = 0;
 
 CREATE TABLE counts (
     kind      TEXT    NOT NULL,

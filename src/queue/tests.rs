@@ -261,3 +261,31 @@ async fn claims_stay_indexed_with_many_rows() {
     );
     assert!(!plan.contains("TEMP B-TREE"), "claim must not sort: {plan}");
 }
+
+#[tokio::test]
+async fn start_up_and_status_queries_use_small_partial_indexes() {
+    let (_d, q) = open();
+    let plans: Vec<String> = q
+        .call(|c| {
+            let mut out = Vec::new();
+            for sql in [
+                "UPDATE outbox SET status = 0 WHERE status = 1",
+                "SELECT min(created_at) FROM outbox WHERE status = 0",
+                "SELECT min(created_at) FROM outbox WHERE status = 1",
+                "SELECT DISTINCT device_id, subject FROM outbox WHERE status = 4",
+                "SELECT id FROM outbox WHERE status = 3 ORDER BY id DESC LIMIT 20",
+            ] {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = st
+                    .query_map([], |r| r.get::<_, String>(3))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.push(format!("{sql} => {}", rows.join(" | ")));
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap();
+    for p in plans {
+        assert!(p.contains("INDEX outbox_"), "full scan: {p}");
+    }
+}

@@ -1,0 +1,142 @@
+//! Queue scaling: claim + acknowledge, counts, and opening the queue, with 10,000 rows and with
+//! 1,000,000 rows in the same run. "Fast with millions of rows" means the ratio stays near 1.
+//!
+//! Run: `cargo bench --bench queue` (`CLOCKBRIDGE_BENCH_ROWS` changes the large size).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clockbridge::punch::{normalise, Punch};
+use clockbridge::queue::{NewRecord, Queue, KIND_USER_FLOW};
+
+fn records(from: usize, n: usize) -> Vec<NewRecord> {
+    let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    (from..from + n)
+        .map(|i| {
+            let p = Punch {
+                device_id: format!("door-{}", i % 4),
+                device_user_id: format!("{}", i % 5000),
+                local_time: base + chrono::Duration::seconds(i as i64),
+                state: Some(0),
+                verify: Some(1),
+                workcode: None,
+            };
+            let user = p.device_user_id.clone();
+            NewRecord::from_punch(&normalise(
+                p,
+                chrono_tz::Asia::Shanghai,
+                "HQ",
+                Some(&user),
+                chrono::Utc::now(),
+                3600,
+            ))
+        })
+        .collect()
+}
+
+struct Figures {
+    fill: Duration,
+    open: Duration,
+    claim_ack: Duration,
+    counts: Duration,
+}
+
+async fn measure(rows: usize) -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let mut fill = Duration::ZERO;
+    {
+        let (q, _) = Queue::open(&path).unwrap();
+        let mut done = 0;
+        while done < rows {
+            let n = 4096.min(rows - done);
+            let recs = Arc::new(records(done, n));
+            let t = Instant::now();
+            q.insert(recs).await.unwrap();
+            fill += t.elapsed();
+            done += n;
+        }
+        // a realistic mix: the newest 10,000 rows pending, the rest delivered
+        let delivered_upto = rows.saturating_sub(10_000);
+        q.call(move |c| {
+            c.execute(
+                "UPDATE outbox SET status = 2, delivered_at = 1 WHERE id <= ?1",
+                [delivered_upto as i64],
+            )?;
+            // steady state: the big set-up transaction is checkpointed, as it would be long since
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    let t = Instant::now();
+    let (q, _) = Queue::open(&path).unwrap();
+    let open = t.elapsed();
+    // warm-up: the first claims after opening read cold pages
+    for _ in 0..20 {
+        let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+        q.mark_delivered(c.iter().map(|r| r.id).collect())
+            .await
+            .unwrap();
+    }
+    let rounds = 180;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+        assert_eq!(c.len(), 50);
+        q.mark_delivered(c.iter().map(|r| r.id).collect())
+            .await
+            .unwrap();
+    }
+    let claim_ack = t.elapsed() / rounds;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let c = q.counts().await.unwrap();
+        assert_eq!(c.total.pending + c.total.delivered, rows as u64);
+    }
+    let counts = t.elapsed() / rounds;
+    Figures {
+        fill,
+        open,
+        claim_ack,
+        counts,
+    }
+}
+
+fn main() {
+    let large: usize = std::env::var("CLOCKBRIDGE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let small = 10_000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(measure(small));
+    let l = rt.block_on(measure(large));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "queue: insert (groups of 4096, one commit each): {:.0} rows/s into an empty queue up to {small} rows, {:.0} rows/s up to {large} rows",
+        small as f64 / s.fill.as_secs_f64(),
+        large as f64 / l.fill.as_secs_f64()
+    );
+    println!(
+        "queue: claim 50 + acknowledge (2 commits, fsync): {:.2} ms at {small} rows, {:.2} ms at {large} rows; ratio {:.2}",
+        ms(s.claim_ack),
+        ms(l.claim_ack),
+        ms(l.claim_ack) / ms(s.claim_ack)
+    );
+    println!(
+        "queue: counts by state and device: {:.3} ms at {small} rows, {:.3} ms at {large} rows; ratio {:.2}",
+        ms(s.counts),
+        ms(l.counts),
+        ms(l.counts) / ms(s.counts)
+    );
+    println!(
+        "queue: open (pragmas, migrations, re-queue in-flight): {:.1} ms at {small} rows, {:.1} ms at {large} rows",
+        ms(s.open),
+        ms(l.open)
+    );
+}
