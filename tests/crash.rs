@@ -154,3 +154,47 @@ async fn sigkill_while_uploading_loses_and_duplicates_nothing() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("pending again and will be re-sent"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neither_the_secret_nor_a_token_reaches_the_log_at_trace_level() {
+    let env = Env::new(StandinConfig::default()).await;
+    // the first request gets a revoked token, so the token refresh path is logged too
+    prefill(&env.queue_path(), 120).await;
+    let config = env.write_config("[log]\nlevel = \"trace\"\n");
+    let log = env.dir.path().join("trace.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logf)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(60))
+        .await
+        .unwrap();
+    env.standin.revoke_tokens();
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(120))
+        .await
+        .unwrap();
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    child.wait().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.len() > 2_000,
+        "trace logging was not on: {} bytes",
+        text.len()
+    );
+    assert!(text.contains("TRACE"), "no trace lines");
+    assert!(
+        !text.contains("standin-secret"),
+        "the app secret reached the log"
+    );
+    assert!(
+        !text.contains("t-standin"),
+        "a tenant token reached the log"
+    );
+}
