@@ -20,6 +20,8 @@ pub fn init(level: &str, format: &str) {
     } else if under_journald {
         builder.without_time().with_ansi(false).compact().try_init()
     } else {
-        builder.compact().try_init()
+        // colours only on a terminal: a file or a pipe gets plain text
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder.with_ansi(ansi).compact().try_init()
     };
 }

@@ -557,7 +557,7 @@ impl MalformedLog {
         let now = Instant::now();
         if self
             .last_summary
-            .map_or(true, |t| now.duration_since(t) >= LOG_EVERY)
+            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
         {
             tracing::warn!(
                 "device {} ({peer}): {} more malformed lines in the last minute; latest: line {line_no}: {reason}{sample}",
@@ -598,7 +598,7 @@ impl Quiet {
         let now = Instant::now();
         if self
             .last_logged
-            .map_or(true, |t| now.duration_since(t) >= LOG_EVERY)
+            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
         {
             self.last_logged = Some(now);
             self.logged = true;
