@@ -306,7 +306,7 @@ fn default_linger_ms() -> u64 {
     200
 }
 fn default_rps() -> u32 {
-    48
+    49
 }
 fn default_in_flight() -> usize {
     16
