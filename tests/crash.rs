@@ -7,8 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clockbridge::punch::normalise;
-use clockbridge::queue::{NewRecord, Queue};
+use clockbridge::queue::Queue;
 use clockbridge::standin::{DedupMode, StandinConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -21,20 +20,7 @@ pub async fn prefill(path: &Path, n: usize) -> HashSet<String> {
     let (q, _) = Queue::open(path).unwrap();
     let mut keys = HashSet::new();
     for chunk in punches("door-1", n).chunks(1000) {
-        let recs: Vec<NewRecord> = chunk
-            .iter()
-            .map(|p| {
-                let user = p.device_user_id.clone();
-                NewRecord::from_punch(&normalise(
-                    p.clone(),
-                    chrono_tz::Asia::Shanghai,
-                    "HQ",
-                    Some(&user),
-                    chrono::Utc::now(),
-                    3600,
-                ))
-            })
-            .collect();
+        let recs = records(chunk);
         keys.extend(recs.iter().map(|r| r.idem.clone()));
         q.insert(Arc::new(recs)).await.unwrap();
     }

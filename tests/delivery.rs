@@ -3,8 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use clockbridge::punch::normalise;
-use clockbridge::queue::{NewRecord, Queue, KIND_USER_FLOW};
+use clockbridge::queue::{Queue, KIND_USER_FLOW};
 use clockbridge::standin::StandinConfig;
 use tokio::io::AsyncWriteExt;
 
@@ -115,20 +114,7 @@ async fn restart_resends_claimed_rows_once() {
     // a previous run queued 120 punches and claimed 100 of them, then died before any answer
     {
         let (q, _) = Queue::open(&env.queue_path()).unwrap();
-        let recs: Vec<NewRecord> = punches("door-1", 120)
-            .into_iter()
-            .map(|p| {
-                let user = p.device_user_id.clone();
-                NewRecord::from_punch(&normalise(
-                    p,
-                    chrono_tz::Asia::Shanghai,
-                    "HQ",
-                    Some(&user),
-                    chrono::Utc::now(),
-                    3600,
-                ))
-            })
-            .collect();
+        let recs = records(&punches("door-1", 120));
         q.insert(Arc::new(recs)).await.unwrap();
         assert_eq!(q.claim(KIND_USER_FLOW, 50).await.unwrap().len(), 50);
         assert_eq!(q.claim(KIND_USER_FLOW, 50).await.unwrap().len(), 50);

@@ -5,7 +5,8 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use clockbridge::config::Config;
 use clockbridge::daemon::{self, RunOptions, Running};
-use clockbridge::punch::Punch;
+use clockbridge::punch::{normalise, Punch};
+use clockbridge::queue::NewRecord;
 use clockbridge::standin::{Standin, StandinConfig};
 
 /// Long enough for any test on a loaded machine; tests wait on events, this only bounds a failure.
@@ -132,4 +133,21 @@ pub fn assert_each_written_once(standin: &Standin) -> usize {
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "written more than once: {twice:?}");
     counts.len()
+}
+
+/// Queue rows for punches, as ingest makes them with passthrough mapping on a Shanghai device.
+pub fn records(ps: &[Punch]) -> Vec<NewRecord> {
+    ps.iter()
+        .map(|p| {
+            let user = p.device_user_id.clone();
+            NewRecord::from_punch(&normalise(
+                p.clone(),
+                chrono_tz::Asia::Shanghai,
+                "HQ",
+                Some(&user),
+                chrono::Utc::now(),
+                3600,
+            ))
+        })
+        .collect()
 }

@@ -438,19 +438,13 @@ impl Queue {
     pub async fn mark_delivered(&self, ids: Vec<i64>) -> Result<()> {
         self.call(move |conn| {
             let now = now_ms();
-            let tx = conn.transaction()?;
-            let mut changed = 0;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE outbox SET status = 2, delivered_at = ?2, err_code = NULL, err_msg = NULL, err_log_id = NULL WHERE id = ?1 AND status = 1",
-                )?;
-                for id in &ids {
-                    changed += st.execute(params![id, now])?;
-                }
-            }
-            check_changed(ids.len(), changed)?;
-            tx.commit()?;
-            Ok(())
+            update_claimed(
+                conn,
+                "UPDATE outbox SET status = 2, delivered_at = ?2, err_code = NULL, err_msg = NULL, err_log_id = NULL
+                 WHERE id = ?1 AND status = 1",
+                &ids,
+                |st, id| st.execute(params![id, now]),
+            )
         })
         .await
     }
@@ -465,30 +459,25 @@ impl Queue {
         refund_attempt: bool,
     ) -> Result<()> {
         self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let mut changed = 0;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE outbox SET status = 0, next_attempt_at = ?2,
-                        attempts = attempts - ?3,
-                        err_code = coalesce(?4, err_code), err_msg = coalesce(?5, err_msg), err_log_id = coalesce(?6, err_log_id)
-                     WHERE id = ?1 AND status = 1",
-                )?;
-                let e = error.as_ref();
-                for id in &ids {
-                    changed += st.execute(params![
+            let e = error.as_ref();
+            update_claimed(
+                conn,
+                "UPDATE outbox SET status = 0, next_attempt_at = ?2, attempts = attempts - ?3,
+                        err_code = coalesce(?4, err_code), err_msg = coalesce(?5, err_msg),
+                        err_log_id = coalesce(?6, err_log_id)
+                 WHERE id = ?1 AND status = 1",
+                &ids,
+                |st, id| {
+                    st.execute(params![
                         id,
                         next_attempt_at,
                         refund_attempt as i64,
                         e.and_then(|e| e.code),
                         e.map(|e| e.message.as_str()),
                         e.and_then(|e| e.log_id.as_deref()),
-                    ])?;
-                }
-            }
-            check_changed(ids.len(), changed)?;
-            tx.commit()?;
-            Ok(())
+                    ])
+                },
+            )
         })
         .await
     }
@@ -496,25 +485,13 @@ impl Queue {
     /// Marks claimed rows dead (rejected for good), with the platform's answer.
     pub async fn mark_dead(&self, ids: Vec<i64>, reason: String, error: ErrorInfo) -> Result<()> {
         self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let mut changed = 0;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE outbox SET status = 3, dead_reason = ?2, err_code = ?3, err_msg = ?4, err_log_id = ?5 WHERE id = ?1 AND status = 1",
-                )?;
-                for id in &ids {
-                    changed += st.execute(params![
-                        id,
-                        reason,
-                        error.code,
-                        error.message,
-                        error.log_id
-                    ])?;
-                }
-            }
-            check_changed(ids.len(), changed)?;
-            tx.commit()?;
-            Ok(())
+            update_claimed(
+                conn,
+                "UPDATE outbox SET status = 3, dead_reason = ?2, err_code = ?3, err_msg = ?4, err_log_id = ?5
+                 WHERE id = ?1 AND status = 1",
+                &ids,
+                |st, id| st.execute(params![id, reason, error.code, error.message, error.log_id]),
+            )
         })
         .await
     }
@@ -635,10 +612,29 @@ impl Queue {
     }
 }
 
-fn check_changed(expected: usize, changed: usize) -> Result<()> {
-    if changed != expected {
-        return Err(QueueError::NotClaimed { expected, changed });
+/// Applies `sql` (guarded by `status = 1`) to each claimed row in one transaction, and commits only if
+/// every row was in flight: an outcome is never recorded for a row that was not claimed.
+fn update_claimed(
+    conn: &mut Connection,
+    sql: &str,
+    ids: &[i64],
+    mut exec: impl FnMut(&mut rusqlite::CachedStatement<'_>, i64) -> rusqlite::Result<usize>,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    let mut changed = 0;
+    {
+        let mut st = tx.prepare_cached(sql)?;
+        for id in ids {
+            changed += exec(&mut st, *id)?;
+        }
     }
+    if changed != ids.len() {
+        return Err(QueueError::NotClaimed {
+            expected: ids.len(),
+            changed,
+        });
+    }
+    tx.commit()?;
     Ok(())
 }
 
