@@ -126,6 +126,7 @@ fn punch(i: usize, users: usize) -> Punch {
         state: Some(0),
         verify: Some(1),
         workcode: None,
+        state_text: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn records(from: usize, n: usize) -> Vec<NewRecord> {
                 state: Some(0),
                 verify: Some(1),
                 workcode: None,
+                state_text: None,
             };
             let user = p.device_user_id.clone();
             NewRecord::from_punch(&normalise(

@@ -221,7 +221,7 @@ pub struct DeviceConfig {
     /// Sent as `user_flow.device_id`; part of every idempotent key, so never rename a device that has
     /// sent punches.
     pub id: String,
-    /// `tcp` for now.
+    /// `tcp` (a line clock over TCP) or `serial` (RS-232/RS-485, often through a USB adapter).
     pub kind: DeviceKind,
     /// For `tcp`: `listen` (the clock dials us) or `connect` (we dial the clock).
     #[serde(default)]
@@ -229,9 +229,64 @@ pub struct DeviceConfig {
     /// For `tcp`: `host:port` to listen on or to dial.
     #[serde(default)]
     pub address: Option<String>,
-    /// Line format: `zk-attlog`.
+    /// For `serial`: the port, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/...`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// For `serial`: bits per second.
+    #[serde(default = "default_baud_rate")]
+    pub baud_rate: u32,
+    /// For `serial`: 5, 6, 7 or 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// For `serial`: `none`, `odd` or `even`.
+    #[serde(default)]
+    pub parity: Parity,
+    /// For `serial`: 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// For `serial`: `none`, `software` (XON/XOFF) or `hardware` (RTS/CTS).
+    #[serde(default)]
+    pub flow_control: FlowControl,
+    /// Line format: `zk-attlog`, `csv` or `pattern`.
     #[serde(default = "default_format")]
     pub format: LineFormat,
+    /// Text encoding of the clock's lines: `utf-8` (default), `gb18030`, `gbk`, or any WHATWG label.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// For `csv`: the field separator (one character; `"\t"` for tabs). Default `,`.
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    /// For `csv` (and to reorder `zk-attlog`): the meaning of each column, in order: `user`, `time`,
+    /// `date`, `state`, `verify`, `workcode`, or `""` / `skip` for a column to ignore.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// For `csv`: the first line (of each connection or file) names the columns.
+    #[serde(default)]
+    pub header: bool,
+    /// For `pattern`: a regular expression with named groups `user` and `time` (and optionally `date`,
+    /// `state`, `verify`, `workcode`).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// How `time` (or `date` + ` ` + `time`) is written: a chrono format such as `%d-%m-%Y %H:%M:%S`,
+    /// or `unix` for Unix seconds. Default `%Y-%m-%d %H:%M:%S`.
+    #[serde(default)]
+    pub time_format: Option<String>,
+    /// Words a clock uses for the punch state, mapped to state codes (e.g. `上班 = 0`, `下班 = 1`).
+    #[serde(default)]
+    pub state_map: std::collections::BTreeMap<String, i64>,
+    /// For polled clocks: a command written on connect and every `poll_interval_secs` (escapes `\r`,
+    /// `\n`, `\t`, `\\`, `\xNN`).
+    #[serde(default)]
+    pub poll_command: Option<String>,
+    /// How often `poll_command` is written, in seconds.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_secs: u64,
+    /// For clocks that expect an acknowledgement: written back for each record, only after it is
+    /// committed to the queue. Placeholders `{user}`, `{time}` (device-local, `%Y-%m-%d %H:%M:%S`),
+    /// `{state}`, `{line}` (the line as received); escapes as in `poll_command` (a literal `{` is
+    /// `\\x7b`).
+    #[serde(default)]
+    pub ack_template: Option<String>,
     /// IANA time zone of the clock's local time.
     pub timezone: String,
     /// `user_flow.location_name` (defaults to the device id).
@@ -252,14 +307,34 @@ pub struct DeviceConfig {
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     Tcp,
+    Serial,
 }
 
 impl DeviceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             DeviceKind::Tcp => "tcp",
+            DeviceKind::Serial => "serial",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Odd,
+    Even,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowControl {
+    #[default]
+    None,
+    Software,
+    Hardware,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -273,6 +348,10 @@ pub enum TcpMode {
 pub enum LineFormat {
     #[serde(rename = "zk-attlog")]
     ZkAttlog,
+    #[serde(rename = "csv")]
+    Csv,
+    #[serde(rename = "pattern")]
+    Pattern,
 }
 
 fn default_base_url() -> String {
@@ -329,6 +408,18 @@ fn default_log_format() -> String {
 fn default_format() -> LineFormat {
     LineFormat::ZkAttlog
 }
+fn default_baud_rate() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_poll_interval() -> u64 {
+    5
+}
 fn default_max_line() -> usize {
     1024
 }
@@ -375,6 +466,40 @@ impl Default for LogConfig {
         LogConfig {
             level: default_log_level(),
             format: default_log_format(),
+        }
+    }
+}
+
+impl DeviceConfig {
+    /// A device with every optional key at its default (for tests, tools and the demo).
+    pub fn new(id: &str, kind: DeviceKind, timezone: &str) -> DeviceConfig {
+        DeviceConfig {
+            id: id.to_string(),
+            kind,
+            mode: None,
+            address: None,
+            path: None,
+            baud_rate: default_baud_rate(),
+            data_bits: default_data_bits(),
+            parity: Parity::None,
+            stop_bits: default_stop_bits(),
+            flow_control: FlowControl::None,
+            format: default_format(),
+            encoding: None,
+            delimiter: None,
+            columns: None,
+            header: false,
+            pattern: None,
+            time_format: None,
+            state_map: Default::default(),
+            poll_command: None,
+            poll_interval_secs: default_poll_interval(),
+            ack_template: None,
+            timezone: timezone.to_string(),
+            location_name: None,
+            max_line_length: default_max_line(),
+            reconnect_max_secs: default_reconnect_max(),
+            enabled: true,
         }
     }
 }
@@ -681,7 +806,43 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+            if d.poll_interval_secs == 0 {
+                return Err(ConfigError::invalid(
+                    key("poll_interval_secs"),
+                    0,
+                    "must be at least 1",
+                ));
+            }
             match d.kind {
+                DeviceKind::Serial => {
+                    if d.path.is_none() {
+                        return Err(ConfigError::Key {
+                            key: key("path"),
+                            reason: "missing: kind = \"serial\" needs path = \"/dev/ttyUSB0\" (or a /dev/serial/by-id/ path)".into(),
+                        });
+                    }
+                    if !(50..=4_000_000).contains(&d.baud_rate) {
+                        return Err(ConfigError::invalid(
+                            key("baud_rate"),
+                            d.baud_rate,
+                            "is not a serial speed (e.g. 9600, 19200, 115200)",
+                        ));
+                    }
+                    if !(5..=8).contains(&d.data_bits) {
+                        return Err(ConfigError::invalid(
+                            key("data_bits"),
+                            d.data_bits,
+                            "must be 5, 6, 7 or 8",
+                        ));
+                    }
+                    if !(1..=2).contains(&d.stop_bits) {
+                        return Err(ConfigError::invalid(
+                            key("stop_bits"),
+                            d.stop_bits,
+                            "must be 1 or 2",
+                        ));
+                    }
+                }
                 DeviceKind::Tcp => {
                     if d.mode.is_none() {
                         return Err(ConfigError::Key {
@@ -708,6 +869,37 @@ impl Config {
                             "is not host:port (e.g. \"0.0.0.0:5005\" or \"10.0.0.5:5005\")",
                         ));
                     }
+                }
+            }
+            if let Err(e) = crate::formats::LineParser::new(d) {
+                return Err(match e.config_value(d) {
+                    Some(value) => ConfigError::Invalid {
+                        key: key(e.key),
+                        value,
+                        reason: e.reason,
+                    },
+                    None => ConfigError::Key {
+                        key: key(e.key),
+                        reason: e.reason,
+                    },
+                });
+            }
+            if let Some(cmd) = &d.poll_command {
+                match crate::sources::session::unescape(cmd) {
+                    Ok(bytes) if bytes.is_empty() => {
+                        return Err(ConfigError::invalid(
+                            key("poll_command"),
+                            cmd,
+                            "is empty: remove the key, or give the command the clock expects",
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(ConfigError::invalid(key("poll_command"), cmd, e)),
+                }
+            }
+            if let Some(t) = &d.ack_template {
+                if let Err(e) = crate::sources::session::AckTemplate::parse(t) {
+                    return Err(ConfigError::invalid(key("ack_template"), t, e));
                 }
             }
         }
@@ -929,6 +1121,33 @@ location_name = "HQ 1F door"
         let text = format!("{GOOD}\n[log]\nlevel = \"inof\"\n");
         let e = parse(&text, &[]).unwrap_err().to_string();
         assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn bad_poll_command_and_ack_template_name_their_key() {
+        let serial = |extra: &str| {
+            format!(
+                "{GOOD}\n[[devices]]\nid = \"clock-3\"\nkind = \"serial\"\npath = \"/dev/ttyUSB0\"\ntimezone = \"UTC\"\n{extra}\n"
+            )
+        };
+        let e = parse(&serial("poll_command = 'GET\\q'"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("devices[1].poll_command"), "{e}");
+        let e = parse(&serial("ack_template = 'ACK {usr}'"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("devices[1].ack_template"), "{e}");
+        let ok = parse(
+            &serial("poll_command = 'GET\\r\\n'\nack_template = 'ACK {user} {time}\\r\\n'"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.devices[1].kind, DeviceKind::Serial);
+        let e = parse(&serial("").replace("path = \"/dev/ttyUSB0\"\n", ""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("devices[1].path"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! The flow, one module per step: clock → [`sources`] (lines parsed by [`formats`]) → [`ingest`]
 //! (normalised by [`punch`], users resolved by [`mapping`]) → [`queue`] (SQLite outbox) → [`sender`] →
 //! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`standin`] is a local
-//! stand-in for the platform used by tests, benchmarks and [`demo`].
+//! stand-in for the platform used by tests, benchmarks and [`demo`]; [`import`] backfills exported
+//! log files into the same queue.
 //! See `docs/architecture.md` for the delivery guarantees.
 
 pub mod config;
@@ -11,6 +12,7 @@ pub mod daemon;
 pub mod demo;
 pub mod feishu;
 pub mod formats;
+pub mod import;
 pub mod ingest;
 pub mod logging;
 pub mod mapping;

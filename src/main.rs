@@ -36,6 +36,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Backfill punches from exported log files (attlog.dat, CSV...) read with a device's format.
+    Import {
+        /// The configured device the files come from (its format, encoding, time zone and id apply).
+        #[arg(long)]
+        device: String,
+        /// The files to import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+        /// Print the summary as JSON (one object per file).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the real pipeline against built-in simulated clocks and a local stand-in of the platform.
     Demo {
         /// Punches each simulated clock sends.
@@ -116,6 +131,31 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 print!("{}", clockbridge::status::render_text(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import {
+            device,
+            files,
+            quiet,
+            json,
+        } => {
+            // import writes to the queue only: it needs no secret
+            let cfg = Config::load_without_secret(&cli.config)?;
+            clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            let progress = if quiet || json {
+                clockbridge::import::Progress::Quiet
+            } else {
+                clockbridge::import::Progress::Auto
+            };
+            let reports = runtime()?
+                .block_on(clockbridge::import::import(&cfg, &device, &files, progress))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in &reports {
+                    print!("{}", r.render());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

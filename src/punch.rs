@@ -39,6 +39,10 @@ pub struct Punch {
     pub verify: Option<i64>,
     /// Work code, when the clock sends one other than "0".
     pub workcode: Option<String>,
+    /// The state as the clock wrote it, when it is a word the configured `state_map` does not know
+    /// (kept for the comment, never dropped).
+    #[serde(default)]
+    pub state_text: Option<String>,
 }
 
 impl Punch {
@@ -107,13 +111,14 @@ pub fn verify_name(code: i64) -> Option<&'static str> {
 /// `clockbridge door-1: check-in, fingerprint`. Unknown codes are kept as numbers, never dropped.
 pub fn comment(p: &Punch) -> String {
     let mut parts = Vec::new();
-    match p.state {
-        Some(s) => parts.push(
+    match (p.state, &p.state_text) {
+        (Some(s), _) => parts.push(
             state_name(s)
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("state {s}")),
         ),
-        None => parts.push("punch".to_string()),
+        (None, Some(t)) => parts.push(t.clone()),
+        (None, None) => parts.push("punch".to_string()),
     }
     if let Some(v) = p.verify {
         parts.push(
@@ -277,6 +282,7 @@ mod tests {
             state: Some(0),
             verify: Some(1),
             workcode: None,
+            state_text: None,
         }
     }
 

@@ -6,4 +6,6 @@ mod util;
 mod cli;
 pub mod crash;
 mod delivery;
+mod import;
 mod outcomes;
+mod serial;

@@ -99,6 +99,7 @@ pub fn punch(device: &str, user: &str, t: &str) -> Punch {
         state: Some(0),
         verify: Some(1),
         workcode: None,
+        state_text: None,
     }
 }
 

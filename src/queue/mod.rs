@@ -35,7 +35,8 @@
 //!   `dead` or back to `pending`. Each update is guarded by `status = in_flight`, and the number of rows
 //!   changed is checked: a row is never acknowledged twice or acknowledged without having been claimed.
 //!   A crash between the platform's answer and this commit leaves the rows `in_flight`: re-sent on start.
-//! - **Counts** per kind, device and state are kept by triggers in `counts`, so `status` is O(devices),
+//! - **Counts** per kind, device and state are kept in `counts` (by [`Queue::insert`] in the inserting
+//!   transaction, and by triggers on state changes and deletes), so `status` is O(devices),
 //!   not O(rows), with millions of rows. Claims and the next-due lookup use the `(kind, status,
 //!   next_attempt_at, id)` index.
 //!
@@ -343,6 +344,16 @@ impl Queue {
     /// Opens (creating if needed) and migrates the queue at `path`, checks the pragmas, puts rows that
     /// were in flight back to pending, and starts the database thread.
     pub fn open(path: &Path) -> Result<(Queue, OpenReport)> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the queue for a tool running beside the daemon (`import`): like [`Queue::open`], but rows
+    /// in flight are left alone, since they belong to the running daemon.
+    pub fn open_beside_daemon(path: &Path) -> Result<Queue> {
+        Self::open_with(path, false).map(|(q, _)| q)
+    }
+
+    fn open_with(path: &Path, requeue: bool) -> Result<(Queue, OpenReport)> {
         let p = path.display().to_string();
         let mut conn = open_conn(path)?;
         migrations::migrations()
@@ -351,7 +362,11 @@ impl Queue {
                 path: p.clone(),
                 reason: e.to_string(),
             })?;
-        let requeued = conn.execute("UPDATE outbox SET status = 0 WHERE status = 1", [])?;
+        let requeued = if requeue {
+            conn.execute("UPDATE outbox SET status = 0 WHERE status = 1", [])?
+        } else {
+            0
+        };
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("clockbridge-queue".into())
@@ -645,6 +660,8 @@ fn insert_records(
 ) -> Result<Vec<InsertStatus>> {
     let tx = conn.transaction()?;
     let mut out = Vec::with_capacity(records.len());
+    // rows inserted per (kind, device, status): added to `counts` once, in the same transaction
+    let mut added: HashMap<(&str, &str, i64), i64> = HashMap::new();
     {
         let mut st = tx.prepare_cached(
             "INSERT INTO outbox (kind, idem, ukey, device_id, subject, user_id, event_time, payload, status, next_attempt_at, created_at, dead_reason, err_msg)
@@ -673,12 +690,22 @@ fn insert_records(
             out.push(if n == 0 {
                 InsertStatus::Duplicate
             } else {
+                *added
+                    .entry((r.kind, r.device_id.as_str(), r.status as i64))
+                    .or_default() += 1;
                 match r.status {
                     Status::Unmapped => InsertStatus::Unmapped,
                     Status::Dead => InsertStatus::Dead(reason.unwrap_or("dead").to_string()),
                     _ => InsertStatus::Pending,
                 }
             });
+        }
+        let mut count = tx.prepare_cached(
+            "INSERT INTO counts (kind, device_id, status, n) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, device_id, status) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((kind, dev, status), n) in added {
+            count.execute(params![kind, dev, status, n])?;
         }
     }
     tx.commit()?;

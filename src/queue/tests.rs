@@ -11,6 +11,7 @@ fn rec(dev: &str, user: &str, t: &str, mapped: bool) -> NewRecord {
         state: Some(0),
         verify: Some(1),
         workcode: None,
+        state_text: None,
     };
     let n = normalise(
         p,

@@ -9,6 +9,8 @@
 //!   ([`PunchSink::submit_committed`]); sources that acknowledge to the clock do so only after that.
 
 pub mod lines;
+pub mod serial;
+pub mod session;
 pub mod tcp;
 
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeviceConfig, DeviceKind};
@@ -72,6 +74,11 @@ pub struct DeviceStats {
     pub last_line_at: AtomicI64,
     /// The last error, for `status`.
     pub last_error: Mutex<Option<String>>,
+    /// Acknowledgements written back to the clock (each after its punch was committed).
+    pub acks_written: AtomicU64,
+    /// Woken when the device's state changes (a connection opens or closes, an error is set or
+    /// cleared): see [`DeviceStats::wait_for`].
+    changed: Notify,
     /// The address a listening device is bound to (known once bound).
     listening: Mutex<Option<watch::Sender<Option<SocketAddr>>>>,
 }
@@ -87,10 +94,33 @@ impl DeviceStats {
 
     pub fn set_error(&self, e: impl ToString) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        self.notify_changed();
     }
 
     pub fn clear_error(&self) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.notify_changed();
+    }
+
+    /// Wakes [`DeviceStats::wait_for`] callers: call after changing `connections` or other state a
+    /// waiter may look at (`set_error` and `clear_error` call it themselves).
+    pub fn notify_changed(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `cond` holds. `cond` is re-checked after every [`DeviceStats::notify_changed`], so
+    /// it should look at state whose changes are notified (connections, connects, the last error).
+    pub async fn wait_for(&self, mut cond: impl FnMut(&DeviceStats) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // registered before the check, so a change between the check and the await is not missed
+            changed.as_mut().enable();
+            if cond(self) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -138,6 +168,7 @@ impl DeviceStats {
             malformed: self.malformed.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            acks_written: self.acks_written.load(Ordering::Relaxed),
             last_line_at: match self.last_line_at.load(Ordering::Relaxed) {
                 0 => None,
                 t => Some(t),
@@ -158,6 +189,9 @@ pub struct DeviceSnapshot {
     pub malformed: u64,
     pub queued: u64,
     pub duplicates: u64,
+    /// Acknowledgements written back to the clock (absent in snapshots of older versions).
+    #[serde(default)]
+    pub acks_written: u64,
     pub last_line_at: Option<i64>,
     pub last_error: Option<String>,
 }
@@ -171,5 +205,6 @@ pub async fn run_device(
 ) {
     match cfg.kind {
         DeviceKind::Tcp => tcp::run(cfg, sink, stats, shutdown).await,
+        DeviceKind::Serial => serial::run(cfg, sink, stats, shutdown).await,
     }
 }

@@ -7,103 +7,65 @@
 //!   connection ends, then dial again with exponential back-off with jitter (200 ms up to
 //!   `reconnect_max_secs`), reset after a connection that delivered data.
 //!
+//! Each connection runs the shared line session ([`LineDevice::serve`]), so TCP clocks get the same
+//! parsing, counting, acknowledgements (`ack_template`) and polling (`poll_command`) as serial ones.
+//!
 //! Guarantees:
 //! - Nothing a clock sends is fatal: bad, over-long or binary lines are counted as `malformed` and
 //!   logged (at most [`MALFORMED_LOGGED`] lines per connection, then a summary once a minute), and the
 //!   next line is read as usual. Memory per connection is bounded by `max_line_length` plus a read
-//!   buffer ([`LineReader`]).
+//!   buffer ([`super::lines::LineReader`]).
 //! - Failures are logged without flooding: the first one, then at most once a minute while they go on,
 //!   and once at INFO when the device is back.
 //! - Punches are handed to the ingest stage in the order they were read, one connection at a time;
-//!   when the ingest channel is full, reading pauses (TCP flow control holds the clock back).
+//!   when the ingest channel is full, reading pauses (TCP flow control holds the clock back). With
+//!   `ack_template`, each record is acknowledged on its connection only after it is committed.
 //! - Cancelling `shutdown` stops accepting and reading promptly and closes every connection; a punch
 //!   already read gets a short grace period to be handed over. [`run`] returns only then.
 //! - Sockets have SO_KEEPALIVE set (accepted ones inherit it from the listener on Linux), so a peer that
 //!   vanished without closing is eventually noticed.
 
-use std::fmt::Display;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::lines::{LineReader, LineRef};
+pub use super::session::{MALFORMED_LOGGED, MIN_BACKOFF};
+
+use super::session::{Backoff, End, LineDevice, Quiet};
 use super::{DeviceStats, PunchSink, SourceError};
-use crate::config::{DeviceConfig, LineFormat, TcpMode};
-use crate::formats;
+use crate::config::{DeviceConfig, TcpMode};
 
 /// Longest wait for a connection to the clock.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// First reconnect / re-bind delay.
-pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
-/// Malformed lines logged one by one per connection, before they are only summarised.
-pub const MALFORMED_LOGGED: u64 = 10;
-/// Shortest interval between two repeated log lines of the same kind.
-const LOG_EVERY: Duration = Duration::from_secs(60);
-/// How long a punch already read may wait for the ingest channel once shutdown has begun.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// While lines keep arriving, the stop signal is also checked every this many lines.
-const STOP_CHECK_EVERY: u64 = 1024;
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// What every connection of one device needs.
+/// What every connection of one device needs: the shared line handling, and where to listen or dial.
 struct Device {
-    id: String,
+    line: LineDevice,
     address: String,
-    format: LineFormat,
-    max_line: usize,
-    sink: PunchSink,
-    stats: Arc<DeviceStats>,
-    /// The daemon's shutdown.
-    shutdown: CancellationToken,
-    /// Cancelled on shutdown, or when the ingest stage is gone (nothing can be delivered any more).
-    stop: CancellationToken,
-    backoff: ExponentialBuilder,
-    max_backoff: Duration,
+    reconnect_max_secs: u64,
 }
 
-impl Device {
-    fn next_delay(&self, backoff: &mut ExponentialBackoff) -> Duration {
-        // jitter may add up to 100%: the cap is a promise to the operator
-        backoff
-            .next()
-            .unwrap_or(self.max_backoff)
-            .min(self.max_backoff)
-    }
-
-    /// Sleeps `d`, or less if stopped; false when stopped.
-    async fn pause(&self, d: Duration) -> bool {
-        tokio::select! {
-            _ = self.stop.cancelled() => false,
-            _ = tokio::time::sleep(d) => true,
-        }
-    }
-
-    /// The ingest stage is gone: record it and stop the device (it idles until shutdown).
-    fn sink_closed(&self) {
-        let err = SourceError::SinkClosed {
-            device: self.id.clone(),
-        };
-        if !self.shutdown.is_cancelled() {
-            tracing::warn!("{err}: no more punches are read from this device");
-        }
-        self.stats.set_error(&err);
-        self.stop.cancel();
+impl Deref for Device {
+    type Target = LineDevice;
+    fn deref(&self) -> &LineDevice {
+        &self.line
     }
 }
 
 /// Runs a TCP line device until `shutdown` is cancelled; see the module documentation.
 ///
 /// Never returns early: errors are recorded in `stats` and retried; a configuration this source cannot
-/// use (no address or mode) is logged and recorded, and the task idles until shutdown.
+/// use (no address or mode, a bad `ack_template` or `poll_command`) is logged and recorded, and the
+/// task idles until shutdown.
 pub async fn run(
     cfg: DeviceConfig,
     sink: PunchSink,
@@ -125,22 +87,19 @@ pub async fn run(
         shutdown.cancelled().await;
         return;
     };
-    let max_backoff = Duration::from_secs(cfg.reconnect_max_secs.max(1)).max(MIN_BACKOFF);
+    let line = match LineDevice::new(&cfg, sink, stats.clone(), shutdown.clone()) {
+        Ok(line) => line,
+        Err(e) => {
+            tracing::error!("{e}");
+            stats.set_error(e);
+            shutdown.cancelled().await;
+            return;
+        }
+    };
     let dev = Arc::new(Device {
-        id: cfg.id.clone(),
+        line,
         address: address.to_string(),
-        format: cfg.format,
-        max_line: cfg.max_line_length,
-        sink,
-        stats,
-        stop: shutdown.child_token(),
-        shutdown: shutdown.clone(),
-        backoff: ExponentialBuilder::new()
-            .with_min_delay(MIN_BACKOFF)
-            .with_max_delay(max_backoff)
-            .with_jitter()
-            .without_max_times(),
-        max_backoff,
+        reconnect_max_secs: cfg.reconnect_max_secs,
     });
     match mode {
         TcpMode::Listen => listen(&dev).await,
@@ -154,30 +113,30 @@ pub async fn run(
 // listen mode
 
 async fn listen(dev: &Arc<Device>) {
-    let mut backoff = dev.backoff.build();
+    let mut backoff = Backoff::new(dev.reconnect_max_secs);
     let mut bind_failures = Quiet::default();
     let listener = loop {
         let bound = tokio::select! {
-            _ = dev.stop.cancelled() => return,
+            _ = dev.stop().cancelled() => return,
             r = bind(&dev.address) => r,
         };
         match bound {
             Ok(l) => break l,
             Err(source) => {
                 let err = SourceError::Bind {
-                    device: dev.id.clone(),
+                    device: dev.id().to_string(),
                     address: dev.address.clone(),
                     source,
                 };
                 if bind_failures.failed() {
                     tracing::error!(
                         "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        bind_failures.failures,
-                        dev.max_backoff.as_secs()
+                        bind_failures.failures(),
+                        backoff.max().as_secs()
                     );
                 }
-                dev.stats.set_error(&err);
-                if !dev.pause(dev.next_delay(&mut backoff)).await {
+                dev.stats().set_error(&err);
+                if !dev.pause(backoff.next_delay()).await {
                     return;
                 }
             }
@@ -189,21 +148,21 @@ async fn listen(dev: &Arc<Device>) {
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     });
-    dev.stats.clear_error();
-    dev.stats.set_listening(local);
+    dev.stats().clear_error();
+    dev.stats().set_listening(local);
     match bind_failures.recovered() {
         Some(n) => tracing::info!(
             "device {}: listening on {local} (after {n} failed attempts)",
-            dev.id
+            dev.id()
         ),
-        None => tracing::info!("device {}: listening on {local}", dev.id),
+        None => tracing::info!("device {}: listening on {local}", dev.id()),
     }
 
     let connections = TaskTracker::new();
     let mut accept_failures = Quiet::default();
     loop {
         let accepted = tokio::select! {
-            _ = dev.stop.cancelled() => break,
+            _ = dev.stop().cancelled() => break,
             r = listener.accept() => r,
         };
         match accepted {
@@ -216,8 +175,8 @@ async fn listen(dev: &Arc<Device>) {
                 if accept_failures.failed() {
                     tracing::warn!(
                         "device {} ({local}): cannot accept a connection: {e} (failure {})",
-                        dev.id,
-                        accept_failures.failures
+                        dev.id(),
+                        accept_failures.failures()
                     );
                 }
                 if !dev.pause(ACCEPT_ERROR_PAUSE).await {
@@ -271,27 +230,27 @@ fn no_address(address: &str) -> io::Error {
 }
 
 async fn serve_accepted(dev: &Device, stream: TcpStream, peer: SocketAddr) {
-    tracing::info!("device {} ({peer}): clock connected", dev.id);
-    dev.stats.clear_error();
-    let served = serve(dev, stream, peer).await;
+    tracing::info!("device {} ({peer}): clock connected", dev.id());
+    dev.stats().clear_error();
+    let served = dev.serve(stream, &peer.to_string()).await;
     match served.end {
         End::Eof => tracing::info!(
             "device {} ({peer}): connection closed by the clock after {} lines",
-            dev.id,
+            dev.id(),
             served.lines
         ),
-        End::Read(source) => {
+        End::Read(source) | End::Write(source) => {
             let err = SourceError::Read {
-                device: dev.id.clone(),
+                device: dev.id().to_string(),
                 address: peer.to_string(),
                 source,
             };
             tracing::warn!("{err} (after {} lines)", served.lines);
-            dev.stats.set_error(&err);
+            dev.stats().set_error(&err);
         }
         End::SinkClosed => dev.sink_closed(),
         End::Stopped => {
-            tracing::debug!("device {} ({peer}): connection closed (stopping)", dev.id)
+            tracing::debug!("device {} ({peer}): connection closed (stopping)", dev.id())
         }
     }
 }
@@ -300,12 +259,12 @@ async fn serve_accepted(dev: &Device, stream: TcpStream, peer: SocketAddr) {
 // connect mode
 
 async fn connect(dev: &Device) {
-    let mut backoff = dev.backoff.build();
+    let mut backoff = Backoff::new(dev.reconnect_max_secs);
     let mut failures = Quiet::default();
     let mut ever_connected = false;
     loop {
         let dialed = tokio::select! {
-            _ = dev.stop.cancelled() => return,
+            _ = dev.stop().cancelled() => return,
             r = tokio::time::timeout(CONNECT_TIMEOUT, dial(&dev.address)) => r,
         };
         let dialed = dialed.unwrap_or_else(|_| {
@@ -319,19 +278,19 @@ async fn connect(dev: &Device) {
                 match failures.recovered() {
                     Some(n) => tracing::info!(
                         "device {} ({}): connected again after {n} failures",
-                        dev.id,
+                        dev.id(),
                         dev.address
                     ),
                     None if !ever_connected => {
-                        tracing::info!("device {} ({}): connected", dev.id, dev.address)
+                        tracing::info!("device {} ({}): connected", dev.id(), dev.address)
                     }
-                    None => tracing::debug!("device {} ({}): connected", dev.id, dev.address),
+                    None => tracing::debug!("device {} ({}): connected", dev.id(), dev.address),
                 }
                 ever_connected = true;
-                dev.stats.clear_error();
-                let served = serve(dev, stream, peer).await;
+                dev.stats().clear_error();
+                let served = dev.serve(stream, &peer.to_string()).await;
                 if served.lines > 0 {
-                    backoff = dev.backoff.build();
+                    backoff.reset();
                 }
                 match served.end {
                     End::Stopped => return,
@@ -342,43 +301,45 @@ async fn connect(dev: &Device) {
                     End::Eof => {
                         let msg = format!(
                             "device {} ({}): the clock closed the connection after {} lines; reconnecting",
-                            dev.id, dev.address, served.lines
+                            dev.id(),
+                            dev.address,
+                            served.lines
                         );
                         if failures.failed() {
                             tracing::warn!("{msg}");
                         }
-                        dev.stats.set_error(msg);
+                        dev.stats().set_error(msg);
                     }
-                    End::Read(source) => {
+                    End::Read(source) | End::Write(source) => {
                         let err = SourceError::Read {
-                            device: dev.id.clone(),
+                            device: dev.id().to_string(),
                             address: dev.address.clone(),
                             source,
                         };
                         if failures.failed() {
                             tracing::warn!("{err} (after {} lines); reconnecting", served.lines);
                         }
-                        dev.stats.set_error(&err);
+                        dev.stats().set_error(&err);
                     }
                 }
             }
             Err(source) => {
                 let err = SourceError::Connect {
-                    device: dev.id.clone(),
+                    device: dev.id().to_string(),
                     address: dev.address.clone(),
                     source,
                 };
                 if failures.failed() {
                     tracing::warn!(
                         "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        failures.failures,
-                        dev.max_backoff.as_secs()
+                        failures.failures(),
+                        backoff.max().as_secs()
                     );
                 }
-                dev.stats.set_error(&err);
+                dev.stats().set_error(&err);
             }
         }
-        if !dev.pause(dev.next_delay(&mut backoff)).await {
+        if !dev.pause(backoff.next_delay()).await {
             return;
         }
     }
@@ -400,231 +361,16 @@ async fn dial(address: &str) -> io::Result<(TcpStream, SocketAddr)> {
     Err(last.unwrap_or_else(|| no_address(address)))
 }
 
-// ---------------------------------------------------------------------------------------------------
-// one connection
-
-/// Why a connection ended.
-enum End {
-    Eof,
-    Read(io::Error),
-    SinkClosed,
-    Stopped,
-}
-
-struct Served {
-    end: End,
-    /// Lines read (good or bad).
-    lines: u64,
-}
-
-/// Counts a connection as open for as long as it lives (whatever way it ends).
-struct OpenConnection<'a>(&'a DeviceStats);
-
-impl<'a> OpenConnection<'a> {
-    fn new(stats: &'a DeviceStats) -> Self {
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        DeviceStats::incr(&stats.connects);
-        OpenConnection(stats)
-    }
-}
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Reads lines from one connection until it ends, handing punches to the sink.
-async fn serve(dev: &Device, stream: TcpStream, peer: SocketAddr) -> Served {
-    let _open = OpenConnection::new(&dev.stats);
-    let mut reader = LineReader::new(stream, dev.max_line);
-    let mut malformed = MalformedLog::default();
-    let mut line_no: u64 = 0;
-    let end = loop {
-        // Reading comes first in the select below, so a busy connection would never look at the stop
-        // signal: check it now and then.
-        if line_no % STOP_CHECK_EVERY == STOP_CHECK_EVERY - 1 && dev.stop.is_cancelled() {
-            break End::Stopped;
-        }
-        let next = tokio::select! {
-            biased;
-            r = reader.next_line_ref() => r,
-            _ = dev.stop.cancelled() => break End::Stopped,
-        };
-        let line = match next {
-            Ok(Some(line)) => line,
-            Ok(None) => break End::Eof,
-            Err(e) => break End::Read(e),
-        };
-        line_no += 1;
-        DeviceStats::incr(&dev.stats.lines_read);
-        dev.stats.last_line_at.store(unix_now(), Ordering::Relaxed);
-        let punch = match line {
-            LineRef::Text(text) => match formats::parse_line(dev.format, &dev.id, text) {
-                Ok(p) => p,
-                Err(e) => {
-                    DeviceStats::incr(&dev.stats.malformed);
-                    malformed.report(dev, peer, line_no, &e, Some(text));
-                    continue;
-                }
-            },
-            LineRef::TooLong { len_seen } => {
-                DeviceStats::incr(&dev.stats.malformed);
-                let reason = format!(
-                    "line is too long: {len_seen} bytes, more than max_line_length = {}",
-                    dev.max_line
-                );
-                malformed.report(dev, peer, line_no, &reason, None);
-                continue;
-            }
-        };
-        DeviceStats::incr(&dev.stats.punches_read);
-        let submit = dev.sink.submit(punch);
-        tokio::pin!(submit);
-        let submitted = tokio::select! {
-            biased;
-            r = &mut submit => r,
-            _ = dev.stop.cancelled() => {
-                // The punch is read but not handed over: give the ingest stage a moment to take it.
-                match tokio::time::timeout(SHUTDOWN_GRACE, &mut submit).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) if !dev.shutdown.is_cancelled() => break End::SinkClosed,
-                    _ => tracing::warn!(
-                        "device {} ({peer}): stopping: the punch of line {line_no} could not be handed to the queue in time; it is still in the clock's log",
-                        dev.id
-                    ),
-                }
-                break End::Stopped;
-            }
-        };
-        if submitted.is_err() {
-            break End::SinkClosed;
-        }
-    };
-    malformed.finish(dev, peer);
-    Served {
-        end,
-        lines: line_no,
-    }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Logs malformed lines of one connection without flooding: the first [`MALFORMED_LOGGED`] one by one,
-/// then a count (with the latest line) at most once a minute, and the rest of the count at the end.
-#[derive(Default)]
-struct MalformedLog {
-    logged: u64,
-    /// Not logged since the last summary.
-    suppressed: u64,
-    last_summary: Option<Instant>,
-}
-
-impl MalformedLog {
-    fn report(
-        &mut self,
-        dev: &Device,
-        peer: SocketAddr,
-        line_no: u64,
-        reason: &dyn Display,
-        text: Option<&[u8]>,
-    ) {
-        let sample = text.map(formats::sample);
-        let sample = sample
-            .as_deref()
-            .map(|s| format!(": \"{s}\""))
-            .unwrap_or_default();
-        if self.logged < MALFORMED_LOGGED {
-            self.logged += 1;
-            let more = if self.logged == MALFORMED_LOGGED {
-                " (further malformed lines from this connection are summarised once a minute)"
-            } else {
-                ""
-            };
-            tracing::warn!(
-                "device {} ({peer}): malformed line {line_no}: {reason}{sample}{more}",
-                dev.id
-            );
-            self.last_summary = Some(Instant::now());
-            return;
-        }
-        self.suppressed += 1;
-        let now = Instant::now();
-        if self
-            .last_summary
-            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
-        {
-            tracing::warn!(
-                "device {} ({peer}): {} more malformed lines in the last minute; latest: line {line_no}: {reason}{sample}",
-                dev.id,
-                self.suppressed
-            );
-            self.suppressed = 0;
-            self.last_summary = Some(now);
-        }
-    }
-
-    fn finish(&mut self, dev: &Device, peer: SocketAddr) {
-        if self.suppressed > 0 {
-            tracing::warn!(
-                "device {} ({peer}): {} more malformed lines before the connection ended",
-                dev.id,
-                self.suppressed
-            );
-            self.suppressed = 0;
-        }
-    }
-}
-
-/// Rate limit for a repeating failure: log the first, then at most once a minute; say when it is over.
-#[derive(Default)]
-struct Quiet {
-    /// Failures since the last success.
-    failures: u64,
-    /// A failure of this run of failures was logged.
-    logged: bool,
-    last_logged: Option<Instant>,
-}
-
-impl Quiet {
-    /// Counts a failure; true when it should be logged.
-    fn failed(&mut self) -> bool {
-        self.failures += 1;
-        let now = Instant::now();
-        if self
-            .last_logged
-            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
-        {
-            self.last_logged = Some(now);
-            self.logged = true;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// A success: the number of failures before it, when they were logged (so the recovery should be).
-    fn recovered(&mut self) -> Option<u64> {
-        let n = self.failures;
-        let logged = self.logged;
-        self.failures = 0;
-        self.logged = false;
-        logged.then_some(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DeviceKind;
+    use crate::config::{DeviceKind, LineFormat};
     use crate::ingest::IngestItem;
+    use crate::ingest::IngestOutcome;
     use crate::punch::Punch;
     use std::collections::BTreeSet;
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::mpsc;
 
@@ -633,16 +379,12 @@ mod tests {
 
     fn device(mode: TcpMode, address: &str, max_line_length: usize) -> DeviceConfig {
         DeviceConfig {
-            id: "door-1".into(),
-            kind: DeviceKind::Tcp,
             mode: Some(mode),
             address: Some(address.into()),
             format: LineFormat::ZkAttlog,
-            timezone: "Asia/Shanghai".into(),
-            location_name: None,
             max_line_length,
             reconnect_max_secs: 2,
-            enabled: true,
+            ..DeviceConfig::new("door-1", DeviceKind::Tcp, "Asia/Shanghai")
         }
     }
 
@@ -894,6 +636,115 @@ mod tests {
         assert_eq!(n, 0, "the connection is closed");
         let e = dev.stats.last_error().unwrap_or_default();
         assert!(e.contains("queue is closed"), "{e}");
+        assert!(!dev.task.is_finished());
+        dev.stop().await;
+    }
+
+    #[tokio::test]
+    async fn listen_mode_acknowledges_committed_punches() {
+        let (sink, mut rx) = PunchSink::channel(16);
+        let cfg = DeviceConfig {
+            ack_template: Some(r"ACK {user} {time} {state}\r\n".into()),
+            ..device(TcpMode::Listen, "127.0.0.1:0", 1024)
+        };
+        let dev = Running::start(cfg, sink);
+        let addr = dev.stats.wait_listening().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(line(7, 1).as_bytes()).await.unwrap();
+        s.write_all(line(8, 2).as_bytes()).await.unwrap();
+
+        let first = tokio::time::timeout(GUARD, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.punch.device_user_id, "7");
+        // not answered yet: nothing may have been written back
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let mut buf = [0u8; 64];
+        assert!(
+            tokio::time::timeout(Duration::ZERO, s.read(&mut buf))
+                .await
+                .is_err(),
+            "acknowledged before the commit"
+        );
+        first.ack.unwrap().send(IngestOutcome::Queued).unwrap();
+        let want = b"ACK 7 2026-03-02 08:01:00 0\r\n";
+        let mut got = vec![0u8; want.len()];
+        tokio::time::timeout(GUARD, s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, want);
+
+        // a failed commit is not acknowledged: the next bytes are the third line's ack
+        let second = tokio::time::timeout(GUARD, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        second
+            .ack
+            .unwrap()
+            .send(IngestOutcome::Failed("disk full".into()))
+            .unwrap();
+        s.write_all(line(9, 3).as_bytes()).await.unwrap();
+        let third = tokio::time::timeout(GUARD, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        third.ack.unwrap().send(IngestOutcome::Duplicate).unwrap();
+        let want = b"ACK 9 2026-03-02 08:03:00 0\r\n";
+        let mut got = vec![0u8; want.len()];
+        tokio::time::timeout(GUARD, s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, want);
+        assert_eq!(dev.get(&dev.stats.acks_written), 2);
+        assert_eq!(dev.get(&dev.stats.punches_read), 3);
+        dev.stop().await;
+    }
+
+    #[tokio::test]
+    async fn connect_mode_writes_the_poll_command_on_connect() {
+        let clock = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = clock.local_addr().unwrap();
+        let (sink, mut rx) = PunchSink::channel(16);
+        let cfg = DeviceConfig {
+            poll_command: Some(r"POLL\r\n".into()),
+            poll_interval_secs: 60,
+            ..device(TcpMode::Connect, &addr.to_string(), 1024)
+        };
+        let dev = Running::start(cfg, sink);
+        let (mut c, _) = clock.accept().await.unwrap();
+        let mut got = [0u8; 6];
+        tokio::time::timeout(GUARD, c.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"POLL\r\n");
+        c.write_all(line(5, 5).as_bytes()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.device_user_id, "5");
+        dev.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_ack_template_is_reported_and_the_device_idles() {
+        let (sink, _rx) = PunchSink::channel(16);
+        let cfg = DeviceConfig {
+            ack_template: Some("{nope}".into()),
+            ..device(TcpMode::Listen, "127.0.0.1:0", 1024)
+        };
+        let dev = Running::start(cfg, sink);
+        tokio::time::timeout(GUARD, dev.stats.wait_for(|s| s.last_error().is_some()))
+            .await
+            .unwrap();
+        let e = dev.stats.last_error().unwrap();
+        assert!(
+            e.starts_with("device door-1: ack_template: placeholder"),
+            "{e}"
+        );
         assert!(!dev.task.is_finished());
         dev.stop().await;
     }

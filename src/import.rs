@@ -1,0 +1,604 @@
+//! `clockbridge import --device ID FILE...`: backfill a device's punches from exported log files
+//! (a ZKTeco USB `attlog.dat`, a CSV export, anything the device's configured format reads).
+//!
+//! Guarantees:
+//! - The same punch model, idempotent key and queue as live punches: importing a file twice, or a file
+//!   that overlaps what the clock already sent, queues nothing new (each is counted as a duplicate).
+//! - Constant memory: the file is streamed (a fixed read buffer, lines capped at the device's
+//!   `max_line_length`, at most two batches of records in memory), whatever its size.
+//! - Large transactions (one per batch of up to 5,000 records), each committed with
+//!   `synchronous=FULL` before the summary counts it.
+//! - Every line is accounted for: queued, duplicate, unmapped, dead (e.g. before 2022), or rejected with
+//!   its line number and reason. A file that ends mid-line or holds binary data is reported as such.
+//! - Safe beside a running daemon: rows the daemon has in flight are left alone, and the daemon picks
+//!   the new rows up within seconds.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, DeviceConfig};
+use crate::formats::{sample, LineParser};
+use crate::mapping::{Mapping, MappingError};
+use crate::punch::normalise;
+use crate::queue::{InsertStatus, NewRecord, Queue, QueueError};
+
+/// Records per insert transaction.
+pub const BATCH: usize = 5_000;
+/// Rejected lines listed in a report (all are counted).
+pub const REJECTED_LISTED: usize = 50;
+
+/// An import could not run at all (as opposed to lines it rejected).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("import: device {device:?} is not in the configuration (devices: {known}): use --device with one of them")]
+    UnknownDevice { device: String, known: String },
+    #[error("import {path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("import: device {device}: {source}")]
+    Format {
+        device: String,
+        source: crate::formats::FormatError,
+    },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A bar on a terminal, plain periodic lines otherwise.
+    Auto,
+    /// Plain lines every few seconds.
+    Plain,
+    /// Nothing.
+    Quiet,
+}
+
+/// A line that was not imported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejected {
+    pub line: u64,
+    pub reason: String,
+    pub sample: String,
+}
+
+/// What became of one file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub bytes: u64,
+    /// Lines read (empty lines included in the numbering, not counted here).
+    pub lines: u64,
+    /// Header lines consumed (`header = true`).
+    pub headers: u64,
+    pub queued: u64,
+    pub duplicates: u64,
+    pub unmapped: u64,
+    pub dead: u64,
+    pub rejected: u64,
+    /// The first rejected lines, with their numbers.
+    pub rejected_lines: Vec<Rejected>,
+    /// The file's last line has no line ending (the export may have been cut short).
+    pub ends_mid_line: bool,
+    /// Lines holding control bytes (NUL and the like): a sign of a binary or damaged file.
+    pub binary_lines: u64,
+    pub seconds: f64,
+}
+
+impl FileReport {
+    /// Punches committed to the queue in any state.
+    pub fn committed(&self) -> u64 {
+        self.queued + self.unmapped + self.dead
+    }
+
+    /// The human summary of this file.
+    pub fn render(&self) -> String {
+        let mut o = format!(
+            "{}: {} lines read in {:.1} s ({:.0} lines/s): {} punches queued, {} already known (duplicates), {} unmapped, {} dead, {} rejected\n",
+            self.path,
+            self.lines,
+            self.seconds,
+            self.lines as f64 / self.seconds.max(1e-9),
+            self.queued,
+            self.duplicates,
+            self.unmapped,
+            self.dead,
+            self.rejected
+        );
+        for r in &self.rejected_lines {
+            o.push_str(&format!("  line {}: {}: {}\n", r.line, r.reason, r.sample));
+        }
+        if self.rejected as usize > self.rejected_lines.len() {
+            o.push_str(&format!(
+                "  ... and {} more rejected lines\n",
+                self.rejected as usize - self.rejected_lines.len()
+            ));
+        }
+        if self.ends_mid_line {
+            o.push_str("  warning: the file ends mid-line (no line ending after the last line): the export may have been cut short; check the last punch\n");
+        }
+        if self.binary_lines > 0 {
+            o.push_str(&format!(
+                "  warning: {} lines hold binary data (control bytes): is this the right file, and is it intact?\n",
+                self.binary_lines
+            ));
+        }
+        o
+    }
+}
+
+/// One batch of records on its way to the queue.
+struct Batch {
+    records: Vec<NewRecord>,
+}
+
+/// Imports `files` for device `device_id` of `cfg` into the queue.
+pub async fn import(
+    cfg: &Config,
+    device_id: &str,
+    files: &[PathBuf],
+    progress: Progress,
+) -> Result<Vec<FileReport>, ImportError> {
+    let device = cfg
+        .device(device_id)
+        .ok_or_else(|| ImportError::UnknownDevice {
+            device: device_id.to_string(),
+            known: cfg
+                .devices
+                .iter()
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?
+        .clone();
+    let parser = LineParser::new(&device).map_err(|e| ImportError::Format {
+        device: device.id.clone(),
+        source: e,
+    })?;
+    let mapping = Arc::new(Mapping::load(&cfg.mapping)?);
+    let path = cfg.queue.path.clone();
+    let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path))
+        .await
+        .map_err(|e| QueueError::Open {
+            path: cfg.queue.path.display().to_string(),
+            reason: e.to_string(),
+        })??;
+    let mut reports = Vec::new();
+    for file in files {
+        reports.push(
+            import_file(
+                &queue,
+                &device,
+                &parser,
+                &mapping,
+                cfg.queue.max_future_secs,
+                file,
+                progress,
+            )
+            .await?,
+        );
+    }
+    Ok(reports)
+}
+
+async fn import_file(
+    queue: &Queue,
+    device: &DeviceConfig,
+    parser: &LineParser,
+    mapping: &Arc<Mapping>,
+    max_future_secs: i64,
+    file: &Path,
+    progress: Progress,
+) -> Result<FileReport, ImportError> {
+    let started = Instant::now();
+    let read_err = |e| ImportError::Read {
+        path: file.display().to_string(),
+        source: e,
+    };
+    let f = std::fs::File::open(file).map_err(read_err)?;
+    let bytes = f.metadata().map_err(read_err)?.len();
+    let (tx, mut rx) = mpsc::channel::<Batch>(2);
+    let bar = ProgressShow::new(progress, file, bytes);
+    let reader = {
+        let (device, parser, mapping, bar) =
+            (device.clone(), parser.clone(), mapping.clone(), bar.clone());
+        let path = file.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            read_file(
+                f,
+                &path,
+                &device,
+                &parser,
+                &mapping,
+                max_future_secs,
+                tx,
+                &bar,
+            )
+        })
+    };
+    let mut report = FileReport::default();
+    while let Some(batch) = rx.recv().await {
+        let statuses = queue.insert(Arc::new(batch.records)).await?;
+        for st in statuses {
+            match st {
+                InsertStatus::Pending => report.queued += 1,
+                InsertStatus::Duplicate => report.duplicates += 1,
+                InsertStatus::Unmapped => report.unmapped += 1,
+                InsertStatus::Dead(_) => report.dead += 1,
+            }
+        }
+    }
+    let read = reader.await.map_err(|e| ImportError::Read {
+        path: file.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    bar.finish();
+    report.path = file.display().to_string();
+    report.bytes = bytes;
+    report.lines = read.lines;
+    report.headers = read.headers;
+    report.rejected = read.rejected;
+    report.rejected_lines = read.rejected_lines;
+    report.ends_mid_line = read.ends_mid_line;
+    report.binary_lines = read.binary_lines;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[derive(Default)]
+struct ReadOutcome {
+    lines: u64,
+    headers: u64,
+    rejected: u64,
+    rejected_lines: Vec<Rejected>,
+    ends_mid_line: bool,
+    binary_lines: u64,
+}
+
+/// Splits a byte stream into lines on LF, CRLF or CR, numbering them as an editor would, with lines
+/// capped at `max_len` bytes (the rest of a longer line is skipped, never buffered).
+struct Lines<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    line: Vec<u8>,
+    max_len: usize,
+    /// Number of the next line (1-based).
+    next_no: u64,
+    /// The previous chunk ended in CR: a leading LF belongs to it.
+    pending_cr: bool,
+    eof: bool,
+    /// The last byte read, to tell whether the file ended mid-line.
+    last_byte: Option<u8>,
+}
+
+enum LineOut {
+    Text(u64),
+    TooLong(u64, usize),
+}
+
+impl<R: Read> Lines<R> {
+    fn new(inner: R, max_len: usize) -> Self {
+        Lines {
+            inner,
+            buf: vec![0; 256 * 1024],
+            start: 0,
+            end: 0,
+            line: Vec::with_capacity(max_len.min(4096)),
+            max_len,
+            next_no: 1,
+            pending_cr: false,
+            eof: false,
+            last_byte: None,
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let n = loop {
+            match self.inner.read(&mut self.buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+            return Ok(false);
+        }
+        self.last_byte = Some(self.buf[n - 1]);
+        self.start = 0;
+        self.end = n;
+        Ok(true)
+    }
+
+    /// The next non-empty line (its text is in `self.line`), with its number.
+    fn next(&mut self) -> std::io::Result<Option<LineOut>> {
+        self.line.clear();
+        let mut seen = 0usize;
+        loop {
+            if self.start == self.end && !self.fill()? {
+                // EOF: a last line without terminator
+                if seen == 0 {
+                    return Ok(None);
+                }
+                let no = self.next_no;
+                self.next_no += 1;
+                return Ok(Some(if seen > self.max_len {
+                    LineOut::TooLong(no, seen)
+                } else {
+                    LineOut::Text(no)
+                }));
+            }
+            if self.pending_cr {
+                self.pending_cr = false;
+                if self.buf[self.start] == b'\n' {
+                    self.start += 1;
+                    continue;
+                }
+            }
+            let chunk = &self.buf[self.start..self.end];
+            match chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    let term = chunk[i];
+                    if seen + i <= self.max_len {
+                        self.line.extend_from_slice(&chunk[..i]);
+                    }
+                    seen += i;
+                    self.start += i + 1;
+                    if term == b'\r' {
+                        if self.start < self.end {
+                            if self.buf[self.start] == b'\n' {
+                                self.start += 1;
+                            }
+                        } else {
+                            self.pending_cr = true;
+                        }
+                    }
+                    let no = self.next_no;
+                    self.next_no += 1;
+                    if seen == 0 {
+                        continue; // empty line: numbered, skipped
+                    }
+                    return Ok(Some(if seen > self.max_len {
+                        LineOut::TooLong(no, seen)
+                    } else {
+                        LineOut::Text(no)
+                    }));
+                }
+                None => {
+                    let n = chunk.len();
+                    if seen + n <= self.max_len {
+                        self.line.extend_from_slice(chunk);
+                    }
+                    seen += n;
+                    self.start = self.end;
+                }
+            }
+        }
+    }
+
+    fn ended_mid_line(&self) -> bool {
+        !matches!(self.last_byte, None | Some(b'\n') | Some(b'\r'))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_file(
+    f: std::fs::File,
+    path: &str,
+    device: &DeviceConfig,
+    parser: &LineParser,
+    mapping: &Mapping,
+    max_future_secs: i64,
+    tx: mpsc::Sender<Batch>,
+    bar: &ProgressShow,
+) -> Result<ReadOutcome, ImportError> {
+    let tz = device.tz();
+    let location = device.location().to_string();
+    let mut session = parser.session();
+    let mut lines = Lines::new(f, device.max_line_length);
+    let mut out = ReadOutcome::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut bytes_seen = 0u64;
+    let now = chrono::Utc::now();
+    let reject = |out: &mut ReadOutcome, no: u64, reason: String, text: &[u8]| {
+        out.rejected += 1;
+        if out.rejected_lines.len() < REJECTED_LISTED {
+            out.rejected_lines.push(Rejected {
+                line: no,
+                reason,
+                sample: sample(text),
+            });
+        }
+    };
+    loop {
+        let next = lines.next().map_err(|e| ImportError::Read {
+            path: path.to_string(),
+            source: e,
+        })?;
+        let Some(next) = next else { break };
+        out.lines += 1;
+        match next {
+            LineOut::TooLong(no, len) => {
+                bytes_seen += len as u64 + 1;
+                reject(
+                    &mut out,
+                    no,
+                    format!(
+                        "line of {len} bytes is longer than max_line_length ({})",
+                        device.max_line_length
+                    ),
+                    &lines.line,
+                );
+            }
+            LineOut::Text(no) => {
+                let text = &lines.line;
+                bytes_seen += text.len() as u64 + 1;
+                if text.iter().any(|&b| b < 0x20 && b != b'\t') {
+                    out.binary_lines += 1;
+                }
+                match session.parse(text) {
+                    Ok(Some(p)) => {
+                        let user = mapping.lookup(&p.device_id, &p.device_user_id);
+                        let n = normalise(p, tz, &location, user.as_deref(), now, max_future_secs);
+                        batch.push(NewRecord::from_punch(&n));
+                        if batch.len() == BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            if tx.blocking_send(Batch { records: full }).is_err() {
+                                break; // the inserting side failed; it reports why
+                            }
+                        }
+                    }
+                    Ok(None) => out.headers += 1,
+                    Err(e) => reject(&mut out, no, e.to_string(), text),
+                }
+            }
+        }
+        if out.lines % 8192 == 0 {
+            bar.set(bytes_seen, out.lines);
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(Batch { records: batch });
+    }
+    out.ends_mid_line = lines.ended_mid_line();
+    bar.set(bytes_seen, out.lines);
+    Ok(out)
+}
+
+/// Progress on standard error: an `indicatif` bar on a terminal, plain lines otherwise.
+#[derive(Clone)]
+struct ProgressShow {
+    bar: Option<indicatif::ProgressBar>,
+    plain: Option<Arc<std::sync::Mutex<(Instant, String, u64)>>>,
+}
+
+impl ProgressShow {
+    fn new(mode: Progress, file: &Path, bytes: u64) -> ProgressShow {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let name = file.display().to_string();
+        match mode {
+            Progress::Quiet => ProgressShow {
+                bar: None,
+                plain: None,
+            },
+            Progress::Auto if tty => {
+                let bar = indicatif::ProgressBar::new(bytes);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_message(name);
+                ProgressShow {
+                    bar: Some(bar),
+                    plain: None,
+                }
+            }
+            _ => ProgressShow {
+                bar: None,
+                plain: Some(Arc::new(std::sync::Mutex::new((
+                    Instant::now(),
+                    name,
+                    bytes,
+                )))),
+            },
+        }
+    }
+
+    fn set(&self, bytes: u64, lines: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(bytes);
+        }
+        if let Some(p) = &self.plain {
+            let mut g = p.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0.elapsed() >= Duration::from_secs(5) {
+                g.0 = Instant::now();
+                let pct = if g.2 == 0 {
+                    100.0
+                } else {
+                    (bytes as f64 * 100.0 / g.2 as f64).min(100.0)
+                };
+                eprintln!("import {}: {pct:.0}% ({lines} lines)", g.1);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(input: &[u8], max: usize) -> Vec<(u64, Result<String, usize>)> {
+        let mut l = Lines::new(input, max);
+        // a tiny buffer exercises every chunk boundary
+        l.buf = vec![0; 3];
+        let mut out = Vec::new();
+        while let Some(x) = l.next().unwrap() {
+            out.push(match x {
+                LineOut::Text(no) => (no, Ok(String::from_utf8_lossy(&l.line).into_owned())),
+                LineOut::TooLong(no, n) => (no, Err(n)),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_numbered_like_an_editor_across_endings_and_chunks() {
+        let got = split(b"a\r\nbb\n\nccc\rd\r\r\ne", 100);
+        assert_eq!(
+            got,
+            vec![
+                (1, Ok("a".into())),
+                (2, Ok("bb".into())),
+                (4, Ok("ccc".into())),
+                (5, Ok("d".into())),
+                (7, Ok("e".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn over_long_lines_are_reported_without_being_buffered() {
+        let got = split(b"ok\n0123456789abcdef\nok2\n", 8);
+        assert_eq!(got[0], (1, Ok("ok".into())));
+        assert_eq!(got[1], (2, Err(16)));
+        assert_eq!(got[2], (3, Ok("ok2".into())));
+        let mut l = Lines::new(&b"0123456789abcdef\n"[..], 8);
+        l.buf = vec![0; 3];
+        l.next().unwrap();
+        assert!(l.line.len() <= 8);
+    }
+
+    #[test]
+    fn a_file_cut_mid_line_is_detected() {
+        let mut l = Lines::new(&b"a\nb"[..], 10);
+        while l.next().unwrap().is_some() {}
+        assert!(l.ended_mid_line());
+        let mut l = Lines::new(&b"a\nb\r\n"[..], 10);
+        while l.next().unwrap().is_some() {}
+        assert!(!l.ended_mid_line());
+    }
+}
