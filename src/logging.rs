@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. `format` is `text` or `json`. Safe to call once per process.
 pub fn init(level: &str, format: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        // the migration library announces every open at INFO: only its warnings matter here
+        .or_else(|_| EnvFilter::try_new(format!("{level},rusqlite_migration=warn")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
