@@ -208,3 +208,69 @@ pub async fn run_device(
         DeviceKind::Serial => serial::run(cfg, sink, stats, shutdown).await,
     }
 }
+
+/// Test support shared by the source tests: one device task under test.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::{run_device, DeviceStats, PunchSink};
+    use crate::config::DeviceConfig;
+
+    /// A guard against a hung test, not a synchronisation.
+    const GUARD: Duration = Duration::from_secs(20);
+
+    /// A device task started by [`run_device`], with its stats and its stop switch.
+    pub struct Running {
+        pub stats: Arc<DeviceStats>,
+        shutdown: CancellationToken,
+        pub task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        pub fn start(cfg: DeviceConfig, sink: PunchSink) -> Running {
+            let stats = DeviceStats::new();
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(run_device(cfg, sink, stats.clone(), shutdown.clone()));
+            Running {
+                stats,
+                shutdown,
+                task,
+            }
+        }
+
+        /// Stops the task and checks it ends promptly, without panicking.
+        pub async fn stop(self) -> Arc<DeviceStats> {
+            self.shutdown.cancel();
+            tokio::time::timeout(GUARD, self.task)
+                .await
+                .expect("run did not stop after shutdown")
+                .expect("run panicked");
+            self.stats
+        }
+
+        /// Waits until `cond` holds (checked on every state change of the device).
+        pub async fn until(&self, what: &str, cond: impl FnMut(&DeviceStats) -> bool) {
+            tokio::time::timeout(GUARD, self.stats.wait_for(cond))
+                .await
+                .unwrap_or_else(|_| panic!("device never {what}: {:?}", self.stats.snapshot()));
+        }
+
+        /// Waits until the device has one open connection and `connects` connections so far.
+        pub async fn online(&self, connects: u64) {
+            self.until("came online", |s| {
+                s.connections.load(Ordering::Relaxed) == 1
+                    && s.connects.load(Ordering::Relaxed) == connects
+            })
+            .await
+        }
+
+        pub fn get(&self, c: &std::sync::atomic::AtomicU64) -> u64 {
+            c.load(Ordering::Relaxed)
+        }
+    }
+}

@@ -243,6 +243,7 @@ mod tests {
     use super::*;
     use crate::config::{DeviceKind, LineFormat};
     use crate::ingest::{IngestItem, IngestOutcome};
+    use crate::sources::test_support::Running;
     use std::path::PathBuf;
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
@@ -296,49 +297,6 @@ mod tests {
 
     fn line(pin: u32, minute: u32) -> String {
         format!("{pin:>9}\t2026-03-02 08:{minute:02}:00\t0\t1\t0\t0\t0\r\n")
-    }
-
-    struct Running {
-        stats: Arc<DeviceStats>,
-        shutdown: CancellationToken,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Running {
-        fn start(cfg: DeviceConfig, sink: PunchSink) -> Running {
-            let stats = DeviceStats::new();
-            let shutdown = CancellationToken::new();
-            let task = tokio::spawn(run(cfg, sink, stats.clone(), shutdown.clone()));
-            Running {
-                stats,
-                shutdown,
-                task,
-            }
-        }
-
-        /// Waits until `cond` holds (checked on every state change of the device).
-        async fn until(&self, what: &str, cond: impl FnMut(&DeviceStats) -> bool) {
-            tokio::time::timeout(GUARD, self.stats.wait_for(cond))
-                .await
-                .unwrap_or_else(|_| panic!("device never {what}: {:?}", self.stats.snapshot()));
-        }
-
-        async fn online(&self, connects: u64) {
-            self.until("came online", |s| {
-                s.connections.load(Ordering::Relaxed) == 1
-                    && s.connects.load(Ordering::Relaxed) == connects
-            })
-            .await
-        }
-
-        async fn stop(self) -> Arc<DeviceStats> {
-            self.shutdown.cancel();
-            tokio::time::timeout(GUARD, self.task)
-                .await
-                .expect("run did not stop after shutdown")
-                .expect("run panicked");
-            self.stats
-        }
     }
 
     async fn recv(rx: &mut mpsc::Receiver<IngestItem>) -> IngestItem {

@@ -368,6 +368,7 @@ mod tests {
     use crate::ingest::IngestItem;
     use crate::ingest::IngestOutcome;
     use crate::punch::Punch;
+    use crate::sources::test_support::Running;
     use std::collections::BTreeSet;
     use std::sync::atomic::Ordering;
     use std::time::Instant;
@@ -385,38 +386,6 @@ mod tests {
             max_line_length,
             reconnect_max_secs: 2,
             ..DeviceConfig::new("door-1", DeviceKind::Tcp, "Asia/Shanghai")
-        }
-    }
-
-    struct Running {
-        stats: Arc<DeviceStats>,
-        shutdown: CancellationToken,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Running {
-        fn start(cfg: DeviceConfig, sink: PunchSink) -> Running {
-            let stats = DeviceStats::new();
-            let shutdown = CancellationToken::new();
-            let task = tokio::spawn(run(cfg, sink, stats.clone(), shutdown.clone()));
-            Running {
-                stats,
-                shutdown,
-                task,
-            }
-        }
-
-        async fn stop(self) -> Arc<DeviceStats> {
-            self.shutdown.cancel();
-            tokio::time::timeout(GUARD, self.task)
-                .await
-                .expect("run did not stop after shutdown")
-                .expect("run panicked");
-            self.stats
-        }
-
-        fn get(&self, c: &std::sync::atomic::AtomicU64) -> u64 {
-            c.load(Ordering::Relaxed)
         }
     }
 
