@@ -36,6 +36,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Dead letters: records the platform rejected for good (or that it cannot import).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Backfill punches from exported log files (attlog.dat, CSV...) read with a device's format.
     Import {
         /// The configured device the files come from (its format, encoding, time zone and id apply).
@@ -74,6 +79,150 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters (oldest first) with the platform's code, message and log id.
+    List {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters again (after fixing the cause); punches take their user from the mapping again.
+    Retry {
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+    /// Remove dead letters from the queue for good (a copy is kept in the queue's `dropped` table).
+    Drop {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct DlqFilter {
+    /// Dead letter ids (as `dlq list` and `status` show them).
+    ids: Vec<i64>,
+    /// Every dead letter (that matches --kind / --reason).
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+    /// Only records of this kind (user_flow...).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only this platform code (e.g. 1220001) or reason (before_2022, far_future, rejected, rejected_record).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+impl DlqFilter {
+    fn selection(&self, need_target: bool) -> anyhow::Result<clockbridge::queue::DeadSelection> {
+        if need_target && self.ids.is_empty() && !self.all {
+            anyhow::bail!(
+                "dlq: name the dead letters (ids from `clockbridge dlq list`), or give --all"
+            );
+        }
+        Ok(clockbridge::queue::DeadSelection {
+            ids: (!self.ids.is_empty()).then(|| self.ids.clone()),
+            kind: self.kind.clone(),
+            reason: self.reason.clone(),
+        })
+    }
+}
+
+fn print_dead(list: &[clockbridge::queue::DeadLetter]) {
+    let t = |s: Option<i64>| {
+        s.and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    for d in list {
+        println!(
+            "#{} {} {} user {} at {}: {} code {} {:?} log id {} (attempts {}, first {}, last {})",
+            d.id,
+            d.kind,
+            d.device_id,
+            d.device_user_id,
+            t(Some(d.event_time)),
+            d.reason.as_deref().unwrap_or("-"),
+            d.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            d.message.as_deref().unwrap_or(""),
+            d.log_id.as_deref().unwrap_or("-"),
+            d.attempts,
+            t(d.first_attempt_at),
+            t(d.last_attempt_at),
+        );
+    }
+}
+
+async fn dlq(cfg: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    use clockbridge::queue::Queue;
+    let path = cfg.queue.path.clone();
+    let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path)).await??;
+    match command {
+        DlqCommand::List { filter, json } => {
+            let list = queue.list_dead(filter.selection(false)?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no dead letters");
+            } else {
+                print_dead(&list);
+            }
+        }
+        DlqCommand::Retry { filter } => {
+            let mapping = std::sync::Arc::new(clockbridge::mapping::Mapping::load(&cfg.mapping)?);
+            let latest = chrono::Utc::now().timestamp() + cfg.queue.max_future_secs;
+            let r = queue
+                .retry_dead_selected(filter.selection(true)?, Some(mapping), latest)
+                .await?;
+            println!(
+                "dlq: {} pending again (the daemon sends them within seconds), {} waiting for a user mapping, {} left dead (time still before 2022 or in the future)",
+                r.pending, r.unmapped, r.kept
+            );
+        }
+        DlqCommand::Drop { filter, yes } => {
+            let sel = filter.selection(true)?;
+            let list = queue.list_dead(sel.clone()).await?;
+            if list.is_empty() {
+                println!("dlq: nothing to drop");
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_dead(&list);
+            if !yes {
+                if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    anyhow::bail!(
+                        "dlq drop: {} dead letters would be dropped for good: confirm with --yes",
+                        list.len()
+                    );
+                }
+                eprint!(
+                    "drop these {} dead letters for good? type yes: ",
+                    list.len()
+                );
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if answer.trim() != "yes" {
+                    eprintln!("dlq: nothing dropped");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            let dropped = queue.drop_dead(sel).await?;
+            let ids: Vec<String> = dropped.iter().map(|d| d.id.to_string()).collect();
+            tracing::warn!(count = dropped.len(), ids = %ids.join(","), "dlq: dead letters dropped by the operator (copies kept in the dropped table)");
+            println!(
+                "dlq: dropped {} dead letters (copies kept in the queue's dropped table)",
+                dropped.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -133,6 +282,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", clockbridge::status::render_text(&st));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { command } => {
+            // the dead letters live in the queue: no secret needed
+            let cfg = Config::load_without_secret(&cli.config)?;
+            clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            runtime()?.block_on(dlq(&cfg, command))
         }
         Command::Import {
             device,

@@ -6,6 +6,7 @@ mod util;
 mod cli;
 pub mod crash;
 mod delivery;
+mod dlq;
 mod import;
 mod outcomes;
 mod serial;

@@ -62,9 +62,29 @@ CREATE TABLE runtime (
 ) WITHOUT ROWID;
 "#;
 
+/// Dead letters an operator dropped (`clockbridge dlq drop`): kept for the record, never sent.
+const V2: &str = r#"
+CREATE TABLE dropped (
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT    NOT NULL,
+    idem        TEXT    NOT NULL,
+    device_id   TEXT    NOT NULL,
+    subject     TEXT    NOT NULL,
+    event_time  INTEGER NOT NULL,
+    payload     TEXT    NOT NULL,
+    dead_reason TEXT,
+    err_code    INTEGER,
+    err_msg     TEXT,
+    err_log_id  TEXT,
+    attempts    INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    dropped_at  INTEGER NOT NULL
+);
+"#;
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 #[cfg(test)]

@@ -262,6 +262,46 @@ pub struct DeadLetter {
     pub created_at: i64,
 }
 
+/// Which dead letters a `dlq` command acts on: all that match every given filter.
+#[derive(Debug, Clone, Default)]
+pub struct DeadSelection {
+    /// These rows only (`None`: every dead letter).
+    pub ids: Option<Vec<i64>>,
+    /// Records of this kind (`user_flow`...).
+    pub kind: Option<String>,
+    /// A platform code (`1220001`) or a reason (`before_2022`, `rejected`, `rejected_record`...).
+    pub reason: Option<String>,
+}
+
+impl DeadSelection {
+    fn matches(&self, d: &DeadLetter) -> bool {
+        self.ids
+            .as_ref()
+            .map(|ids| ids.contains(&d.id))
+            .unwrap_or(true)
+            && self.kind.as_ref().map(|k| *k == d.kind).unwrap_or(true)
+            && self
+                .reason
+                .as_ref()
+                .map(|r| {
+                    d.reason.as_deref() == Some(r.as_str())
+                        || d.code.map(|c| c.to_string()) == Some(r.clone())
+                })
+                .unwrap_or(true)
+    }
+}
+
+/// What a retry of dead letters did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RetryReport {
+    /// Pending again: sent within seconds.
+    pub pending: usize,
+    /// Their user is no longer in the mapping: waiting as unmapped.
+    pub unmapped: usize,
+    /// Still not importable (before 2022 or far in the future): left dead.
+    pub kept: usize,
+}
+
 /// What opening the queue found.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenReport {
@@ -558,26 +598,95 @@ impl Queue {
 
     /// Makes dead rows pending again (all of them with `None`). Returns how many.
     pub async fn retry_dead(&self, ids: Option<Vec<i64>>) -> Result<usize> {
+        let sel = DeadSelection {
+            ids,
+            ..DeadSelection::default()
+        };
+        Ok(self.retry_dead_selected(sel, None, i64::MAX).await?.pending)
+    }
+
+    /// The dead letters `sel` names, oldest first.
+    pub async fn list_dead(&self, sel: DeadSelection) -> Result<Vec<DeadLetter>> {
+        self.call(move |conn| select_dead(conn, &sel)).await
+    }
+
+    /// Retries the dead letters `sel` names. With a `mapping`, punches get their user id from it again
+    /// (so a corrected mapping row fixes them; a user no longer mapped makes the punch `unmapped`).
+    /// Punches whose time the platform still cannot import (before 2022, or later than
+    /// `latest_event_time`) stay dead and are counted as `kept`.
+    pub async fn retry_dead_selected(
+        &self,
+        sel: DeadSelection,
+        mapping: Option<Arc<Mapping>>,
+        latest_event_time: i64,
+    ) -> Result<RetryReport> {
         self.call(move |conn| {
+            let rows = select_dead(conn, &sel)?;
             let tx = conn.transaction()?;
-            let n = match ids {
-                None => tx.execute(
-                    "UPDATE outbox SET status = 0, next_attempt_at = 0, dead_reason = NULL WHERE status = 3",
-                    [],
-                )?,
-                Some(ids) => {
-                    let mut st = tx.prepare_cached(
-                        "UPDATE outbox SET status = 0, next_attempt_at = 0, dead_reason = NULL WHERE id = ?1 AND status = 3",
-                    )?;
-                    let mut n = 0;
-                    for id in ids {
-                        n += st.execute(params![id])?;
+            let mut report = RetryReport::default();
+            {
+                let mut plain = tx.prepare_cached(
+                    "UPDATE outbox SET status = 0, next_attempt_at = 0, dead_reason = NULL WHERE id = ?1 AND status = 3",
+                )?;
+                let mut remap = tx.prepare_cached(
+                    "UPDATE outbox SET status = 0, next_attempt_at = 0, dead_reason = NULL, user_id = ?2,
+                        payload = json_set(payload, '$.user_id', ?2, '$.creator_id', ?2)
+                     WHERE id = ?1 AND status = 3",
+                )?;
+                let mut unmap = tx.prepare_cached(
+                    "UPDATE outbox SET status = 4, next_attempt_at = 0, dead_reason = NULL, user_id = NULL,
+                        payload = json_set(payload, '$.user_id', '', '$.creator_id', '')
+                     WHERE id = ?1 AND status = 3",
+                )?;
+                for d in rows {
+                    let punch = d.kind == KIND_USER_FLOW;
+                    if punch
+                        && (d.event_time < crate::punch::EARLIEST_IMPORTABLE
+                            || d.event_time > latest_event_time)
+                    {
+                        report.kept += 1;
+                        continue;
                     }
-                    n
+                    match (&mapping, punch) {
+                        (Some(m), true) => match m.lookup(&d.device_id, &d.device_user_id) {
+                            Some(uid) => report.pending += remap.execute(params![d.id, uid])?,
+                            None => report.unmapped += unmap.execute(params![d.id])?,
+                        },
+                        _ => report.pending += plain.execute(params![d.id])?,
+                    }
                 }
-            };
+            }
             tx.commit()?;
-            Ok(n)
+            Ok(report)
+        })
+        .await
+    }
+
+    /// Removes the dead letters `sel` names from the queue, keeping a copy of each in `dropped`
+    /// (never sent). Returns what was dropped.
+    pub async fn drop_dead(&self, sel: DeadSelection) -> Result<Vec<DeadLetter>> {
+        self.call(move |conn| {
+            let rows = select_dead(conn, &sel)?;
+            let tx = conn.transaction()?;
+            let mut dropped = Vec::with_capacity(rows.len());
+            {
+                let mut keep = tx.prepare_cached(
+                    "INSERT INTO dropped (kind, idem, device_id, subject, event_time, payload, dead_reason,
+                        err_code, err_msg, err_log_id, attempts, created_at, dropped_at)
+                     SELECT kind, idem, device_id, subject, event_time, payload, dead_reason,
+                        err_code, err_msg, err_log_id, attempts, created_at, ?2
+                     FROM outbox WHERE id = ?1 AND status = 3",
+                )?;
+                let mut del = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1 AND status = 3")?;
+                let now = now_ms();
+                for d in rows {
+                    if keep.execute(params![d.id, now])? == 1 && del.execute(params![d.id])? == 1 {
+                        dropped.push(d);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(dropped)
         })
         .await
     }
@@ -769,6 +878,14 @@ pub fn read_counts(conn: &Connection) -> Result<Counts> {
         .unwrap_or(0)
         .max(0) as u64;
     Ok(c)
+}
+
+/// Every dead letter `sel` names, oldest first.
+fn select_dead(conn: &Connection, sel: &DeadSelection) -> Result<Vec<DeadLetter>> {
+    let mut all = read_dead_letters(conn, usize::MAX >> 1)?;
+    all.retain(|d| sel.matches(d));
+    all.reverse();
+    Ok(all)
 }
 
 /// The newest dead letters from an open connection.
