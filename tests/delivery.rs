@@ -121,12 +121,7 @@ async fn restart_resends_claimed_rows_once() {
         assert_eq!(q.counts().await.unwrap().total.in_flight, 100);
     }
     let running = env.start("").await;
-    env.standin.wait_stored(120).await;
-    running
-        .wait_for(PATIENCE, |c| c.total.delivered == 120)
-        .await
-        .unwrap();
-    assert_eq!(assert_each_written_once(&env.standin), 120);
+    expect_delivered_once(&env, &running, 120).await;
     running.stop().await;
 }
 

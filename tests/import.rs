@@ -58,12 +58,7 @@ async fn importing_the_same_file_twice_queues_nothing_new() {
     assert_eq!(second[0]["duplicates"], 25_000);
     // and the daemon delivers what was imported, once
     let running = env.start(DEVICE).await;
-    env.standin.wait_stored(25_000).await;
-    running
-        .wait_for(PATIENCE, |c| c.total.delivered == 25_000)
-        .await
-        .unwrap();
-    assert_eq!(assert_each_written_once(&env.standin), 25_000);
+    expect_delivered_once(&env, &running, 25_000).await;
     running.stop().await;
 }
 

@@ -105,12 +105,7 @@ async fn already_exists_in_a_mixed_batch_delivers_the_new_records_too() {
         sink.submit(p).await.unwrap();
     }
     drop(sink);
-    env.standin.wait_stored(20).await;
-    running
-        .wait_for(PATIENCE, |c| c.total.delivered == 20)
-        .await
-        .unwrap();
-    assert_eq!(assert_each_written_once(&env.standin), 20);
+    expect_delivered_once(&env, &running, 20).await;
     assert!(running.sender_stats.splits.load(Ordering::Relaxed) > 0);
     running.stop().await;
 }

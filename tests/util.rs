@@ -128,6 +128,17 @@ pub async fn submit_all(running: &Running, ps: Vec<Punch>) {
     }
 }
 
+/// Waits until the stand-in holds `n` records and the queue shows `n` delivered, and asserts each was
+/// written exactly once.
+pub async fn expect_delivered_once(env: &Env, running: &Running, n: usize) {
+    env.standin.wait_stored(n).await;
+    running
+        .wait_for(PATIENCE, |c| c.total.delivered == n as u64)
+        .await
+        .unwrap();
+    assert_eq!(assert_each_written_once(&env.standin), n);
+}
+
 /// Asserts each idempotent id the stand-in holds was written exactly once, and returns how many.
 pub fn assert_each_written_once(standin: &Standin) -> usize {
     let counts = standin.write_counts();
