@@ -37,8 +37,47 @@ use crate::config::SenderConfig;
 use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
 use crate::queue::{now_ms, Claimed, ErrorInfo, Queue, QueueError, KIND_USER_FLOW};
 
-/// Longest wait of an idle sender before it looks at the queue again.
-const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// Longest wait of an idle sender before it looks at the queue again (so its heartbeat is at most
+/// this old while it runs, busy or idle).
+pub const IDLE_RECHECK: Duration = Duration::from_secs(5);
+
+/// Upper bounds (ms) of the upstream latency histogram's buckets; a last bucket holds the rest.
+pub const LATENCY_BUCKETS_MS: [u64; 10] = [25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
+
+/// How long the platform took to answer write requests: a fixed-bucket histogram of atomics.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// `counts[i]`: answers that took at most `LATENCY_BUCKETS_MS[i]` (not cumulative); the last
+    /// entry counts the slower ones.
+    counts: [AtomicU64; 11],
+    sum_ms: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let ms = d.as_millis() as u64;
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (Prometheus `le` semantics, the last is `+Inf`), and the sum in ms.
+    pub fn cumulative(&self) -> (Vec<u64>, u64) {
+        let mut acc = 0;
+        let v = self
+            .counts
+            .iter()
+            .map(|c| {
+                acc += c.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        (v, self.sum_ms.load(Ordering::Relaxed))
+    }
+}
 
 /// Counters and state of the sender, for `status`.
 #[derive(Debug)]
@@ -50,6 +89,10 @@ pub struct SenderStats {
     pub splits: AtomicU64,
     pub rate_limited: AtomicU64,
     pub app_blocked: AtomicU64,
+    /// Unix ms of the claim loop's last turn (it turns at least every [`IDLE_RECHECK`] while alive).
+    pub heartbeat: std::sync::atomic::AtomicI64,
+    /// Upstream latency of write requests.
+    pub latency: LatencyHistogram,
     state: Mutex<SenderState>,
     /// Bumped after every outcome recorded in the queue (and by ingest commits): lets tests and the
     /// demo await progress instead of sleeping.
@@ -66,6 +109,8 @@ impl Default for SenderStats {
             splits: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             app_blocked: AtomicU64::new(0),
+            heartbeat: std::sync::atomic::AtomicI64::new(0),
+            latency: LatencyHistogram::default(),
             state: Mutex::new(SenderState::default()),
             progress: tokio::sync::watch::channel(0).0,
         }
@@ -237,6 +282,7 @@ impl Sender {
         let mut backlog = true;
         let mut db_failures = 0u32;
         loop {
+            sh.stats.heartbeat.store(now_ms(), Ordering::Relaxed);
             while let Some(res) = tasks.try_join_next() {
                 if let Err(e) = res {
                     tracing::error!(error = %e, "sender: a batch task failed; its rows are re-sent after a restart");
@@ -398,7 +444,9 @@ async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
         sh.limiter.until_ready().await;
         let payloads: Vec<&str> = batch.iter().map(|r| r.payload.as_str()).collect();
         sh.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
         let reply = sh.client.batch_create(&payloads).await;
+        sh.stats.latency.observe(sent.elapsed());
         let verdict = classify(&reply);
         if !matches!(verdict, Verdict::AppBlocked(_)) {
             unblock(sh);
@@ -597,6 +645,21 @@ fn unblock(sh: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_millis(10));
+        h.observe(Duration::from_millis(100));
+        h.observe(Duration::from_secs(60));
+        let (c, sum) = h.cumulative();
+        assert_eq!(c.len(), 11);
+        assert_eq!(c[0], 1); // <= 25 ms
+        assert_eq!(c[2], 2); // <= 100 ms
+        assert_eq!(c[9], 2); // <= 30 s
+        assert_eq!(c[10], 3); // +Inf
+        assert_eq!(sum, 60_110);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
