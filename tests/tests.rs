@@ -10,3 +10,4 @@ mod dlq;
 mod import;
 mod outcomes;
 mod serial;
+mod storage;
