@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,6 +95,8 @@ pub struct Config {
     pub sender: SenderConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
 }
@@ -212,6 +215,33 @@ pub struct LogConfig {
     /// `text` or `json`.
     #[serde(default = "default_log_format")]
     pub format: String,
+}
+
+/// `[http]`: the optional HTTP endpoint (`/healthz`, `/metrics`, `/status`); off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `ip:port` to serve on, e.g. `127.0.0.1:9477` (an IP address, not a host name). Absent: no
+    /// HTTP endpoint. A non-loopback address also needs `allow_remote = true`.
+    #[serde(default, deserialize_with = "de_socket_addr")]
+    pub listen: Option<SocketAddr>,
+    /// Allows a `listen` address other hosts can reach. The endpoint has no authentication, and
+    /// `/metrics` and `/status` show device names, user ids and the platform's error messages: put
+    /// it behind a firewall or an authenticating reverse proxy.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+/// `ip:port`, with an error that shows the value.
+fn de_socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    text.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IP address and port: use e.g. \"127.0.0.1:9477\" (host names are not accepted)"
+        ))
+    })
 }
 
 /// `[[devices]]`: one clock (or one listening port several clocks dial).
@@ -768,6 +798,15 @@ impl Config {
                 "must be \"text\" or \"json\"",
             ));
         }
+        if let Some(addr) = self.http.listen {
+            if !addr.ip().to_canonical().is_loopback() && !self.http.allow_remote {
+                return Err(ConfigError::invalid(
+                    "http.listen",
+                    addr.to_string(),
+                    "is not a loopback address: /metrics and /status show device names and user ids to anyone who can connect, without authentication; listen on 127.0.0.1 (or [::1]), or set http.allow_remote = true to serve other hosts",
+                ));
+            }
+        }
         let mut ids = HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
             let key = |k: &str| format!("devices[{i}].{k}");
@@ -1148,6 +1187,57 @@ location_name = "HQ 1F door"
             .unwrap_err()
             .to_string();
         assert!(e.contains("devices[1].path"), "{e}");
+    }
+
+    #[test]
+    fn http_is_off_by_default_and_loopback_only_unless_allowed() {
+        let c = parse(GOOD, &[]).unwrap();
+        assert_eq!(c.http.listen, None);
+        assert!(!c.http.allow_remote);
+        assert!(!c.to_masked_toml().contains("listen = \"127"));
+
+        let with = |http: &str| format!("{GOOD}\n[http]\n{http}\n");
+        let c = parse(&with("listen = \"127.0.0.1:9477\""), &[]).unwrap();
+        assert_eq!(c.http.listen, Some("127.0.0.1:9477".parse().unwrap()));
+        assert!(c.to_masked_toml().contains("listen = \"127.0.0.1:9477\""));
+        let c = parse(&with("listen = \"[::1]:9477\""), &[]).unwrap();
+        assert!(c.http.listen.unwrap().ip().is_loopback());
+
+        for remote in [
+            "0.0.0.0:9477",
+            "10.0.0.5:9477",
+            "[::]:9477",
+            "[::ffff:10.0.0.5]:9477",
+        ] {
+            let e = parse(&with(&format!("listen = \"{remote}\"")), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.listen"), "{e}");
+            assert!(e.contains(remote), "{e}");
+            assert!(e.contains("allow_remote"), "{e}");
+            let ok = parse(
+                &with(&format!("listen = \"{remote}\"\nallow_remote = true")),
+                &[],
+            )
+            .unwrap();
+            assert_eq!(ok.http.listen, Some(remote.parse().unwrap()));
+        }
+        // the IPv4-mapped form of 127.0.0.1 is loopback too
+        parse(&with("listen = \"[::ffff:127.0.0.1]:9477\""), &[]).unwrap();
+
+        // from the environment, like any key
+        let c = parse(GOOD, &[("CLOCKBRIDGE__HTTP__LISTEN", "127.0.0.1:9478")]).unwrap();
+        assert_eq!(c.http.listen, Some("127.0.0.1:9478".parse().unwrap()));
+
+        let e = parse(&with("listen = \"localhost:9477\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.listen"), "{e}");
+        assert!(e.contains("localhost:9477"), "{e}");
+        let e = parse(&with("listn = \"127.0.0.1:9477\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listn"), "{e}");
     }
 
     #[test]

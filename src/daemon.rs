@@ -38,6 +38,9 @@ pub enum DaemonError {
     Mapping(#[from] MappingError),
     #[error("feishu: {0}")]
     Feishu(#[from] crate::feishu::FeishuError),
+    /// The `[http]` endpoint could not listen.
+    #[error(transparent)]
+    Http(#[from] crate::http::BindError),
 }
 
 /// What the daemon writes for `status` every few seconds.
@@ -90,12 +93,18 @@ pub struct Running {
     housekeeping: Vec<JoinHandle<()>>,
     started_at: i64,
     sink: Option<PunchSink>,
+    http: Option<crate::http::HttpServer>,
 }
 
 impl Running {
     /// Asks for a mapping reload (what SIGHUP does).
     pub fn reload_mapping(&self) {
         self.reload.notify_one();
+    }
+
+    /// The address the `[http]` endpoint is bound to (`None` when `http.listen` is not set).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|h| h.local_addr())
     }
 
     /// A sink into the ingest stage (for built-in simulated clocks and tests).
@@ -139,6 +148,10 @@ impl Running {
 
     /// Stops everything in the order that loses nothing, and writes a last snapshot.
     pub async fn stop(mut self) {
+        // `/healthz` answers 503 "stopping" while the rest shuts down
+        if let Some(http) = &self.http {
+            http.set_stopping();
+        }
         self.sources_stop.cancel();
         for s in self.sources.drain(..) {
             let _ = s.await;
@@ -152,6 +165,9 @@ impl Running {
         self.housekeeping_stop.cancel();
         for h in self.housekeeping.drain(..) {
             let _ = h.await;
+        }
+        if let Some(http) = self.http.take() {
+            http.stop().await;
         }
         let snap = self.snapshot();
         if let Ok(json) = serde_json::to_string(&RuntimeSnapshot { pid: 0, ..snap }) {
@@ -185,6 +201,11 @@ fn snapshot(
 
 /// Starts the daemon for `cfg`.
 pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError> {
+    // first, so a taken port stops the start before anything runs
+    let http_listener = match cfg.http.listen {
+        Some(address) => Some(crate::http::bind(address).await?),
+        None => None,
+    };
     let path = cfg.queue.path.clone();
     let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&path))
         .await
@@ -312,6 +333,16 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
             }
         }));
     }
+    let http = http_listener.map(|listener| {
+        let state = crate::http::State::new(
+            Arc::new(cfg.clone()),
+            queue.clone(),
+            devices.clone(),
+            sender_stats.clone(),
+            started_at,
+        );
+        crate::http::HttpServer::start(listener, state)
+    });
     tracing::info!(
         devices = devices.len(),
         queue = %cfg.queue.path.display(),
@@ -335,6 +366,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         housekeeping,
         started_at,
         sink: Some(sink),
+        http,
     })
 }
 

@@ -354,18 +354,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    use clockbridge::service::{Limits, Service};
     use tokio::signal::unix::{signal, SignalKind};
     let opts = RunOptions::for_config(&cfg);
+    let limits = Limits::for_config(&cfg);
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    let running = daemon::start(cfg, opts).await?;
-    loop {
+    Service::starting();
+    let running = daemon::start(cfg, opts)
+        .await
+        .inspect_err(|e| Service::failed(e))?;
+    // READY=1 only now: the queue is open and migrated, the sender and the sources run
+    let service = Service::ready(&running, limits).await;
+    let why = loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break "SIGTERM"; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break "SIGINT"; }
             _ = hup.recv() => { tracing::info!("SIGHUP: reloading the mapping"); running.reload_mapping(); }
         }
-    }
+    };
+    service.stopping(why).await;
     running.stop().await;
     Ok(())
 }
