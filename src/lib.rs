@@ -4,7 +4,8 @@
 //! (normalised by [`punch`], users resolved by [`mapping`]) → [`queue`] (SQLite outbox) → [`sender`] →
 //! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`standin`] is a local
 //! stand-in for the platform used by tests, benchmarks and [`demo`]; [`import`] backfills exported
-//! log files into the same queue.
+//! log files into the same queue; [`service`] speaks systemd's notify protocol (readiness, watchdog);
+//! [`http`] and [`metrics`] serve `/healthz`, `/metrics` and `/status`.
 //! See `docs/architecture.md` for the delivery guarantees.
 
 pub mod config;

@@ -89,7 +89,9 @@ pub struct SenderStats {
     pub splits: AtomicU64,
     pub rate_limited: AtomicU64,
     pub app_blocked: AtomicU64,
-    /// Unix ms of the claim loop's last turn (it turns at least every [`IDLE_RECHECK`] while alive).
+    /// Unix ms of the claim loop's last turn. It turns at least every [`IDLE_RECHECK`] while idle; it
+    /// waits longer while uploads are paused (rate limit, blocked app) or every request slot is busy
+    /// (`crate::service` allows for that).
     pub heartbeat: std::sync::atomic::AtomicI64,
     /// Upstream latency of write requests.
     pub latency: LatencyHistogram,
