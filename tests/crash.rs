@@ -184,3 +184,111 @@ async fn neither_the_secret_nor_a_token_reaches_the_log_at_trace_level() {
         "a tenant token reached the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_uploads_stops_cleanly_and_loses_and_duplicates_nothing() {
+    let n = 2000;
+    let env = Env::new(StandinConfig {
+        latency: Duration::from_millis(150),
+        ..StandinConfig::default()
+    })
+    .await;
+    let expected = prefill(&env.queue_path(), n).await;
+    let config = env.write_config("");
+    let log = env.dir.path().join("daemon.log");
+    let mut child = spawn_daemon(&config, &log);
+    tokio::time::timeout(PATIENCE, env.standin.wait_requests(6))
+        .await
+        .expect("daemon never uploaded");
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "{exit:?}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    // stopped mid-way: nothing left in flight, nothing lost
+    let st = status_json(&config).await;
+    let q = &st["queue"];
+    assert_eq!(q["in_flight"], 0, "{st}");
+    assert!(
+        q["pending"].as_u64().unwrap() > 0,
+        "the stop came after everything was sent: {st}"
+    );
+    assert_eq!(
+        q["delivered"].as_u64().unwrap() + q["pending"].as_u64().unwrap(),
+        n as u64
+    );
+    assert_eq!(st["daemon"]["running"], false);
+    // the next run sends the rest, each punch once
+    let mut child = spawn_daemon(&config, &log);
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(n))
+        .await
+        .expect("not every punch reached the platform");
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(assert_each_written_once(&env.standin), n);
+    let stored: HashSet<String> = env
+        .standin
+        .stored()
+        .iter()
+        .map(|f| f.idempotent_id().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_picks_up_a_new_mapping_and_releases_unmapped_punches() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new(StandinConfig::default()).await;
+    let users = env.dir.path().join("users.csv");
+    std::fs::write(&users, "1,fs-1\n").unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = env.write_config(&format!(
+        "[mapping]\nmode = \"table\"\nfile = \"{}\"\nreload_interval_secs = 3600\n\n[[devices]]\nid = \"door-1\"\nkind = \"tcp\"\nmode = \"listen\"\naddress = \"127.0.0.1:{port}\"\ntimezone = \"Asia/Shanghai\"\n",
+        users.display()
+    ));
+    let log = env.dir.path().join("daemon.log");
+    let mut child = spawn_daemon(&config, &log);
+    // the clock connects once the daemon listens
+    let mut clock = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => break s,
+            Err(_) => {
+                assert!(child.try_wait().unwrap().is_none(), "daemon exited");
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    clock
+        .write_all(b"        1\t2026-03-02 08:00:00\t0\t1\t0\t0\t0\n        2\t2026-03-02 08:00:05\t0\t1\t0\t0\t0\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(1))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while status_json(&config).await["queue"]["unmapped"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "user 2 never became unmapped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&users, "1,fs-1\n2,fs-2\n").unwrap();
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGHUP).unwrap();
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(2))
+        .await
+        .expect("the unmapped punch was not released by SIGHUP");
+    assert_eq!(env.standin.stored()[1].record["user_id"], "fs-2");
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().await.unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("SIGHUP"), "{text}");
+}
