@@ -65,6 +65,12 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
     /// Serve the local stand-in of the Feishu API (for trying clockbridge without a tenant).
     #[command(hide = true)]
     Standin {
@@ -281,6 +287,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", clockbridge::status::render_text(&st));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "clockbridge", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command } => {
