@@ -20,7 +20,7 @@
 //! | `clockbridge_sender_requests_total` | counter | | write requests sent to the platform |
 //! | `clockbridge_sender_delivered_records_total` | counter | | records the platform accepted |
 //! | `clockbridge_sender_dead_records_total` | counter | | records the platform rejected for good (dead letters) |
-//! | `clockbridge_sender_retried_records_total` | counter | | records put back for a retry after a transient failure (total only: the sender does not count reasons) |
+//! | `clockbridge_sender_retried_records_total` | counter | `reason` | records put back for a retry after a transient failure: `no_row_affected`, `server_error`, `network`, `token`, `other` |
 //! | `clockbridge_sender_splits_total` | counter | | batches split to isolate rejected records |
 //! | `clockbridge_sender_rate_limited_total` | counter | | rate-limit replies |
 //! | `clockbridge_sender_app_blocked_total` | counter | | application-level failures (credentials, scope, permission) that paused uploads |
@@ -40,8 +40,8 @@
 //! | `clockbridge_device_last_line_timestamp_seconds` | gauge | `device` | last line received (absent before the first) |
 //!
 //! Not exported: the clocks' skew (a line clock reports the punch's time, never its own clock, so
-//! there is nothing to compare), and retries by reason (the sender keeps one total). Device
-//! counters restart from 0 with the daemon, as Prometheus counters may.
+//! there is nothing to compare). Device counters restart from 0 with the daemon, as Prometheus
+//! counters may.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -302,12 +302,19 @@ impl Scrape {
             "Records the platform rejected for good (kept as dead letters)",
             snap.dead,
         )?;
-        counter(
-            enc,
-            "clockbridge_sender_retried_records",
-            "Records put back for a retry after a transient failure (network, timeout, server error); one total, not broken down by reason",
-            snap.retries,
-        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "clockbridge_sender_retried_records",
+                "Records put back for a retry after a transient failure, by reason (no_row_affected, server_error, network, token, other)",
+                None,
+                MetricType::Counter,
+            )?;
+            for reason in crate::sender::RETRY_REASONS {
+                let n = snap.retries_by_reason.get(reason).copied().unwrap_or(0);
+                m.encode_family(&[("reason", reason)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+            }
+        }
         counter(
             enc,
             "clockbridge_sender_splits",
@@ -536,6 +543,7 @@ mod tests {
                     delivered: 40,
                     dead: 3,
                     retries: 6,
+                    retries_by_reason: [("network".to_string(), 6)].into_iter().collect(),
                     splits: 1,
                     rate_limited: 2,
                     ..SenderSnapshot::default()
@@ -579,7 +587,7 @@ mod tests {
             "clockbridge_sender_requests_total 5",
             "clockbridge_sender_delivered_records_total 40",
             "clockbridge_sender_dead_records_total 3",
-            "clockbridge_sender_retried_records_total 6",
+            "clockbridge_sender_retried_records_total{reason=\"network\"} 6",
             "clockbridge_sender_splits_total 1",
             "clockbridge_sender_rate_limited_total 2",
             "clockbridge_sender_app_blocked_total 0",

@@ -41,6 +41,28 @@ use crate::queue::{now_ms, Claimed, ErrorInfo, Queue, QueueError, KIND_USER_FLOW
 /// this old while it runs, busy or idle).
 pub const IDLE_RECHECK: Duration = Duration::from_secs(5);
 
+/// Why records were put back for a retry (labels of the retry counters).
+pub const RETRY_REASONS: [&str; 5] = [
+    "no_row_affected",
+    "server_error",
+    "network",
+    "token",
+    "other",
+];
+
+/// The retry reason of a reply classified as [`Verdict::Retry`] (an index into [`RETRY_REASONS`]).
+fn retry_reason(reply: &Reply) -> usize {
+    let msg = reply.msg.to_ascii_lowercase();
+    match reply.code {
+        None => 2,
+        Some(99991661 | 99991663 | 99991664 | 99991671) => 3,
+        Some(_) if msg.contains("no row affected") => 0,
+        Some(1225000 | 1226500) => 1,
+        Some(_) if reply.http_status >= 500 => 1,
+        Some(_) => 4,
+    }
+}
+
 /// Upper bounds (ms) of the upstream latency histogram's buckets; a last bucket holds the rest.
 pub const LATENCY_BUCKETS_MS: [u64; 10] = [25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
 
@@ -89,6 +111,8 @@ pub struct SenderStats {
     pub splits: AtomicU64,
     pub rate_limited: AtomicU64,
     pub app_blocked: AtomicU64,
+    /// Records put back for a retry, per [`RETRY_REASONS`] entry.
+    pub retries_by_reason: [AtomicU64; 5],
     /// Unix ms of the claim loop's last turn. It turns at least every [`IDLE_RECHECK`] while idle; it
     /// waits longer while uploads are paused (rate limit, blocked app) or every request slot is busy
     /// (`crate::service` allows for that).
@@ -111,6 +135,7 @@ impl Default for SenderStats {
             splits: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             app_blocked: AtomicU64::new(0),
+            retries_by_reason: Default::default(),
             heartbeat: std::sync::atomic::AtomicI64::new(0),
             latency: LatencyHistogram::default(),
             state: Mutex::new(SenderState::default()),
@@ -146,6 +171,9 @@ pub struct SenderSnapshot {
     pub delivered: u64,
     pub dead: u64,
     pub retries: u64,
+    /// Retried records per reason (`no_row_affected`, `server_error`, `network`, `token`, `other`).
+    #[serde(default)]
+    pub retries_by_reason: std::collections::BTreeMap<String, u64>,
     pub splits: u64,
     pub rate_limited: u64,
     pub last_success_at: Option<i64>,
@@ -191,6 +219,11 @@ impl SenderStats {
             delivered: self.delivered.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            retries_by_reason: RETRY_REASONS
+                .iter()
+                .zip(&self.retries_by_reason)
+                .map(|(r, n)| (r.to_string(), n.load(Ordering::Relaxed)))
+                .collect(),
             splits: self.splits.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             last_success_at: st.last_success_at,
@@ -497,6 +530,8 @@ async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
                 sh.stats
                     .retries
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                sh.stats.retries_by_reason[retry_reason(&reply)]
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let attempts = batch.iter().map(|r| r.attempts).max().unwrap_or(1);
                 let delay = backoff(&sh.cfg, attempts);
                 tracing::warn!(code = reply.code, http = reply.http_status, msg = %reply.msg, log_id = %reply.log_id_text(), records = batch.len(), attempts, retry_in_ms = delay.as_millis() as u64, "feishu: upload failed; will retry");
@@ -647,6 +682,40 @@ fn unblock(sh: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_counted_by_reason() {
+        let r = |status, code: Option<i64>, msg: &str| Reply {
+            http_status: status,
+            code,
+            msg: msg.into(),
+            ..Reply::default()
+        };
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(400, Some(1220600), "no row affected"))],
+            "no_row_affected"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(500, Some(1225000), "x"))],
+            "server_error"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(502, Some(7), "x"))],
+            "server_error"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(0, None, "timed out"))],
+            "network"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(400, Some(99991663), "x"))],
+            "token"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(200, Some(12345), "x"))],
+            "other"
+        );
+    }
 
     #[test]
     fn latency_histogram_is_cumulative() {

@@ -148,10 +148,17 @@ async fn metrics_healthz_and_status_show_the_running_daemon() {
         value(&m, "clockbridge_sender_requests_total", &[]),
         requests as f64
     );
-    assert_eq!(
-        value(&m, "clockbridge_sender_retried_records_total", &[]),
-        0.0
-    );
+    for reason in clockbridge::sender::RETRY_REASONS {
+        assert_eq!(
+            value(
+                &m,
+                "clockbridge_sender_retried_records_total",
+                &[("reason", reason)]
+            ),
+            0.0,
+            "{reason}"
+        );
+    }
     assert_eq!(value(&m, "clockbridge_sender_rate_limited_total", &[]), 0.0);
     assert_eq!(value(&m, "clockbridge_sender_blocked", &[]), 0.0);
     assert!(value(&m, "clockbridge_sender_heartbeat_age_seconds", &[]) < 60.0);
