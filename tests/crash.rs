@@ -125,14 +125,7 @@ async fn sigkill_while_uploading_loses_and_duplicates_nothing() {
     );
 
     // exactly once: every expected punch is there, each written once, nothing else
-    assert_eq!(assert_each_written_once(&env.standin), n);
-    let stored: HashSet<String> = env
-        .standin
-        .stored()
-        .iter()
-        .map(|f| f.idempotent_id().unwrap().to_string())
-        .collect();
-    assert_eq!(stored, expected);
+    assert_stored_exactly_once(&env.standin, &expected);
     // the kills did interrupt requests whose writes had been applied: their re-sends were absorbed
     // by the idempotent id, not written again
     let st = env.standin.stats();
@@ -230,14 +223,7 @@ async fn sigterm_during_uploads_stops_cleanly_and_loses_and_duplicates_nothing()
         .expect("not every punch reached the platform");
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
     child.wait().await.unwrap();
-    assert_eq!(assert_each_written_once(&env.standin), n);
-    let stored: HashSet<String> = env
-        .standin
-        .stored()
-        .iter()
-        .map(|f| f.idempotent_id().unwrap().to_string())
-        .collect();
-    assert_eq!(stored, expected);
+    assert_stored_exactly_once(&env.standin, &expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,11 +12,16 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use clockbridge::standin::{Standin, StandinConfig};
+
+/// The integration tests' helpers (this binary uses only the configuration writer).
+#[allow(dead_code)]
+#[path = "util.rs"]
+mod util;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// Bounds a failure only: every wait below ends on an event long before this on a healthy run.
-const PATIENCE: Duration = Duration::from_secs(60);
+use util::PATIENCE;
 
 /// One listen-mode clock: it binds a free port on loopback and waits for a clock that never dials.
 const DEVICE: &str = r#"
@@ -30,31 +35,7 @@ timezone = "Asia/Shanghai"
 
 fn write_config(dir: &Path, base_url: &str, queue: &Path) -> PathBuf {
     let p = dir.join("clockbridge.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"
-[feishu]
-base_url = "{base_url}"
-app_id = "cli_standin"
-app_secret = "standin-secret"
-employee_type = "employee_id"
-request_timeout_secs = 5
-
-[queue]
-path = "{queue}"
-
-[sender]
-linger_ms = 20
-retry_initial_secs = 1
-retry_max_secs = 2
-app_error_pause_secs = 1
-{DEVICE}
-"#,
-            queue = queue.display(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&p, util::config_toml(base_url, queue, DEVICE)).unwrap();
     p
 }
 

@@ -31,28 +31,7 @@ impl Env {
 
     /// A config for the stand-in with fast retries; `extra` is appended (devices, mapping...).
     pub fn toml(&self, extra: &str) -> String {
-        format!(
-            r#"
-[feishu]
-base_url = "{base}"
-app_id = "cli_standin"
-app_secret = "standin-secret"
-employee_type = "employee_id"
-request_timeout_secs = 5
-
-[queue]
-path = "{queue}"
-
-[sender]
-linger_ms = 20
-retry_initial_secs = 1
-retry_max_secs = 2
-app_error_pause_secs = 1
-{extra}
-"#,
-            base = self.standin.base_url(),
-            queue = self.queue_path().display(),
-        )
+        config_toml(&self.standin.base_url(), &self.queue_path(), extra)
     }
 
     /// A config with `CLOCKBRIDGE__...` overrides.
@@ -88,6 +67,32 @@ app_error_pause_secs = 1
         .await
         .unwrap()
     }
+}
+
+/// The test configuration: the platform at `base_url`, the queue at `queue`, fast retries, and `extra`
+/// appended (devices, mapping...).
+pub fn config_toml(base_url: &str, queue: &std::path::Path, extra: &str) -> String {
+    format!(
+        r#"
+[feishu]
+base_url = "{base_url}"
+app_id = "cli_standin"
+app_secret = "standin-secret"
+employee_type = "employee_id"
+request_timeout_secs = 5
+
+[queue]
+path = "{queue}"
+
+[sender]
+linger_ms = 20
+retry_initial_secs = 1
+retry_max_secs = 2
+app_error_pause_secs = 1
+{extra}
+"#,
+        queue = queue.display(),
+    )
 }
 
 /// A punch of `user` on `device` at local time `t` (`YYYY-MM-DD HH:MM:SS`).
@@ -137,6 +142,17 @@ pub async fn expect_delivered_once(env: &Env, running: &Running, n: usize) {
         .await
         .unwrap();
     assert_eq!(assert_each_written_once(&env.standin), n);
+}
+
+/// Asserts the stand-in holds exactly the idempotent ids `expected`, each written once.
+pub fn assert_stored_exactly_once(standin: &Standin, expected: &std::collections::HashSet<String>) {
+    assert_eq!(assert_each_written_once(standin), expected.len());
+    let stored: std::collections::HashSet<String> = standin
+        .stored()
+        .iter()
+        .map(|f| f.idempotent_id().unwrap().to_string())
+        .collect();
+    assert_eq!(&stored, expected);
 }
 
 /// Asserts each idempotent id the stand-in holds was written exactly once, and returns how many.
