@@ -304,12 +304,18 @@ pub struct DeviceConfig {
     /// Words a clock uses for the punch state, mapped to state codes (e.g. `上班 = 0`, `下班 = 1`).
     #[serde(default)]
     pub state_map: std::collections::BTreeMap<String, i64>,
-    /// For polled clocks: a command written on connect and every `poll_interval_secs` (escapes `\r`,
+    /// For polled clocks: a command written on connect and every `poll_interval` (escapes `\r`,
     /// `\n`, `\t`, `\\`, `\xNN`).
     #[serde(default)]
     pub poll_command: Option<String>,
-    /// How often `poll_command` is written, in seconds.
-    #[serde(default = "default_poll_interval")]
+    /// How often a device is polled: seconds (`30`) or a duration (`"30s"`, `"5m"`, `"1h"`). The key is
+    /// `poll_interval`; `poll_interval_secs` is accepted as an older spelling.
+    #[serde(
+        default = "default_poll_interval",
+        rename = "poll_interval",
+        alias = "poll_interval_secs",
+        deserialize_with = "de_seconds"
+    )]
     pub poll_interval_secs: u64,
     /// For clocks that expect an acknowledgement: written back for each record, only after it is
     /// committed to the queue. Placeholders `{user}`, `{time}` (device-local, `%Y-%m-%d %H:%M:%S`),
@@ -447,6 +453,35 @@ fn default_data_bits() -> u8 {
 fn default_stop_bits() -> u8 {
     1
 }
+/// Reads a number of seconds, written either as an integer (`30`) or as a duration string with a unit
+/// (`"30s"`, `"5m"`, `"1h 30m"`); a plain string of digits counts as seconds.
+fn de_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Secs {
+        N(u64),
+        S(String),
+    }
+    match Secs::deserialize(d)? {
+        Secs::N(n) => Ok(n),
+        Secs::S(s) => {
+            let t = s.trim();
+            if let Ok(n) = t.parse::<u64>() {
+                return Ok(n);
+            }
+            match humantime::parse_duration(t) {
+                Ok(dur) if dur.subsec_nanos() == 0 => Ok(dur.as_secs()),
+                Ok(_) => Err(serde::de::Error::custom(format!(
+                    "{s:?} is not a whole number of seconds"
+                ))),
+                Err(e) => Err(serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}): write seconds (30) or a duration (\"30s\", \"5m\")"
+                ))),
+            }
+        }
+    }
+}
+
 fn default_poll_interval() -> u64 {
     5
 }
@@ -847,7 +882,7 @@ impl Config {
             }
             if d.poll_interval_secs == 0 {
                 return Err(ConfigError::invalid(
-                    key("poll_interval_secs"),
+                    key("poll_interval"),
                     0,
                     "must be at least 1",
                 ));
@@ -1073,6 +1108,30 @@ location_name = "HQ 1F door"
         let e = parse(&bad, &[]).unwrap_err().to_string();
         assert!(e.contains("feishu"), "{e}");
         assert!(e.contains("employe_type"), "{e}");
+    }
+
+    #[test]
+    fn poll_interval_takes_seconds_or_a_duration_and_the_older_spelling() {
+        for (line, secs) in [
+            ("poll_interval = 30", 30),
+            ("poll_interval = \"45\"", 45),
+            ("poll_interval = \"2m\"", 120),
+            ("poll_interval = \"1h 30m\"", 5400),
+            ("poll_interval_secs = 7", 7),
+        ] {
+            let c =
+                parse(&format!("{GOOD}{line}\n"), &[]).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(c.devices[0].poll_interval_secs, secs, "{line}");
+        }
+        let err = parse(&format!("{GOOD}poll_interval = \"soon\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("devices[0].poll_interval"), "{err}");
+        assert!(err.contains("soon"), "{err}");
+        let err = parse(&format!("{GOOD}poll_interval = 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("devices[0].poll_interval"), "{err}");
     }
 
     #[test]

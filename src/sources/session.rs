@@ -19,7 +19,7 @@
 //!   is written (the clock keeps the record and sends it again) and the failure is logged. Lines are
 //!   handled one at a time, so acknowledgements leave in the order the lines came in.
 //! - With `poll_command`, the command is written when the connection opens and then every
-//!   `poll_interval_secs`; a write that fails (or is held back for [`WRITE_TIMEOUT`]) ends the
+//!   `poll_interval`; a write that fails (or is held back for [`WRITE_TIMEOUT`]) ends the
 //!   connection, and the source reconnects.
 //! - Templates and commands are checked when the device starts ([`LineDevice::new`]): an invalid
 //!   escape or an unknown placeholder is a startup error naming the device and the key, never a
@@ -346,7 +346,7 @@ impl LineDevice {
                 }
                 if cfg.poll_interval_secs == 0 {
                     return Err(setup(
-                        "poll_interval_secs",
+                        "poll_interval",
                         "is 0: give the seconds between two polls (at least 1)".into(),
                     ));
                 }
