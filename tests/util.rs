@@ -179,3 +179,34 @@ pub fn records(ps: &[Punch]) -> Vec<NewRecord> {
         })
         .collect()
 }
+
+/// The interpreter of the test venv (`scripts/test-venv.sh`: `target/pyenv`, or `$CLOCKBRIDGE_PYTHON`)
+/// if it can import `module`. Without it a test is skipped with a notice, except under CI (`CI` set, as
+/// `.ci/run` does), where a missing package is a failure: CI always runs the Python-backed tests.
+#[allow(dead_code)] // until the first Python-backed test lands
+pub fn python_with(module: &str) -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("CLOCKBRIDGE_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python")
+        });
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        return Some(python);
+    }
+    let msg = format!(
+        "{} cannot import {module}: run scripts/test-venv.sh (or set CLOCKBRIDGE_PYTHON)",
+        python.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED (not under CI): {msg}");
+    None
+}
