@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod demo;
 pub mod feishu;
 pub mod formats;
+pub mod hr;
 pub mod http;
 pub mod import;
 pub mod ingest;

@@ -60,6 +60,29 @@ use crate::punch::Normalised;
 
 /// Record kinds in the outbox.
 pub const KIND_USER_FLOW: &str = "user_flow";
+/// One approval item (leave, outing, overtime, trip) for `user_approvals`.
+pub const KIND_USER_APPROVAL: &str = "user_approval";
+/// One archived report row for `archive_rule/upload_report`.
+pub const KIND_ARCHIVE_REPORT: &str = "archive_report";
+/// One leave accrual update for `leave_accrual_record` PATCH.
+pub const KIND_LEAVE_ACCRUAL: &str = "leave_accrual";
+/// Every kind, as `status` lists them.
+pub const KINDS: [&str; 4] = [
+    KIND_USER_FLOW,
+    KIND_USER_APPROVAL,
+    KIND_ARCHIVE_REPORT,
+    KIND_LEAVE_ACCRUAL,
+];
+
+/// Length of the suffix [`Queue::insert_latest`] puts behind an ordering key in `ukey`:
+/// `#` + 32 hex digits of the value's hash + `#` + an 8-digit generation.
+pub const LATEST_SUFFIX_LEN: usize = 42;
+
+/// Whether rows of `kind` carry an ordering key (values that overwrite each other: a newer one is
+/// never sent before an older one of the same key).
+pub fn is_ordered_kind(kind: &str) -> bool {
+    kind == KIND_ARCHIVE_REPORT || kind == KIND_LEAVE_ACCRUAL
+}
 
 /// A queue failure.
 #[derive(Debug, thiserror::Error)]
@@ -458,6 +481,35 @@ impl Queue {
             .await
     }
 
+    /// Inserts records whose `ukey` is an ordering key (the target a value overwrites: a report row,
+    /// a granting record) and whose `idem` is the 32-hex hash of the value, in one transaction. A
+    /// record whose value equals the latest queued value of its key is a duplicate (nothing changes);
+    /// otherwise it is stored behind the others of its key, with `ukey` =
+    /// `KEY#HASH#GENERATION`, and [`Queue::claim_latest`] never sends it before them.
+    pub async fn insert_latest(&self, records: Arc<Vec<NewRecord>>) -> Result<Vec<InsertStatus>> {
+        self.call(move |conn| insert_latest(conn, &records, now_ms()))
+            .await
+    }
+
+    /// Claims up to `limit` due pending rows of an ordered kind that share the `device_id` (the
+    /// request group) of the oldest due one, skipping rows that have an older pending or in-flight row
+    /// of the same ordering key (so values of one key go out one at a time, oldest first).
+    pub async fn claim_latest(&self, kind: &'static str, limit: usize) -> Result<Vec<Claimed>> {
+        self.call(move |conn| claim_latest(conn, kind, limit, now_ms()))
+            .await
+    }
+
+    /// Puts every in-flight row of `kind` back to pending. Returns how many.
+    pub async fn requeue_in_flight_of(&self, kind: &'static str) -> Result<usize> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE outbox SET status = 0 WHERE status = 1 AND kind = ?1",
+                params![kind],
+            )?)
+        })
+        .await
+    }
+
     /// Claims up to `limit` due pending rows of `kind` (oldest due first), marking them in flight.
     pub async fn claim(&self, kind: &'static str, limit: usize) -> Result<Vec<Claimed>> {
         self.call(move |conn| claim(conn, kind, limit, now_ms()))
@@ -639,6 +691,12 @@ impl Queue {
                      WHERE id = ?1 AND status = 3",
                 )?;
                 for d in rows {
+                    if is_ordered_kind(&d.kind) && superseded(&tx, d.id)? {
+                        // a newer value of the same target is queued or delivered: re-sending this
+                        // older one would overwrite it
+                        report.kept += 1;
+                        continue;
+                    }
                     let punch = d.kind == KIND_USER_FLOW;
                     if punch
                         && (d.event_time < crate::punch::EARLIEST_IMPORTABLE
@@ -819,6 +877,135 @@ fn insert_records(
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// The ordering key of an ordered row's `ukey` (without the hash and generation).
+fn ordering_key(ukey: &str) -> &str {
+    ukey.get(..ukey.len().saturating_sub(LATEST_SUFFIX_LEN))
+        .unwrap_or("")
+}
+
+fn insert_latest(
+    conn: &mut Connection,
+    records: &[NewRecord],
+    now: i64,
+) -> Result<Vec<InsertStatus>> {
+    let tx = conn.transaction()?;
+    let mut out = Vec::with_capacity(records.len());
+    let mut added: HashMap<(&str, &str), i64> = HashMap::new();
+    {
+        let mut latest = tx.prepare_cached(
+            "SELECT ukey, (SELECT count(*) FROM outbox WHERE kind = ?1 AND ukey >= ?2 AND ukey < ?3)
+             FROM outbox WHERE kind = ?1 AND ukey >= ?2 AND ukey < ?3 ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO outbox (kind, idem, ukey, device_id, subject, user_id, event_time, payload, status, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, 0, ?9)
+             ON CONFLICT(kind, ukey) DO NOTHING",
+        )?;
+        for r in records {
+            let (lo, hi) = (format!("{}#", r.ukey), format!("{}$", r.ukey));
+            let last: Option<(String, i64)> = latest
+                .query_row(params![r.kind, lo, hi], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let same = last.as_ref().is_some_and(|(u, _)| {
+                u.len() == r.ukey.len() + LATEST_SUFFIX_LEN
+                    && u.get(r.ukey.len() + 1..r.ukey.len() + 33) == Some(r.idem.as_str())
+            });
+            if same {
+                out.push(InsertStatus::Duplicate);
+                continue;
+            }
+            let generation = last.map(|(_, n)| n).unwrap_or(0);
+            let ukey = format!("{}#{}#{generation:08}", r.ukey, r.idem);
+            let n = ins.execute(params![
+                r.kind,
+                r.idem,
+                ukey,
+                r.device_id,
+                r.subject,
+                r.user_id,
+                r.event_time,
+                r.payload,
+                now
+            ])?;
+            if n == 0 {
+                out.push(InsertStatus::Duplicate);
+            } else {
+                *added.entry((r.kind, r.device_id.as_str())).or_default() += 1;
+                out.push(InsertStatus::Pending);
+            }
+        }
+        let mut count = tx.prepare_cached(
+            "INSERT INTO counts (kind, device_id, status, n) VALUES (?1, ?2, 0, ?3)
+             ON CONFLICT (kind, device_id, status) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((kind, dev), n) in added {
+            count.execute(params![kind, dev, n])?;
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Whether an ordered row has a newer row of the same ordering key.
+fn superseded(conn: &Connection, id: i64) -> Result<bool> {
+    let row: Option<(String, String)> = conn
+        .query_row(
+            "SELECT kind, ukey FROM outbox WHERE id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((kind, ukey)) = row else {
+        return Ok(false);
+    };
+    let key = ordering_key(&ukey);
+    let newer: i64 = conn.query_row(
+        "SELECT count(*) FROM outbox WHERE kind = ?1 AND ukey >= ?2 AND ukey < ?3 AND id > ?4",
+        params![kind, format!("{key}#"), format!("{key}$"), id],
+        |r| r.get(0),
+    )?;
+    Ok(newer > 0)
+}
+
+/// No older pending or in-flight row of the same ordering key (`{t}` is the outer row's alias).
+const NO_OLDER_OPEN: &str = "NOT EXISTS (SELECT 1 FROM outbox p WHERE p.kind = {t}.kind
+    AND p.ukey >= substr({t}.ukey, 1, length({t}.ukey) - 42) || '#'
+    AND p.ukey < substr({t}.ukey, 1, length({t}.ukey) - 42) || '$'
+    AND p.id < {t}.id AND p.status IN (0, 1))";
+
+fn claim_latest(conn: &mut Connection, kind: &str, limit: usize, now: i64) -> Result<Vec<Claimed>> {
+    let sql = format!(
+        "UPDATE outbox SET status = 1, attempts = attempts + 1, last_attempt_at = ?3,
+                first_attempt_at = coalesce(first_attempt_at, ?3)
+         WHERE id IN (SELECT o.id FROM outbox o
+                      WHERE o.kind = ?1 AND o.status = 0 AND o.next_attempt_at <= ?3 AND {o_ok}
+                        AND o.device_id = (SELECT f.device_id FROM outbox f
+                            WHERE f.kind = ?1 AND f.status = 0 AND f.next_attempt_at <= ?3 AND {f_ok}
+                            ORDER BY f.next_attempt_at, f.id LIMIT 1)
+                      ORDER BY o.next_attempt_at, o.id LIMIT ?2)
+         RETURNING id, idem, device_id, user_id, payload, attempts",
+        o_ok = NO_OLDER_OPEN.replace("{t}", "o"),
+        f_ok = NO_OLDER_OPEN.replace("{t}", "f"),
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut rows: Vec<Claimed> = st
+        .query_map(params![kind, limit as i64, now], |r| {
+            Ok(Claimed {
+                id: r.get(0)?,
+                idem: r.get(1)?,
+                device_id: r.get(2)?,
+                user_id: r.get(3)?,
+                payload: r.get(4)?,
+                attempts: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.sort_by_key(|c| c.id);
+    Ok(rows)
 }
 
 fn claim(conn: &mut Connection, kind: &str, limit: usize, now: i64) -> Result<Vec<Claimed>> {
