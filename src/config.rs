@@ -98,7 +98,67 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub inbox: InboxConfig,
+    #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+}
+
+/// `[inbox]`: directories the daemon watches for HR files (approvals, archived reports, leave
+/// accruals). A file is taken once it is complete (written elsewhere, then renamed in); it is
+/// validated whole, queued in one transaction, and moved to `done/` or `rejected/` with a report.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxConfig {
+    /// Approval results (`clockbridge submit approvals` files).
+    #[serde(default)]
+    pub approvals: Option<PathBuf>,
+    /// Archived report results (the file must name archive_rule_id, month and operator_id).
+    #[serde(default)]
+    pub archive_reports: Option<PathBuf>,
+    /// Leave accrual updates.
+    #[serde(default)]
+    pub leave_accruals: Option<PathBuf>,
+    /// How often the directories are looked at: seconds or a duration (`"5s"`).
+    #[serde(default = "default_inbox_poll", deserialize_with = "de_seconds")]
+    pub poll_interval: u64,
+}
+
+fn default_inbox_poll() -> u64 {
+    5
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        InboxConfig {
+            approvals: None,
+            archive_reports: None,
+            leave_accruals: None,
+            poll_interval: default_inbox_poll(),
+        }
+    }
+}
+
+impl InboxConfig {
+    /// The configured directories with their kind and key name.
+    pub fn dirs(&self) -> Vec<(crate::hr::HrKind, &'static str, PathBuf)> {
+        use crate::hr::HrKind;
+        [
+            (HrKind::Approvals, "approvals", &self.approvals),
+            (
+                HrKind::ArchiveReport,
+                "archive_reports",
+                &self.archive_reports,
+            ),
+            (
+                HrKind::LeaveAccruals,
+                "leave_accruals",
+                &self.leave_accruals,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, n, p)| p.clone().map(|p| (k, n, p)))
+        .collect()
+    }
 }
 
 /// `[feishu]`: the platform and the app's credentials.
@@ -839,6 +899,30 @@ impl Config {
                     "http.listen",
                     addr.to_string(),
                     "is not a loopback address: /metrics and /status show device names and user ids to anyone who can connect, without authentication; listen on 127.0.0.1 (or [::1]), or set http.allow_remote = true to serve other hosts",
+                ));
+            }
+        }
+        if self.inbox.poll_interval == 0 {
+            return Err(ConfigError::invalid(
+                "inbox.poll_interval",
+                0,
+                "must be at least 1",
+            ));
+        }
+        let mut dirs = HashSet::new();
+        for (_, name, dir) in self.inbox.dirs() {
+            if dir.as_os_str().is_empty() || !dir.is_absolute() {
+                return Err(ConfigError::invalid(
+                    format!("inbox.{name}"),
+                    dir.display().to_string(),
+                    "must be an absolute directory path",
+                ));
+            }
+            if !dirs.insert(dir.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("inbox.{name}"),
+                    dir.display().to_string(),
+                    "is used for another kind too: give each kind its own directory",
                 ));
             }
         }

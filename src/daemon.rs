@@ -3,10 +3,12 @@
 //!
 //! Start order: open the queue (re-queueing rows that were in flight at a crash), load the mapping and
 //! release unmapped punches it now covers, start the ingest writer, the sender, then the sources.
+//! HR data has its own senders (one per endpoint, [`crate::sender::Lane`]) and, when `[inbox]` names
+//! directories, the inbox watcher ([`crate::hr::inbox`]).
 //! Stop order: sources first (no new punches), then the ingest writer drains and commits what the sources
 //! handed over, then the sender finishes or returns its in-flight requests within the grace period.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::feishu::FeishuClient;
+use crate::hr::inbox::{InboxSnapshot, InboxStats};
 use crate::ingest::{run_writer, DeviceInfo, PunchSink};
 use crate::mapping::{Mapping, MappingError, MappingHandle};
 use crate::queue::{Queue, QueueError};
-use crate::sender::{Sender, SenderSnapshot, SenderStats};
+use crate::sender::{Lane, Sender, SenderSnapshot, SenderStats};
 use crate::sources::{run_device, DeviceSnapshot, DeviceStats};
 
 /// Key of the daemon's snapshot in the queue's `runtime` table.
@@ -52,6 +55,12 @@ pub struct RuntimeSnapshot {
     pub devices: HashMap<String, DeviceSnapshot>,
     pub sender: SenderSnapshot,
     pub mapping_rows: Option<usize>,
+    /// The HR senders, by queue kind (`user_approval`, `archive_report`, `leave_accrual`).
+    #[serde(default)]
+    pub senders: BTreeMap<String, SenderSnapshot>,
+    /// The inbox directories, by `[inbox]` key.
+    #[serde(default)]
+    pub inbox: BTreeMap<String, InboxSnapshot>,
 }
 
 /// Tunables that are not configuration (tests shorten them).
@@ -82,6 +91,12 @@ pub struct Running {
     pub sender_stats: Arc<SenderStats>,
     pub client: Arc<FeishuClient>,
     pub mapping: MappingHandle,
+    /// Counters of the HR senders, by queue kind.
+    pub lane_stats: BTreeMap<&'static str, Arc<SenderStats>>,
+    /// Wakes each HR sender (after records of its kind were queued), by queue kind.
+    pub lane_wakes: HashMap<&'static str, Arc<Notify>>,
+    pub inbox_stats: InboxStats,
+    hr_senders: Vec<JoinHandle<()>>,
     reload: Arc<Notify>,
     sources_stop: CancellationToken,
     writer_stop: CancellationToken,
@@ -119,7 +134,16 @@ impl Running {
             &self.sender_stats,
             self.started_at,
             &self.mapping,
+            &self.lane_stats,
+            &self.inbox_stats,
         )
+    }
+
+    /// Wakes the sender of queue kind `kind` (after records were queued by this process).
+    pub fn wake_kind(&self, kind: &str) {
+        if let Some(w) = self.lane_wakes.get(kind) {
+            w.notify_one();
+        }
     }
 
     /// Waits until the queue counts satisfy `pred`, re-checking after every commit and outcome.
@@ -162,6 +186,9 @@ impl Running {
         let _ = (&mut self.writer).await;
         self.sender_stop.cancel();
         let _ = (&mut self.sender).await;
+        for s in self.hr_senders.drain(..) {
+            let _ = s.await;
+        }
         self.housekeeping_stop.cancel();
         for h in self.housekeeping.drain(..) {
             let _ = h.await;
@@ -182,6 +209,8 @@ fn snapshot(
     sender: &SenderStats,
     started_at: i64,
     mapping: &MappingHandle,
+    lanes: &BTreeMap<&'static str, Arc<SenderStats>>,
+    inbox: &InboxStats,
 ) -> RuntimeSnapshot {
     RuntimeSnapshot {
         pid: std::process::id(),
@@ -196,6 +225,11 @@ fn snapshot(
             Mapping::Passthrough => None,
             Mapping::Table(t) => Some(t.len()),
         },
+        senders: lanes
+            .iter()
+            .map(|(k, s)| (k.to_string(), s.snapshot()))
+            .collect(),
+        inbox: inbox.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }
 
@@ -274,6 +308,27 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         )
         .run(opts.grace),
     );
+    let mut lane_stats = BTreeMap::new();
+    let mut lane_wakes = HashMap::new();
+    let mut hr_senders = Vec::new();
+    for lane in Lane::HR {
+        let (stats, wake) = (Arc::new(SenderStats::default()), Arc::new(Notify::new()));
+        lane_stats.insert(lane.kind(), stats.clone());
+        lane_wakes.insert(lane.kind(), wake.clone());
+        hr_senders.push(tokio::spawn(
+            Sender::for_lane(
+                lane,
+                queue.clone(),
+                client.clone(),
+                cfg.sender.clone(),
+                wake,
+                stats,
+                Some(sender_stats.clone()),
+                sender_stop.clone(),
+            )
+            .run(opts.grace),
+        ));
+    }
     let sources_stop = CancellationToken::new();
     let sources = devices
         .values()
@@ -291,6 +346,17 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let reload = Arc::new(Notify::new());
     let started_at = chrono::Utc::now().timestamp();
     let mut housekeeping = Vec::new();
+    let inbox_stats = InboxStats::default();
+    if !cfg.inbox.dirs().is_empty() {
+        housekeeping.push(tokio::spawn(crate::hr::inbox::run(
+            cfg.inbox.clone(),
+            queue.clone(),
+            lane_wakes.clone(),
+            inbox_stats.clone(),
+            sender_stats.clone(),
+            housekeeping_stop.clone(),
+        )));
+    }
     housekeeping.push(tokio::spawn(reload_loop(
         queue.clone(),
         mapping.clone(),
@@ -316,6 +382,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
             mapping.clone(),
             housekeeping_stop.clone(),
         );
+        let (lanes, inbox) = (lane_stats.clone(), inbox_stats.clone());
         let every = opts.snapshot_interval;
         housekeeping.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -324,7 +391,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => return,
                 }
-                let snap = snapshot(&devices, &stats, started_at, &mapping);
+                let snap = snapshot(&devices, &stats, started_at, &mapping, &lanes, &inbox);
                 if let Ok(json) = serde_json::to_string(&snap) {
                     if let Err(e) = queue.put_runtime(RUNTIME_KEY, json).await {
                         tracing::debug!(error = %e, "status snapshot not written");
@@ -355,6 +422,10 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         sender_stats,
         client,
         mapping,
+        lane_stats,
+        lane_wakes,
+        inbox_stats,
+        hr_senders,
         reload,
         sources_stop,
         writer_stop,

@@ -56,6 +56,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Queue HR data from a file (JSON, JSON Lines or CSV): every record, or none if one breaks a rule.
+    Submit {
+        #[command(subcommand)]
+        command: SubmitCommand,
+    },
     /// Run the real pipeline against built-in simulated clocks and a local stand-in of the platform.
     Demo {
         /// Punches each simulated clock sends.
@@ -85,6 +90,78 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum SubmitCommand {
+    /// Approval results (leaves, outings, overtime, trips) for user_approvals.
+    Approvals {
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Archived report results for archive_rule/upload_report (sent 50 rows per call).
+    ArchiveReport {
+        /// The archive rule id (unless the file names it).
+        #[arg(long)]
+        rule: Option<String>,
+        /// The month, yyyyMM (unless the file names it).
+        #[arg(long)]
+        month: Option<String>,
+        /// The operator's id, of the kind feishu.employee_type (unless the file names it).
+        #[arg(long)]
+        operator: Option<String>,
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave accrual updates (quantity, expiration date) for leave_accrual_record.
+    LeaveAccruals {
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn submit(cfg: &Config, command: SubmitCommand) -> anyhow::Result<ExitCode> {
+    use clockbridge::hr::{submit_file, HrKind, ReportArgs};
+    use clockbridge::queue::Queue;
+    let (kind, file, json, args) = match command {
+        SubmitCommand::Approvals { file, json } => {
+            (HrKind::Approvals, file, json, ReportArgs::default())
+        }
+        SubmitCommand::ArchiveReport {
+            rule,
+            month,
+            operator,
+            file,
+            json,
+        } => (
+            HrKind::ArchiveReport,
+            file,
+            json,
+            ReportArgs {
+                archive_rule_id: rule,
+                month,
+                operator_id: operator,
+            },
+        ),
+        SubmitCommand::LeaveAccruals { file, json } => {
+            (HrKind::LeaveAccruals, file, json, ReportArgs::default())
+        }
+    };
+    let path = cfg.queue.path.clone();
+    let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path)).await??;
+    let report = submit_file(&queue, kind, &file, &args).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -304,6 +381,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load_without_secret(&cli.config)?;
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
             runtime()?.block_on(dlq(&cfg, command))
+        }
+        Command::Submit { command } => {
+            // submit writes to the queue only: it needs no secret
+            let cfg = Config::load_without_secret(&cli.config)?;
+            clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            runtime()?.block_on(submit(&cfg, command))
         }
         Command::Import {
             device,

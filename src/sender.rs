@@ -16,6 +16,12 @@
 //!   and jitter, forever; a rate-limit reply pauses every request until `x-ogw-ratelimit-reset`; an
 //!   application-level failure (credentials, scope, permission) pauses the sender for
 //!   `sender.app_error_pause_secs`, keeps every row queued and logs one ERROR with the fix.
+//! - **Lanes**: one sender per endpoint ([`Lane`]): punches (`user_flows/batch_create`), approval
+//!   items (`user_approvals`, one item per call), archived report rows (`upload_report`, up to 50 rows
+//!   of one rule, month and operator per call) and leave accrual updates (one PATCH per update). Each
+//!   has its own rate limiter (the platform's 50 requests/s is per API), its own pauses, counters and
+//!   back-off; report and accrual values of one target go out one at a time, oldest first
+//!   ([`Queue::claim_latest`]).
 //! - **Shutdown**: stops claiming, lets requests in flight finish within a grace period, and returns the
 //!   rows of any request it had to abandon to pending. A crash instead leaves them in flight, and the
 //!   queue re-sends them on the next start; the idempotent id makes that harmless.
@@ -34,8 +40,60 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SenderConfig;
-use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
-use crate::queue::{now_ms, Claimed, ErrorInfo, Queue, QueueError, KIND_USER_FLOW};
+use crate::feishu::{
+    classify, classify_accrual, classify_approval, classify_report, AppProblem, FeishuClient,
+    Reply, Verdict,
+};
+use crate::hr::accruals::QueuedAccrual;
+use crate::hr::reports::QueuedRow;
+use crate::queue::{
+    now_ms, Claimed, ErrorInfo, Queue, QueueError, KIND_ARCHIVE_REPORT, KIND_LEAVE_ACCRUAL,
+    KIND_USER_APPROVAL, KIND_USER_FLOW,
+};
+
+/// One endpoint and the queue kind it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Punches: `user_flows/batch_create`, up to `sender.batch_size` per call.
+    UserFlow,
+    /// Approval items: `user_approvals`, one item per call.
+    UserApproval,
+    /// Archived report rows: `archive_rule/upload_report`, up to 50 rows of one group per call.
+    ArchiveReport,
+    /// Leave accrual updates: `leave_accrual_record/:leave_id` PATCH, one per call.
+    LeaveAccrual,
+}
+
+impl Lane {
+    /// The HR lanes (the punch lane is started on its own).
+    pub const HR: [Lane; 3] = [Lane::UserApproval, Lane::ArchiveReport, Lane::LeaveAccrual];
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Lane::UserFlow => KIND_USER_FLOW,
+            Lane::UserApproval => KIND_USER_APPROVAL,
+            Lane::ArchiveReport => KIND_ARCHIVE_REPORT,
+            Lane::LeaveAccrual => KIND_LEAVE_ACCRUAL,
+        }
+    }
+
+    fn batch_limit(self, cfg: &SenderConfig) -> usize {
+        match self {
+            Lane::UserFlow => cfg.batch_size,
+            Lane::ArchiveReport => crate::hr::reports::MAX_ROWS_PER_CALL,
+            Lane::UserApproval | Lane::LeaveAccrual => 1,
+        }
+    }
+
+    fn classify(self, reply: &Reply) -> Verdict {
+        match self {
+            Lane::UserFlow => classify(reply),
+            Lane::UserApproval => classify_approval(reply),
+            Lane::ArchiveReport => classify_report(reply),
+            Lane::LeaveAccrual => classify_accrual(reply),
+        }
+    }
+}
 
 /// Longest wait of an idle sender before it looks at the queue again (so its heartbeat is at most
 /// this old while it runs, busy or idle).
@@ -261,6 +319,9 @@ impl Pause {
 
 /// Everything a batch task needs.
 struct Shared {
+    lane: Lane,
+    /// Also bumped after every outcome (the daemon's main progress signal), for HR lanes.
+    progress: Option<Arc<SenderStats>>,
     queue: Queue,
     client: Arc<FeishuClient>,
     cfg: SenderConfig,
@@ -273,7 +334,7 @@ struct Shared {
     wake: Arc<Notify>,
 }
 
-/// The sender of `user_flow` records.
+/// The sender of one lane (`user_flow` records with [`Sender::new`]).
 pub struct Sender {
     shared: Arc<Shared>,
     wake: Arc<Notify>,
@@ -288,10 +349,36 @@ impl Sender {
         stats: Arc<SenderStats>,
         shutdown: CancellationToken,
     ) -> Sender {
+        Self::for_lane(
+            Lane::UserFlow,
+            queue,
+            client,
+            cfg,
+            wake,
+            stats,
+            None,
+            shutdown,
+        )
+    }
+
+    /// A sender for `lane`, with its own rate limiter; `progress` is bumped after each outcome too.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_lane(
+        lane: Lane,
+        queue: Queue,
+        client: Arc<FeishuClient>,
+        cfg: SenderConfig,
+        wake: Arc<Notify>,
+        stats: Arc<SenderStats>,
+        progress: Option<Arc<SenderStats>>,
+        shutdown: CancellationToken,
+    ) -> Sender {
         let rps = NonZeroU32::new(cfg.max_requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::direct(Quota::per_second(rps).allow_burst(NonZeroU32::MIN));
         Sender {
             shared: Arc::new(Shared {
+                lane,
+                progress,
                 queue,
                 client,
                 cfg,
@@ -311,7 +398,8 @@ impl Sender {
         let sh = self.shared.clone();
         let permits = Arc::new(Semaphore::new(sh.cfg.max_in_flight));
         let mut tasks = JoinSet::new();
-        let batch = sh.cfg.batch_size;
+        let batch = sh.lane.batch_limit(&sh.cfg);
+        let kind = sh.lane.kind();
         let linger = Duration::from_millis(sh.cfg.linger_ms);
         let mut linger_since: Option<Instant> = None;
         let mut backlog = true;
@@ -333,7 +421,7 @@ impl Sender {
             };
             // Without a backlog, look before claiming: fill the batch for up to `linger`.
             if !backlog {
-                let ready = match sh.queue.ready_count(KIND_USER_FLOW, batch).await {
+                let ready = match sh.queue.ready_count(kind, batch).await {
                     Ok(n) => n,
                     Err(e) => {
                         db_failure(&sh, &e, &mut db_failures).await;
@@ -342,7 +430,7 @@ impl Sender {
                 };
                 if ready == 0 {
                     linger_since = None;
-                    let wait = match sh.queue.next_due(KIND_USER_FLOW).await {
+                    let wait = match sh.queue.next_due(kind).await {
                         Ok(Some(due)) => Duration::from_millis(
                             (due - now_ms()).clamp(1, IDLE_RECHECK.as_millis() as i64) as u64,
                         ),
@@ -376,7 +464,12 @@ impl Sender {
                     }
                 }
             }
-            let rows = match sh.queue.claim(KIND_USER_FLOW, batch).await {
+            let claimed = if crate::queue::is_ordered_kind(kind) {
+                sh.queue.claim_latest(kind, batch).await
+            } else {
+                sh.queue.claim(kind, batch).await
+            };
+            let rows = match claimed {
                 Ok(r) => r,
                 Err(e) => {
                     db_failure(&sh, &e, &mut db_failures).await;
@@ -387,6 +480,14 @@ impl Sender {
             linger_since = None;
             backlog = rows.len() == batch;
             if rows.is_empty() {
+                // due rows that cannot go yet (an older value of the same target is in flight), or
+                // a race: wait for an outcome or a little while instead of spinning
+                drop(permit);
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(linger.max(Duration::from_millis(20))) => {}
+                    _ = sh.shutdown.cancelled() => break,
+                }
                 continue;
             }
             let sh2 = sh.clone();
@@ -408,7 +509,7 @@ impl Sender {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
-        match sh.queue.requeue_in_flight().await {
+        match sh.queue.requeue_in_flight_of(kind).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 rows = n,
@@ -461,10 +562,142 @@ fn error_info(reply: &Reply) -> ErrorInfo {
     }
 }
 
+/// The reply with `msg` extended: the error records of a 1225001, or the rows a report reply listed.
+fn with_detail(reply: &Reply, detail: &str) -> Reply {
+    let mut r = reply.clone();
+    let detail: String = detail.chars().take(2000).collect();
+    r.msg = if r.msg.is_empty() {
+        detail
+    } else {
+        format!("{}: {detail}", r.msg)
+    };
+    r
+}
+
+/// Sends one batch of the lane's kind (payloads were checked by [`decodable`]).
+async fn send(sh: &Shared, batch: &[Claimed]) -> Reply {
+    match sh.lane {
+        Lane::UserFlow => {
+            let payloads: Vec<&str> = batch.iter().map(|r| r.payload.as_str()).collect();
+            sh.client.batch_create(&payloads).await
+        }
+        Lane::UserApproval => {
+            sh.client
+                .create_user_approval(batch[0].payload.clone())
+                .await
+        }
+        Lane::ArchiveReport => {
+            let rows: Vec<QueuedRow> = batch
+                .iter()
+                .filter_map(|r| serde_json::from_str(&r.payload).ok())
+                .collect();
+            let body = serde_json::to_string(&QueuedRow::body(&rows)).unwrap_or_default();
+            sh.client.upload_report(body).await
+        }
+        Lane::LeaveAccrual => {
+            let q: QueuedAccrual =
+                serde_json::from_str(&batch[0].payload).unwrap_or(QueuedAccrual {
+                    leave_id: String::new(),
+                    user_id_type: String::new(),
+                    body: Default::default(),
+                });
+            let body = serde_json::to_string(&q.body).unwrap_or_default();
+            sh.client
+                .patch_leave_accrual(&q.leave_id, &q.user_id_type, body)
+                .await
+        }
+    }
+}
+
+/// Whether a stored payload can be sent by its lane (always, unless the file was edited by hand).
+fn decodable(lane: Lane, payload: &str) -> bool {
+    match lane {
+        Lane::UserFlow | Lane::UserApproval => true,
+        Lane::ArchiveReport => serde_json::from_str::<QueuedRow>(payload).is_ok(),
+        Lane::LeaveAccrual => serde_json::from_str::<QueuedAccrual>(payload).is_ok(),
+    }
+}
+
+/// The claimed rows as first requests: report rows split by rule, month and operator; rows whose
+/// payload cannot be sent made dead.
+async fn first_batches(sh: &Shared, rows: Vec<Claimed>) -> VecDeque<Vec<Claimed>> {
+    if sh.lane == Lane::UserFlow {
+        return VecDeque::from([rows]);
+    }
+    let (ok, bad): (Vec<Claimed>, Vec<Claimed>) = rows
+        .into_iter()
+        .partition(|r| decodable(sh.lane, &r.payload));
+    if !bad.is_empty() {
+        let reply = Reply {
+            msg: "the stored payload cannot be read: it was changed outside clockbridge".into(),
+            ..Reply::default()
+        };
+        dead(sh, &bad, "bad_payload", &reply).await;
+    }
+    if sh.lane != Lane::ArchiveReport {
+        return VecDeque::from([ok]);
+    }
+    let mut groups: Vec<((String, String, String), Vec<Claimed>)> = Vec::new();
+    for r in ok {
+        let key = serde_json::from_str::<QueuedRow>(&r.payload)
+            .map(|q| {
+                let (a, b, c) = q.group();
+                (a.to_string(), b.to_string(), c.to_string())
+            })
+            .unwrap_or_default();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    groups.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Settles a report batch the platform applied except for the members and codes it listed.
+async fn report_invalid(
+    sh: &Shared,
+    batch: Vec<Claimed>,
+    members: &[String],
+    codes: &[String],
+    reply: &Reply,
+) {
+    let (mut bad_member, mut bad_code, mut good) = (Vec::new(), Vec::new(), Vec::new());
+    for r in batch {
+        let q: Option<QueuedRow> = serde_json::from_str(&r.payload).ok();
+        let member = q.as_ref().and_then(|q| q.row.member_id.clone());
+        let row_codes: Vec<String> = q
+            .iter()
+            .flat_map(|q| q.row.field_datas.iter().flatten())
+            .filter_map(|f| f.code.clone())
+            .collect();
+        if member.is_some_and(|m| members.contains(&m)) {
+            bad_member.push(r);
+        } else if row_codes.iter().any(|c| codes.contains(c)) {
+            bad_code.push(r);
+        } else {
+            good.push(r);
+        }
+    }
+    let m = with_detail(
+        reply,
+        &format!("invalid_member_id {members:?}: the platform does not know this member"),
+    );
+    dead(sh, &bad_member, "invalid_member_id", &m).await;
+    let c = with_detail(
+        reply,
+        &format!("invalid_code {codes:?}: not a field of this archive rule; the row's other fields were sent"),
+    );
+    dead(sh, &bad_code, "invalid_code", &c).await;
+    delivered(sh, &good).await;
+}
+
 /// Sends one claimed batch (splitting it when needed) and settles every row.
 async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
-    let mut work: VecDeque<Vec<Claimed>> = VecDeque::from([rows]);
+    let mut work: VecDeque<Vec<Claimed>> = first_batches(sh, rows).await;
     while let Some(batch) = work.pop_front() {
+        if batch.is_empty() {
+            continue;
+        }
         sh.pause.wait(&sh.shutdown).await;
         if sh.shutdown.is_cancelled() {
             // not sent: back to pending now rather than at the next start
@@ -477,12 +710,15 @@ async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
             return;
         }
         sh.limiter.until_ready().await;
-        let payloads: Vec<&str> = batch.iter().map(|r| r.payload.as_str()).collect();
         sh.stats.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
-        let reply = sh.client.batch_create(&payloads).await;
+        let mut reply = send(sh, &batch).await;
         sh.stats.latency.observe(sent.elapsed());
-        let verdict = classify(&reply);
+        let verdict = sh.lane.classify(&reply);
+        if sh.lane != Lane::UserFlow && reply.code != Some(0) && !reply.data.is_null() {
+            // e.g. 1225001's error records: kept with the dead letter
+            reply = with_detail(&reply, &reply.data.to_string());
+        }
         if !matches!(verdict, Verdict::AppBlocked(_)) {
             unblock(sh);
         }
@@ -508,6 +744,10 @@ async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
                 let good: Vec<Claimed> = good.into_iter().cloned().collect();
                 dead(sh, &bad, "rejected_record", &reply).await;
                 delivered(sh, &good).await;
+            }
+            Verdict::ReportInvalid { members, codes } => {
+                tracing::warn!(?members, ?codes, log_id = %reply.log_id_text(), "feishu: report upload applied except for the listed members and field codes");
+                report_invalid(sh, batch, &members, &codes, &reply).await;
             }
             Verdict::AlreadyExists => {
                 if batch.len() == 1 {
@@ -585,6 +825,13 @@ async fn delivered(sh: &Shared, rows: &[Claimed]) {
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     settle(sh, "delivered", || sh.queue.mark_delivered(ids.clone())).await;
+    if sh.lane != Lane::UserFlow {
+        tracing::debug!(
+            kind = sh.lane.kind(),
+            rows = rows.len(),
+            "feishu: delivered"
+        );
+    }
     sh.stats
         .delivered
         .fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -599,7 +846,7 @@ async fn dead(sh: &Shared, rows: &[Claimed], reason: &str, reply: &Reply) {
     sh.stats.record_error(reply);
     for r in rows {
         tracing::error!(
-            device = %r.device_id, user = r.user_id.as_deref().unwrap_or(""), idem = %r.idem,
+            kind = sh.lane.kind(), device = %r.device_id, user = r.user_id.as_deref().unwrap_or(""), idem = %r.idem,
             code = reply.code, msg = %reply.msg, log_id = %reply.log_id_text(),
             "feishu: record rejected for good; kept as a dead letter (see `clockbridge status`)"
         );
@@ -629,6 +876,9 @@ where
         match op().await {
             Ok(()) => {
                 sh.stats.bump();
+                if let Some(p) = &sh.progress {
+                    p.bump();
+                }
                 // a retry may now be the earliest due row: let the claim loop re-plan its wait
                 sh.wake.notify_one();
                 return;

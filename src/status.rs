@@ -4,6 +4,9 @@
 //! `--json` prints one object. Its members are a contract for operators' scripts: `queue` has the integer
 //! counts `pending`, `in_flight`, `delivered`, `dead`, `unmapped`; `devices` lists each configured device
 //! with its source figures and its own queue counts; `sender`, `daemon` and `dead_letters` follow.
+//! `kinds` has the same five counts for every record kind (`user_flow`, `user_approval`,
+//! `archive_report`, `leave_accrual`, always present); `senders` the HR senders' figures by kind and
+//! `inbox` the `[inbox]` directories' figures (both empty when the daemon never ran).
 //! Members may be added, never renamed. Every time in it is Unix seconds.
 
 use std::path::Path;
@@ -29,6 +32,10 @@ pub struct Status {
     pub kinds: std::collections::BTreeMap<String, StateCounts>,
     pub devices: Vec<DeviceStatus>,
     pub sender: Option<SenderSnapshot>,
+    /// The HR senders (one per endpoint), by queue kind, from the daemon's last snapshot.
+    pub senders: std::collections::BTreeMap<String, SenderSnapshot>,
+    /// The inbox directories, by `[inbox]` key, from the daemon's last snapshot.
+    pub inbox: std::collections::BTreeMap<String, crate::hr::inbox::InboxSnapshot>,
     /// The newest dead letters (at most 20).
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -126,8 +133,17 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
             delivered_pruned: counts.pruned_delivered,
             oldest_outstanding_age_secs: oldest.map(|t| ((now - t) / 1000).max(0)),
         },
-        kinds: counts.by_kind.into_iter().collect(),
+        kinds: {
+            let mut k: std::collections::BTreeMap<String, StateCounts> =
+                counts.by_kind.into_iter().collect();
+            for kind in crate::queue::KINDS {
+                k.entry(kind.to_string()).or_default();
+            }
+            k
+        },
         devices,
+        senders: snap.as_ref().map(|s| s.senders.clone()).unwrap_or_default(),
+        inbox: snap.as_ref().map(|s| s.inbox.clone()).unwrap_or_default(),
         sender: snap.map(|s| s.sender),
         dead_letters,
     })
@@ -168,6 +184,40 @@ pub fn render_text(s: &Status) -> String {
                 e.message,
                 e.log_id.as_deref().unwrap_or("-")
             ));
+        }
+    }
+    let hr: Vec<(&String, &StateCounts)> = s
+        .kinds
+        .iter()
+        .filter(|(k, c)| {
+            k.as_str() != crate::queue::KIND_USER_FLOW && **c != StateCounts::default()
+        })
+        .collect();
+    if !hr.is_empty() {
+        o.push_str("hr records:\n");
+        for (k, c) in hr {
+            o.push_str(&format!(
+                "  {:<15} pending {}  in flight {}  delivered {}  dead {}\n",
+                k, c.pending, c.in_flight, c.delivered, c.dead
+            ));
+            if let Some(sn) = s.senders.get(k) {
+                match &sn.blocked_reason {
+                    Some(r) => o.push_str(&format!("    sender BLOCKED: {r}\n")),
+                    None => o.push_str(&format!(
+                        "    sender {}  ({} requests, {} delivered, {} dead, {} retried)\n",
+                        sn.state, sn.requests, sn.delivered, sn.dead, sn.retries
+                    )),
+                }
+            }
+        }
+    }
+    for (k, i) in &s.inbox {
+        o.push_str(&format!(
+            "inbox {k}: {}  ({} files done, {} rejected, {} records queued)\n",
+            i.path, i.files_done, i.files_rejected, i.records_queued
+        ));
+        if let Some(e) = &i.last_error {
+            o.push_str(&format!("  last error: {e}\n"));
         }
     }
     o.push_str("devices:\n");

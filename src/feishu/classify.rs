@@ -19,6 +19,8 @@ pub enum AppProblem {
     IpNotAllowed,
     EditionRequired,
     TenantMissing,
+    /// Leave accrual updates need the scope `attendance:rule`.
+    RuleScopeMissing,
 }
 
 impl AppProblem {
@@ -43,6 +45,9 @@ impl AppProblem {
             AppProblem::EditionRequired => {
                 "this API needs the Feishu People enterprise edition: ask the tenant admin"
             }
+            AppProblem::RuleScopeMissing => {
+                "the app lacks the permission attendance:rule (needed for leave accrual updates): enable it under Permissions & Scopes and publish a new version"
+            }
             AppProblem::TenantMissing => {
                 "the platform found no tenant in the access token (1220002): use a self-built app's App ID and secret, installed in the tenant (not a marketplace or user token)"
             }
@@ -63,6 +68,12 @@ pub enum Verdict {
     Invalid,
     /// Transient: retry later with back-off, never give up.
     Retry,
+    /// An archived report upload was applied except for the members and field codes listed in the
+    /// reply's `invalid_member_id` and `invalid_code`.
+    ReportInvalid {
+        members: Vec<String>,
+        codes: Vec<String>,
+    },
     /// Over the rate limit: wait this long, then retry (the attempt does not count).
     RateLimited { wait: Duration },
     /// The app itself is refused: keep everything queued, tell the operator, retry slowly.
@@ -160,6 +171,74 @@ pub fn classify(reply: &Reply) -> Verdict {
         return Verdict::Invalid;
     }
     Verdict::Retry
+}
+
+/// Classifies a reply to `user_approvals`: 1225001 (the item failed the platform's checks; the reply
+/// carries `{TripErrorRecords, OvertimeWorkErrorRecords, LeaveErrorRecords, OutErrorRecords}`) is
+/// invalid; the rest as [`classify`].
+pub fn classify_approval(reply: &Reply) -> Verdict {
+    match reply.code {
+        Some(1225001) => Verdict::Invalid,
+        _ => classify(reply),
+    }
+}
+
+fn string_list(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Classifies a reply to `archive_rule/upload_report`: code 0 with `invalid_member_id` or
+/// `invalid_code` is [`Verdict::ReportInvalid`]; the rest as [`classify`].
+pub fn classify_report(reply: &Reply) -> Verdict {
+    if reply.code == Some(0) {
+        let members = string_list(&reply.data["invalid_member_id"]);
+        let codes = string_list(&reply.data["invalid_code"]);
+        if !members.is_empty() || !codes.is_empty() {
+            return Verdict::ReportInvalid { members, codes };
+        }
+        return Verdict::Delivered;
+    }
+    classify(reply)
+}
+
+/// Codes of the leave accrual page that refuse the update for good (HTTP 400 in its table).
+pub const ACCRUAL_PERMANENT: [i64; 22] = [
+    1220016, 1220003, 1220006, 1220002, 1220004, 1220005, 1220007, 1220008, 1220009, 1220024,
+    1220025, 1220026, 1220027, 1220029, 1220030, 1220017, 1220020, 1220021, 1220022, 1220031,
+    1220032, 1220600,
+];
+
+/// Classifies a reply to the leave accrual PATCH. Its page gives its own meaning to codes the other
+/// APIs use differently (1220001 "no tenant ID", 1220002 "invalid granting unit", 1220005 "data
+/// object not found"): 1220010 "granting record already exists" counts as delivered; 1220001 blocks
+/// the app; the 400 codes of its table are permanent; its 500 codes are retried. Rate limits,
+/// tokens and credentials as [`classify`]; a missing scope is `attendance:rule`.
+pub fn classify_accrual(reply: &Reply) -> Verdict {
+    if reply.http_status == 429 || matches!(reply.code, None | Some(0) | Some(99991400)) {
+        return classify(reply);
+    }
+    if reply
+        .msg
+        .to_ascii_lowercase()
+        .contains("feishu people enterprise edition")
+    {
+        return Verdict::AppBlocked(AppProblem::EditionRequired);
+    }
+    let code = reply.code.unwrap_or_default();
+    match code {
+        1220010 => Verdict::AlreadyExists,
+        1220001 => Verdict::AppBlocked(AppProblem::TenantMissing),
+        99991672 | 99991679 => Verdict::AppBlocked(AppProblem::RuleScopeMissing),
+        c if ACCRUAL_PERMANENT.contains(&c) => Verdict::Invalid,
+        1220011..=1220015 | 1220018 | 1220019 | 1220028 | 1229999 => Verdict::Retry,
+        _ => classify(reply),
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +357,78 @@ mod tests {
     fn token_errors_left_after_the_refresh_are_transient() {
         assert_eq!(
             classify(&reply(400, Some(99991663), "invalid token")),
+            Verdict::Retry
+        );
+    }
+
+    #[test]
+    fn approval_error_records_are_invalid() {
+        assert_eq!(
+            classify_approval(&reply(400, Some(1225001), "param is invalis")),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            classify_approval(&reply(500, Some(1225000), "internal server error")),
+            Verdict::Retry
+        );
+        assert_eq!(
+            classify_approval(&reply(400, Some(1220600), "the object already exists")),
+            Verdict::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn report_replies_list_invalid_members_and_codes() {
+        let mut r = reply(200, Some(0), "success");
+        assert_eq!(classify_report(&r), Verdict::Delivered);
+        r.data = serde_json::json!({"invalid_code": ["c9"], "invalid_member_id": ["m2"]});
+        assert_eq!(
+            classify_report(&r),
+            Verdict::ReportInvalid {
+                members: vec!["m2".into()],
+                codes: vec!["c9".into()]
+            }
+        );
+        assert_eq!(
+            classify_report(&reply(400, Some(1220600), "archive_rule_id not exist")),
+            Verdict::Invalid
+        );
+    }
+
+    #[test]
+    fn accrual_codes_follow_their_own_table() {
+        assert_eq!(
+            classify_accrual(&reply(400, Some(1220010), "Granting record already exists")),
+            Verdict::AlreadyExists
+        );
+        for c in [1220025, 1220026, 1220027, 1220005, 1220002, 1220031] {
+            assert_eq!(
+                classify_accrual(&reply(400, Some(c), "x")),
+                Verdict::Invalid,
+                "{c}"
+            );
+        }
+        for c in [1220012, 1220015, 1229999] {
+            assert_eq!(
+                classify_accrual(&reply(500, Some(c), "x")),
+                Verdict::Retry,
+                "{c}"
+            );
+        }
+        assert_eq!(
+            classify_accrual(&reply(400, Some(1220001), "No tenant ID")),
+            Verdict::AppBlocked(AppProblem::TenantMissing)
+        );
+        assert_eq!(
+            classify_accrual(&reply(400, Some(99991672), "scope")),
+            Verdict::AppBlocked(AppProblem::RuleScopeMissing)
+        );
+        assert!(matches!(
+            classify_accrual(&reply(429, Some(99991400), "limit")),
+            Verdict::RateLimited { .. }
+        ));
+        assert_eq!(
+            classify_accrual(&reply(400, Some(99991663), "token")),
             Verdict::Retry
         );
     }

@@ -14,7 +14,10 @@
 
 mod classify;
 
-pub use classify::{classify, parse_failed_list, AppProblem, Verdict};
+pub use classify::{
+    classify, classify_accrual, classify_approval, classify_report, parse_failed_list, AppProblem,
+    Verdict,
+};
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,13 @@ use crate::config::{EmployeeType, FeishuConfig, Secret};
 pub const TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 /// Path of punch import.
 pub const BATCH_CREATE_PATH: &str = "/open-apis/attendance/v1/user_flows/batch_create";
+
+/// Path of approval results (`user_approvals`).
+pub const USER_APPROVALS_PATH: &str = "/open-apis/attendance/v1/user_approvals";
+/// Path of archived report uploads.
+pub const UPLOAD_REPORT_PATH: &str = "/open-apis/attendance/v1/archive_rule/upload_report";
+/// Path prefix of leave accrual record updates (`/:leave_id` follows).
+pub const LEAVE_ACCRUAL_PATH: &str = "/open-apis/attendance/v1/leave_accrual_record";
 
 /// A failure to get an answer from the platform at all (no classification possible from a body).
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +228,49 @@ impl FeishuClient {
         self.post_with_token(&url, body).await
     }
 
+    /// Sends one `user_approvals` request (`body`: `{"user_approval": {...}}`).
+    pub async fn create_user_approval(&self, body: String) -> Reply {
+        let url = format!(
+            "{}{}?employee_type={}",
+            self.base_url,
+            USER_APPROVALS_PATH,
+            self.employee_type.as_str()
+        );
+        self.post_with_token(&url, body).await
+    }
+
+    /// Sends one `archive_rule/upload_report` request.
+    pub async fn upload_report(&self, body: String) -> Reply {
+        let url = format!(
+            "{}{}?employee_type={}",
+            self.base_url,
+            UPLOAD_REPORT_PATH,
+            self.employee_type.as_str()
+        );
+        self.post_with_token(&url, body).await
+    }
+
+    /// Sends one `leave_accrual_record/:leave_id` PATCH (`leave_id` and `user_id_type` are checked
+    /// to be plain ids before they are queued).
+    pub async fn patch_leave_accrual(
+        &self,
+        leave_id: &str,
+        user_id_type: &str,
+        body: String,
+    ) -> Reply {
+        let url = format!(
+            "{}{}/{leave_id}?user_id_type={user_id_type}",
+            self.base_url, LEAVE_ACCRUAL_PATH
+        );
+        self.send_with_token(reqwest::Method::PATCH, &url, body)
+            .await
+    }
+
     async fn post_with_token(&self, url: &str, body: String) -> Reply {
+        self.send_with_token(reqwest::Method::POST, url, body).await
+    }
+
+    async fn send_with_token(&self, method: reqwest::Method, url: &str, body: String) -> Reply {
         let mut retried = false;
         loop {
             let token = match self.token().await {
@@ -227,7 +279,7 @@ impl FeishuClient {
             };
             let resp = self
                 .http
-                .post(url)
+                .request(method.clone(), url)
                 .bearer_auth(&token)
                 .header("Content-Type", "application/json; charset=utf-8")
                 .body(body.clone())

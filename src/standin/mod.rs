@@ -27,6 +27,9 @@
 //!   `error.log_id`. Request bodies above 4 MiB are refused without being buffered.
 //! - Error replies never echo the request body, so the app secret never appears in them.
 //!
+//! - The HR endpoints (`user_approvals`, `archive_rule/upload_report`, `leave_accrual_record`
+//!   PATCH) follow their own pages: see [`hr`].
+//!
 //! A batch is applied atomically (one lock), then the configured latency is slept, then the reply
 //! is sent. [`Fault::LoseResponseAfterApply`] makes the service future fail after the write: hyper
 //! then closes the connection without a reply, which is exactly a reply lost on the way back.
@@ -61,6 +64,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
+
+mod hr;
+
+pub use hr::{AccrualRecord, Api, ReportKey, StoredApproval};
 
 /// Path of the tenant token endpoint.
 pub const TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
@@ -205,6 +212,8 @@ pub enum Fault {
     NoPermission,
     /// Hold the request this long, then handle it normally.
     Delay(Duration),
+    /// Any reply: HTTP `status`, body code `code` and `msg`, nothing applied.
+    Custom { status: u16, code: i64, msg: String },
 }
 
 /// Counters of a stand-in, see [`Standin::stats`].
@@ -277,6 +286,7 @@ struct Inner {
     stats: StandinStats,
     flows: Vec<StoredFlow>,
     counts: HashMap<String, usize>,
+    hr: hr::HrState,
 }
 
 struct Shared {
@@ -345,6 +355,7 @@ impl Standin {
                 stats: StandinStats::default(),
                 flows: Vec::new(),
                 counts: HashMap::new(),
+                hr: hr::HrState::default(),
             }),
             stored_tx,
             requests_tx,
@@ -695,6 +706,14 @@ async fn handle(
         Ok(shared.finish(reply, &log_id))
     } else if req.method() == Method::POST && path == BATCH_CREATE_PATH {
         handle_batch(&shared, req, &log_id).await
+    } else if req.method() == Method::POST && path == crate::feishu::USER_APPROVALS_PATH {
+        hr::handle_hr(&shared, Api::UserApprovals, req, &log_id).await
+    } else if req.method() == Method::POST && path == crate::feishu::UPLOAD_REPORT_PATH {
+        hr::handle_hr(&shared, Api::UploadReport, req, &log_id).await
+    } else if req.method() == Method::PATCH
+        && path.starts_with(&format!("{}/", crate::feishu::LEAVE_ACCRUAL_PATH))
+    {
+        hr::handle_hr(&shared, Api::LeaveAccrual, req, &log_id).await
     } else {
         let reply = Reply::err(
             StatusCode::NOT_FOUND,
@@ -799,6 +818,11 @@ async fn handle_batch(
 
     let (parts, body) = req.into_parts();
     let body = read_body(body).await;
+    if let Ok(b) = &body {
+        if let Some(list) = lock(&shared.inner).hr.bodies.as_mut() {
+            list.push((Api::UserFlows, String::from_utf8_lossy(b).into_owned()));
+        }
+    }
     let mut lose_after_apply = false;
     let reply = match fault {
         Some(Fault::CloseBeforeApply) => {
@@ -831,6 +855,9 @@ async fn handle_batch(
             codes::NO_PERMISSION,
             "no permission",
         ),
+        Some(f @ Fault::Custom { .. }) => {
+            hr::fault_reply(shared, &f).unwrap_or_else(|| param_invalid("fault"))
+        }
         Some(Fault::Delay(d)) => {
             debug!(log_id, delay = ?d, "stand-in: fault: delaying");
             tokio::time::sleep(d).await;
