@@ -7,6 +7,7 @@ mod cli;
 pub mod crash;
 mod delivery;
 mod dlq;
+mod hr;
 mod http;
 mod import;
 mod outcomes;
