@@ -11,5 +11,6 @@ mod hr;
 mod http;
 mod import;
 mod outcomes;
+mod sdk;
 mod serial;
 mod storage;
