@@ -266,7 +266,7 @@ async fn dlq(cfg: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
                 .retry_dead_selected(filter.selection(true)?, Some(mapping), latest)
                 .await?;
             println!(
-                "dlq: {} pending again (the daemon sends them within seconds), {} waiting for a user mapping, {} left dead (time still before 2022 or in the future)",
+                "dlq: {} pending again (the daemon sends them within seconds), {} waiting for a user mapping, {} left dead (punch time still before 2022 or in the future, or a newer value of the same report row or accrual record is queued)",
                 r.pending, r.unmapped, r.kept
             );
         }

@@ -54,9 +54,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::ingest::DeviceInfo;
-use crate::queue::{
-    now_ms, read_counts, read_oldest_outstanding, Counts, Queue, StateCounts, KIND_USER_FLOW,
-};
+use crate::queue::{now_ms, read_counts, read_oldest_outstanding, Counts, Queue, StateCounts};
 use crate::sender::{SenderSnapshot, SenderStats, LATENCY_BUCKETS_MS};
 use crate::sources::DeviceSnapshot;
 
@@ -238,7 +236,9 @@ impl Scrape {
                 .iter()
                 .map(|(k, c)| (k.as_str(), *c))
                 .collect();
-            kinds.entry(KIND_USER_FLOW).or_default();
+            for kind in crate::queue::KINDS {
+                kinds.entry(kind).or_default();
+            }
             for (kind, c) in &kinds {
                 for (state, n) in STATES.iter().zip(by_state(c)) {
                     let labels = [("kind", *kind), ("state", *state)];
@@ -496,6 +496,7 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::KIND_USER_FLOW;
 
     fn sample() -> Scrape {
         let mut counts = Counts::default();

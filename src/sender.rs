@@ -715,7 +715,13 @@ async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
         let mut reply = send(sh, &batch).await;
         sh.stats.latency.observe(sent.elapsed());
         let verdict = sh.lane.classify(&reply);
-        if sh.lane != Lane::UserFlow && reply.code != Some(0) && !reply.data.is_null() {
+        let has_data = reply
+            .data
+            .as_object()
+            .map(|o| !o.is_empty())
+            .unwrap_or(false)
+            || reply.data.is_array();
+        if sh.lane != Lane::UserFlow && reply.code != Some(0) && has_data {
             // e.g. 1225001's error records: kept with the dead letter
             reply = with_detail(&reply, &reply.data.to_string());
         }

@@ -2,7 +2,7 @@
 //! source hands it over until the platform has accepted it (and for `queue.retention_days` after).
 //!
 //! # Storage
-//! One table, `outbox`, one row per record (a punch today; approvals, reports and accruals later share
+//! One table, `outbox`, one row per record (punches; approval items, report rows and accrual updates share
 //! it through the `kind` column). A row holds the record exactly as it will be sent (`payload`, JSON),
 //! its idempotent key (`idem`) and unique key (`ukey`: the idempotent key behind a time-ordered
 //! prefix, UNIQUE per kind, so a re-read record is a no-op and inserts append to the index), the device and device user it came from, and its
