@@ -290,3 +290,115 @@ async fn start_up_and_status_queries_use_small_partial_indexes() {
         assert!(p.contains("INDEX outbox_"), "full scan: {p}");
     }
 }
+
+/// A value of an ordered kind: `key` is the target, `value` what is written, `group` the request group.
+fn value(key: &str, value: &str, group: &str) -> NewRecord {
+    NewRecord {
+        kind: KIND_ARCHIVE_REPORT,
+        idem: crate::hr::derive_key(&[value]),
+        ukey: key.into(),
+        device_id: group.into(),
+        subject: "m".into(),
+        user_id: Some("m".into()),
+        event_time: 0,
+        payload: value.into(),
+        status: Status::Pending,
+        dead: None,
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_value_is_a_duplicate_and_a_new_one_queues_behind_the_old() {
+    let (_d, q) = open();
+    let st = q
+        .insert_latest(Arc::new(vec![
+            value("r/1", "a", "g"),
+            value("r/1", "a", "g"),
+            value("r/1", "b", "g"),
+            value("r/2", "a", "g"),
+        ]))
+        .await
+        .unwrap();
+    use InsertStatus::*;
+    assert_eq!(st, vec![Pending, Duplicate, Pending, Pending]);
+    // only the oldest value of each target may go: r/1 "a" and r/2 "a"
+    let c = q.claim_latest(KIND_ARCHIVE_REPORT, 50).await.unwrap();
+    assert_eq!(
+        c.iter().map(|r| r.payload.as_str()).collect::<Vec<_>>(),
+        vec!["a", "a"]
+    );
+    // while r/1 "a" is in flight, r/1 "b" waits
+    assert!(q
+        .claim_latest(KIND_ARCHIVE_REPORT, 50)
+        .await
+        .unwrap()
+        .is_empty());
+    q.mark_delivered(c.iter().map(|r| r.id).collect())
+        .await
+        .unwrap();
+    let c2 = q.claim_latest(KIND_ARCHIVE_REPORT, 50).await.unwrap();
+    assert_eq!(c2.len(), 1);
+    assert_eq!(c2[0].payload, "b");
+    // "b" is the newest of r/1: submitting it again changes nothing; "a" again is newer than "b"
+    let st = q
+        .insert_latest(Arc::new(vec![
+            value("r/1", "b", "g"),
+            value("r/1", "a", "g"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(st, vec![Duplicate, Pending]);
+    assert_eq!(
+        q.counts().await.unwrap().by_kind[KIND_ARCHIVE_REPORT].pending,
+        1
+    );
+}
+
+#[tokio::test]
+async fn ordered_claims_take_one_request_group_at_a_time() {
+    let (_d, q) = open();
+    q.insert_latest(Arc::new(vec![
+        value("r/1", "a", "g1"),
+        value("r/2", "a", "g2"),
+        value("r/3", "a", "g1"),
+    ]))
+    .await
+    .unwrap();
+    let c = q.claim_latest(KIND_ARCHIVE_REPORT, 50).await.unwrap();
+    assert_eq!(
+        c.iter().map(|r| r.device_id.as_str()).collect::<Vec<_>>(),
+        vec!["g1", "g1"]
+    );
+    let c = q.claim_latest(KIND_ARCHIVE_REPORT, 50).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].device_id, "g2");
+}
+
+#[tokio::test]
+async fn a_dead_value_with_a_newer_one_is_not_retried() {
+    let (_d, q) = open();
+    q.insert_latest(Arc::new(vec![value("r/1", "a", "g")]))
+        .await
+        .unwrap();
+    let c = q.claim_latest(KIND_ARCHIVE_REPORT, 50).await.unwrap();
+    q.mark_dead(vec![c[0].id], "rejected".into(), ErrorInfo::default())
+        .await
+        .unwrap();
+    let r = q
+        .retry_dead_selected(DeadSelection::default(), None, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(r.pending, 1, "alone, it is retried");
+    let c = q.claim_latest(KIND_ARCHIVE_REPORT, 50).await.unwrap();
+    q.mark_dead(vec![c[0].id], "rejected".into(), ErrorInfo::default())
+        .await
+        .unwrap();
+    q.insert_latest(Arc::new(vec![value("r/1", "b", "g")]))
+        .await
+        .unwrap();
+    let r = q
+        .retry_dead_selected(DeadSelection::default(), None, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!((r.pending, r.kept), (0, 1), "a newer value is queued");
+}
