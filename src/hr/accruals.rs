@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::input::Unit;
-use super::{cell_int, derive_key, from_json, Check, Issue};
-use crate::queue::{NewRecord, Status, KIND_LEAVE_ACCRUAL};
+use super::{all_or_issues, cell_int, derive_key, from_json, hr_record, Check, Issue};
+use crate::queue::{NewRecord, KIND_LEAVE_ACCRUAL};
 
 /// The queue's `device_id` of accrual rows.
 pub const SOURCE: &str = "hr-accruals";
@@ -289,25 +289,18 @@ pub fn records(units: &[Unit]) -> Result<Vec<NewRecord>, Vec<Issue>> {
         let payload = serde_json::to_string(&q).unwrap_or_default();
         let record = q.body.leave_granting_record_id.clone().unwrap_or_default();
         let employment = q.body.employment_id.clone().unwrap_or_default();
-        out.push(NewRecord {
-            kind: KIND_LEAVE_ACCRUAL,
-            idem: derive_key(&["clockbridge-accrual-v1", &payload]),
+        out.push(hr_record(
+            KIND_LEAVE_ACCRUAL,
+            derive_key(&["clockbridge-accrual-v1", &payload]),
             // the ordering key: the granting record this update overwrites
-            ukey: format!("{}/{record}", q.leave_id),
-            device_id: SOURCE.to_string(),
-            subject: employment.clone(),
-            user_id: Some(employment),
-            event_time: chrono::Utc::now().timestamp(),
+            format!("{}/{record}", q.leave_id),
+            SOURCE.to_string(),
+            &employment,
+            chrono::Utc::now().timestamp(),
             payload,
-            status: Status::Pending,
-            dead: None,
-        });
+        ));
     }
-    if issues.is_empty() {
-        Ok(out)
-    } else {
-        Err(issues)
-    }
+    all_or_issues(out, issues)
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::input::Unit;
-use super::{cell_int, derive_key, from_json, Check, Issue};
-use crate::queue::{NewRecord, Status, KIND_USER_APPROVAL};
+use super::{all_or_issues, cell_int, derive_key, from_json, hr_record, Check, Issue};
+use crate::queue::{NewRecord, KIND_USER_APPROVAL};
 
 /// The queue's `device_id` of approval rows.
 pub const SOURCE: &str = "hr-approvals";
@@ -744,25 +744,18 @@ pub fn records(units: &[Unit]) -> Result<Vec<NewRecord>, Vec<Issue>> {
             let body = CreateUserApprovalBody {
                 user_approval: Some(approval.with_single(item)),
             };
-            out.push(NewRecord {
-                kind: KIND_USER_APPROVAL,
+            out.push(hr_record(
+                KIND_USER_APPROVAL,
                 idem,
                 ukey,
-                device_id: SOURCE.to_string(),
-                subject: user.clone(),
-                user_id: Some(user.clone()),
-                event_time: start,
-                payload: serde_json::to_string(&body).unwrap_or_default(),
-                status: Status::Pending,
-                dead: None,
-            });
+                SOURCE.to_string(),
+                &user,
+                start,
+                serde_json::to_string(&body).unwrap_or_default(),
+            ));
         }
     }
-    if issues.is_empty() {
-        Ok(out)
-    } else {
-        Err(issues)
-    }
+    all_or_issues(out, issues)
 }
 
 #[cfg(test)]

@@ -363,6 +363,39 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A pending HR queue row; `who` is the user, member or employment id.
+pub(crate) fn hr_record(
+    kind: &'static str,
+    idem: String,
+    ukey: String,
+    device_id: String,
+    who: &str,
+    event_time: i64,
+    payload: String,
+) -> NewRecord {
+    NewRecord {
+        kind,
+        idem,
+        ukey,
+        device_id,
+        subject: who.to_string(),
+        user_id: Some(who.to_string()),
+        event_time,
+        payload,
+        status: crate::queue::Status::Pending,
+        dead: None,
+    }
+}
+
+/// Every record, or every problem.
+pub(crate) fn all_or_issues<T>(out: Vec<T>, issues: Vec<Issue>) -> Result<Vec<T>, Vec<Issue>> {
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
+}
+
 /// A cell that must be a whole number.
 pub(crate) fn cell_int(check: &mut Check<'_>, column: &str, v: &str) -> Option<serde_json::Value> {
     match v.parse::<i64>() {

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::input::Unit;
-use super::{derive_key, from_json, Check, Issue, ReportArgs};
-use crate::queue::{NewRecord, Status, KIND_ARCHIVE_REPORT};
+use super::{all_or_issues, derive_key, from_json, hr_record, Check, Issue, ReportArgs};
+use crate::queue::{NewRecord, KIND_ARCHIVE_REPORT};
 
 /// Rows per call (the page: `archive_report_datas`, 1 to 50).
 pub const MAX_ROWS_PER_CALL: usize = 50;
@@ -279,26 +279,19 @@ pub fn records(units: &[Unit], args: &ReportArgs) -> Result<Vec<NewRecord>, Vec<
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
                 .map(|t| t.and_utc().timestamp())
                 .unwrap_or(0);
-            out.push(NewRecord {
-                kind: KIND_ARCHIVE_REPORT,
-                idem: derive_key(&["clockbridge-report-v1", &payload]),
+            out.push(hr_record(
+                KIND_ARCHIVE_REPORT,
+                derive_key(&["clockbridge-report-v1", &payload]),
                 // the ordering key: the report row this value overwrites
-                ukey: format!("{rule}/{month}/{member}/{start}/{end}"),
-                device_id: format!("report/{rule}/{month}/{op}"),
-                subject: member.clone(),
-                user_id: Some(member),
+                format!("{rule}/{month}/{member}/{start}/{end}"),
+                format!("report/{rule}/{month}/{op}"),
+                &member,
                 event_time,
                 payload,
-                status: Status::Pending,
-                dead: None,
-            });
+            ));
         }
     }
-    if issues.is_empty() {
-        Ok(out)
-    } else {
-        Err(issues)
-    }
+    all_or_issues(out, issues)
 }
 
 #[cfg(test)]

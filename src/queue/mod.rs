@@ -992,6 +992,17 @@ fn claim_latest(conn: &mut Connection, kind: &str, limit: usize, now: i64) -> Re
         f_ok = NO_OLDER_OPEN.replace("{t}", "f"),
     );
     let mut st = conn.prepare_cached(&sql)?;
+    claimed_rows(&mut st, kind, limit, now)
+}
+
+/// Runs a claim statement (`?1` kind, `?2` limit, `?3` now; `RETURNING id, idem, device_id, user_id,
+/// payload, attempts`) and returns the rows in id order.
+fn claimed_rows(
+    st: &mut rusqlite::CachedStatement<'_>,
+    kind: &str,
+    limit: usize,
+    now: i64,
+) -> Result<Vec<Claimed>> {
     let mut rows: Vec<Claimed> = st
         .query_map(params![kind, limit as i64, now], |r| {
             Ok(Claimed {
@@ -1016,20 +1027,7 @@ fn claim(conn: &mut Connection, kind: &str, limit: usize, now: i64) -> Result<Ve
                       ORDER BY next_attempt_at, id LIMIT ?2)
          RETURNING id, idem, device_id, user_id, payload, attempts",
     )?;
-    let mut rows: Vec<Claimed> = st
-        .query_map(params![kind, limit as i64, now], |r| {
-            Ok(Claimed {
-                id: r.get(0)?,
-                idem: r.get(1)?,
-                device_id: r.get(2)?,
-                user_id: r.get(3)?,
-                payload: r.get(4)?,
-                attempts: r.get(5)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.sort_by_key(|c| c.id);
-    Ok(rows)
+    claimed_rows(&mut st, kind, limit, now)
 }
 
 /// Counts from an open connection (also used by the read-only `status` path).
