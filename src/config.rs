@@ -1391,4 +1391,38 @@ location_name = "HQ 1F door"
         let e = parse(&dup, &[]).unwrap_err().to_string();
         assert!(e.contains("devices[1].id"), "{e}");
     }
+
+    #[test]
+    fn inbox_directories_are_absolute_distinct_and_overridable() {
+        let ok = parse(
+            &format!("{GOOD}\n[inbox]\napprovals = \"/srv/in/a\"\nleave_accruals = \"/srv/in/l\"\npoll_interval = \"2s\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.inbox.poll_interval, 2);
+        assert_eq!(ok.inbox.dirs().len(), 2);
+        let e = parse(&format!("{GOOD}\n[inbox]\napprovals = \"in/a\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("inbox.approvals") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = parse(
+            &format!("{GOOD}\n[inbox]\napprovals = \"/srv/in\"\narchive_reports = \"/srv/in\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("inbox.archive_reports") && e.contains("another kind"),
+            "{e}"
+        );
+        let e = parse(&format!("{GOOD}\n[inbox]\napproval = \"/srv/in\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("approval"), "{e}");
+        let env = parse(GOOD, &[("CLOCKBRIDGE__INBOX__APPROVALS", "/srv/env")]).unwrap();
+        assert_eq!(env.inbox.approvals, Some(PathBuf::from("/srv/env")));
+    }
 }

@@ -112,6 +112,15 @@ async fn approvals_file_is_queued_beside_the_daemon_and_delivered_once() {
     assert_eq!(v["kinds"]["user_approval"]["delivered"], 3);
     assert_eq!(v["kinds"]["archive_report"]["pending"], 0);
     assert_eq!(v["queue"]["delivered"], 3);
+    let text = String::from_utf8_lossy(&cli(&["status"], &cfg).stdout).to_string();
+    assert!(text.contains("hr records:"), "{text}");
+    assert!(
+        text.contains("user_approval   pending 0  in flight 0  delivered 3  dead 0"),
+        "{text}"
+    );
+    let snap = running.snapshot();
+    assert_eq!(snap.senders["user_approval"].delivered, 3);
+    assert_eq!(snap.senders["user_approval"].requests, 3);
     running.stop().await;
     assert_eq!(env.standin.approvals().len(), 3);
 }
