@@ -133,4 +133,22 @@ async fn dropping_dead_letters_asks_for_confirmation_and_keeps_a_copy() {
         .unwrap();
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["queue"]["dead"], 0);
+    drop(conn);
+
+    // the clock sends the same punch again (a full re-read): it does not come back as a dead letter
+    let running = env.start("").await;
+    let statuses = running
+        .sink()
+        .unwrap()
+        .submit_committed(punch("door-1", "9", "2021-05-01 08:00:00"))
+        .await
+        .unwrap();
+    running.stop().await;
+    assert!(
+        matches!(statuses, clockbridge::ingest::IngestOutcome::Duplicate),
+        "{statuses:?}"
+    );
+    let out = dlq(&config, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
 }

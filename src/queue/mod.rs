@@ -147,6 +147,11 @@ impl Status {
     }
 }
 
+/// The raw status of a dead letter an operator dropped (`dlq drop`). Its row stays as a tombstone,
+/// outside [`Status`]: never sent, listed or counted (its copy is in the `dropped` table), but its
+/// unique key keeps the same record, read again, out of the queue.
+pub const STATUS_DROPPED: i64 = 5;
+
 /// A record to insert.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
@@ -735,7 +740,11 @@ impl Queue {
                         err_code, err_msg, err_log_id, attempts, created_at, ?2
                      FROM outbox WHERE id = ?1 AND status = 3",
                 )?;
-                let mut del = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1 AND status = 3")?;
+                // the row stays as a tombstone (status 5, payload cleared) so that its unique key stays
+                // taken: the same punch read again (a clock's full re-read) does not come back
+                let mut del = tx.prepare_cached(
+                    "UPDATE outbox SET status = 5, payload = '' WHERE id = ?1 AND status = 3",
+                )?;
                 let now = now_ms();
                 for d in rows {
                     if keep.execute(params![d.id, now])? == 1 && del.execute(params![d.id])? == 1 {
