@@ -401,13 +401,14 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         }));
     }
     let http = http_listener.map(|listener| {
-        let state = crate::http::State::new(
+        let mut state = crate::http::State::new(
             Arc::new(cfg.clone()),
             queue.clone(),
             devices.clone(),
             sender_stats.clone(),
             started_at,
         );
+        state.lanes = lane_stats.clone();
         crate::http::HttpServer::start(listener, state)
     });
     tracing::info!(

@@ -175,6 +175,8 @@ pub struct State {
     pub queue: Queue,
     pub devices: Arc<std::collections::HashMap<String, DeviceInfo>>,
     pub sender: Arc<SenderStats>,
+    /// The HR senders, by queue kind (for `/metrics`).
+    pub lanes: std::collections::BTreeMap<&'static str, Arc<SenderStats>>,
     /// Unix seconds.
     pub started_at: i64,
     ready: AtomicBool,
@@ -197,6 +199,7 @@ impl State {
             queue,
             devices,
             sender,
+            lanes: Default::default(),
             started_at,
             ready: AtomicBool::new(false),
             db_probe: DbProbe::default(),
@@ -537,7 +540,7 @@ async fn healthz(state: &State) -> Response<Full<Bytes>> {
 }
 
 async fn metrics(state: &State) -> Response<Full<Bytes>> {
-    let scrape = crate::metrics::gather(
+    let mut scrape = crate::metrics::gather(
         &state.queue,
         &state.devices,
         &state.sender,
@@ -545,6 +548,11 @@ async fn metrics(state: &State) -> Response<Full<Bytes>> {
         METRICS_QUEUE_TIMEOUT,
     )
     .await;
+    scrape.lanes = state
+        .lanes
+        .iter()
+        .map(|(k, s)| (k.to_string(), s.snapshot()))
+        .collect();
     match crate::metrics::render(scrape) {
         Ok(text) => reply(StatusCode::OK, crate::metrics::CONTENT_TYPE, text),
         Err(e) => reply(

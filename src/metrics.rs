@@ -28,6 +28,12 @@
 //! | `clockbridge_sender_heartbeat_age_seconds` | gauge | | time since the sender's claim loop last turned (absent before its first turn) |
 //! | `clockbridge_sender_last_success_timestamp_seconds` | gauge | | last accepted upload (absent before the first) |
 //! | `clockbridge_upstream_latency_seconds` | histogram | | how long the platform took to answer write requests |
+//! | `clockbridge_hr_requests_total` | counter | `kind` | requests of each HR sender (`user_approval`, `archive_report`, `leave_accrual`) |
+//! | `clockbridge_hr_delivered_records_total` | counter | `kind` | HR records the platform accepted |
+//! | `clockbridge_hr_dead_records_total` | counter | `kind` | HR records rejected for good (dead letters) |
+//! | `clockbridge_hr_retried_records_total` | counter | `kind` | HR records put back for a retry |
+//! | `clockbridge_hr_rate_limited_total` | counter | `kind` | rate-limit replies to each HR endpoint |
+//! | `clockbridge_hr_sender_blocked` | gauge | `kind` | 1 while an application-level failure stops that endpoint |
 //! | `clockbridge_device_online` | gauge | `device` | 1 while the device has a connection open |
 //! | `clockbridge_device_connections` | gauge | `device` | connections open now |
 //! | `clockbridge_device_connects_total` | counter | `device` | connections made since start |
@@ -90,6 +96,8 @@ pub struct Scrape {
     pub queue: Option<QueueFigures>,
     pub sender: SenderFigures,
     pub devices: BTreeMap<String, DeviceSnapshot>,
+    /// The HR senders, by queue kind (filled in by the caller; empty in [`gather`]).
+    pub lanes: BTreeMap<String, SenderSnapshot>,
 }
 
 /// Reads the live figures now. The queue is asked once (counts and the oldest outstanding row), on
@@ -136,6 +144,7 @@ pub async fn gather(
             .iter()
             .map(|(id, d)| (id.clone(), d.stats.snapshot()))
             .collect(),
+        lanes: BTreeMap::new(),
     }
 }
 
@@ -211,7 +220,73 @@ fn device_gauge<V: EncodeGaugeValue>(
     Ok(())
 }
 
+/// One metric per HR sender, labelled by kind.
+fn lane_metric(
+    enc: &mut DescriptorEncoder,
+    lanes: &BTreeMap<String, SenderSnapshot>,
+    name: &str,
+    help: &str,
+    value: impl Fn(&SenderSnapshot) -> u64,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (kind, s) in lanes {
+        m.encode_family(&[("kind", kind.as_str())])?
+            .encode_counter::<NoLabelSet, u64, u64>(&value(s), None)?;
+    }
+    Ok(())
+}
+
 impl Scrape {
+    fn encode_lanes(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let l = &self.lanes;
+        lane_metric(
+            enc,
+            l,
+            "clockbridge_hr_requests",
+            "Requests of each HR sender (one per endpoint), by record kind",
+            |s| s.requests,
+        )?;
+        lane_metric(
+            enc,
+            l,
+            "clockbridge_hr_delivered_records",
+            "HR records the platform accepted, by kind",
+            |s| s.delivered,
+        )?;
+        lane_metric(
+            enc,
+            l,
+            "clockbridge_hr_dead_records",
+            "HR records the platform rejected for good (dead letters), by kind",
+            |s| s.dead,
+        )?;
+        lane_metric(
+            enc,
+            l,
+            "clockbridge_hr_retried_records",
+            "HR records put back for a retry after a transient failure, by kind",
+            |s| s.retries,
+        )?;
+        lane_metric(
+            enc,
+            l,
+            "clockbridge_hr_rate_limited",
+            "Rate-limit replies to each HR endpoint, by kind",
+            |s| s.rate_limited,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "clockbridge_hr_sender_blocked",
+            "1 while an application-level failure (e.g. the scope attendance:rule missing) stops that HR endpoint",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, s) in l {
+            m.encode_family(&[("kind", kind.as_str())])?
+                .encode_gauge(&i64::from(s.blocked_reason.is_some()))?;
+        }
+        Ok(())
+    }
+
     fn encode_queue(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         gauge(
             enc,
@@ -489,6 +564,7 @@ impl Collector for Scrape {
         )?;
         self.encode_queue(&mut enc)?;
         self.encode_sender(&mut enc)?;
+        self.encode_lanes(&mut enc)?;
         self.encode_devices(&mut enc)
     }
 }
@@ -556,6 +632,35 @@ mod tests {
                 latency_sum_ms: 31_200,
             },
             devices,
+            lanes: [
+                (
+                    "archive_report".to_string(),
+                    SenderSnapshot {
+                        requests: 3,
+                        dead: 2,
+                        blocked_reason: Some("x".into()),
+                        ..SenderSnapshot::default()
+                    },
+                ),
+                ("user_approval".to_string(), SenderSnapshot::default()),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn hr_senders_are_labelled_by_kind() {
+        let text = render(sample()).unwrap();
+        let l = lines(&text);
+        for expected in [
+            "clockbridge_hr_requests_total{kind=\"archive_report\"} 3",
+            "clockbridge_hr_dead_records_total{kind=\"archive_report\"} 2",
+            "clockbridge_hr_dead_records_total{kind=\"user_approval\"} 0",
+            "clockbridge_hr_sender_blocked{kind=\"archive_report\"} 1",
+            "clockbridge_hr_sender_blocked{kind=\"user_approval\"} 0",
+        ] {
+            assert!(l.contains(&expected), "missing {expected}:\n{text}");
         }
     }
 

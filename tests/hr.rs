@@ -380,7 +380,7 @@ async fn archive_report_reply_listing_invalid_members_and_codes_marks_just_those
         "late_count".to_string(),
         "absent_days".to_string(),
     ])));
-    let running = env.start("").await;
+    let running = env.start("[http]\nlisten = \"127.0.0.1:0\"\n").await;
     let mut rows = report_rows(&["m1", "m2"], "1");
     rows.push('\n');
     rows.push_str(
@@ -426,6 +426,22 @@ async fn archive_report_reply_listing_invalid_members_and_codes_marks_just_those
         "{m2:?}"
     );
     assert!(m2.log_id.is_some());
+    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr().unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "clockbridge_hr_dead_records_total{kind=\"archive_report\"} 2",
+        "clockbridge_hr_delivered_records_total{kind=\"archive_report\"} 1",
+        "clockbridge_queue_records{kind=\"archive_report\",state=\"dead\"} 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line}:\n{metrics}"
+        );
+    }
     running.stop().await;
 }
 
