@@ -1,9 +1,9 @@
 //! The optional HTTP endpoint (`[http] listen`): `/healthz`, `/metrics` and `/status` for monitoring.
 //!
-//! - `GET /healthz`: JSON `{ "ready", "healthy", "problems", "devices", "sender" }`. HTTP 200 when the
-//!   daemon is ready (started, not stopping, and the queue's database thread answers), the sender is
-//!   not blocked by an application-level failure (credentials, scope, permission), and the sender's
-//!   claim loop has turned recently (its heartbeat is at most [`heartbeat_max_age`] old); 503
+//! - `GET /healthz`: JSON `{ "ready", "healthy", "problems", "devices", "sender", "hr_senders" }`. HTTP
+//!   200 when the daemon is ready (started, not stopping, and the queue's database thread answers),
+//!   neither the punch sender nor an HR sender is blocked by an application-level failure
+//!   (credentials, scope, permission), and the punch sender's claim loop has turned recently (its heartbeat is at most [`heartbeat_max_age`] old); 503
 //!   otherwise, with one sentence per reason in `problems`. The limits are the systemd watchdog's
 //!   ([`crate::service`]): the database thread counts as stuck once a question has waited more than
 //!   [`DB_ANSWER_LIMIT`] (a check waits [`QUEUE_PROBE_WAIT`] for the answer, and a later check
@@ -413,6 +413,19 @@ pub struct Health {
     pub problems: Vec<String>,
     pub devices: BTreeMap<String, DeviceHealth>,
     pub sender: SenderHealth,
+    /// The HR senders (one per endpoint: `user_approval`, `archive_report`, `leave_accrual`).
+    pub hr_senders: BTreeMap<String, HrSenderHealth>,
+}
+
+/// An HR sender in `/healthz`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HrSenderHealth {
+    /// `ok`, or `blocked` while an application-level failure stops this endpoint's uploads.
+    pub state: String,
+    /// The fix, while blocked.
+    pub blocked_reason: Option<String>,
+    /// Unix seconds of the last accepted upload.
+    pub last_success_at: Option<i64>,
 }
 
 /// A device in `/healthz`.
@@ -451,6 +464,8 @@ pub struct HealthInput {
     pub heartbeat_age_secs: Option<f64>,
     pub heartbeat_max_age: Duration,
     pub devices: BTreeMap<String, DeviceSnapshot>,
+    /// The HR senders, by kind.
+    pub hr_senders: BTreeMap<String, SenderSnapshot>,
 }
 
 /// The verdict of `/healthz`: 200 or 503, and the body.
@@ -467,6 +482,13 @@ pub fn evaluate(input: HealthInput) -> (StatusCode, Health) {
         problems.push(format!(
             "sender blocked, every record stays queued: {reason}"
         ));
+    }
+    for (kind, hr) in &input.hr_senders {
+        if let Some(reason) = &hr.blocked_reason {
+            problems.push(format!(
+                "sender {kind} blocked, its records stay queued: {reason}"
+            ));
+        }
     }
     let max_age = input.heartbeat_max_age.as_secs_f64();
     match input.heartbeat_age_secs {
@@ -507,6 +529,24 @@ pub fn evaluate(input: HealthInput) -> (StatusCode, Health) {
             heartbeat_max_age_secs: max_age,
             last_success_at: input.sender.last_success_at,
         },
+        hr_senders: input
+            .hr_senders
+            .into_iter()
+            .map(|(kind, hr)| {
+                (
+                    kind,
+                    HrSenderHealth {
+                        state: if hr.blocked_reason.is_some() {
+                            "blocked".into()
+                        } else {
+                            "ok".into()
+                        },
+                        blocked_reason: hr.blocked_reason,
+                        last_success_at: hr.last_success_at,
+                    },
+                )
+            })
+            .collect(),
     };
     let code = if healthy {
         StatusCode::OK
@@ -534,6 +574,11 @@ async fn healthz(state: &State) -> Response<Full<Bytes>> {
             .devices
             .iter()
             .map(|(id, d)| (id.clone(), d.stats.snapshot()))
+            .collect(),
+        hr_senders: state
+            .lanes
+            .iter()
+            .map(|(k, s)| (k.to_string(), s.snapshot()))
             .collect(),
     });
     json_reply(code, &health)
@@ -619,6 +664,14 @@ mod tests {
             heartbeat_age_secs: Some(1.5),
             heartbeat_max_age: Duration::from_secs(95),
             devices,
+            hr_senders: [(
+                "leave_accrual".to_string(),
+                SenderSnapshot {
+                    state: "ok".into(),
+                    ..SenderSnapshot::default()
+                },
+            )]
+            .into(),
         }
     }
 
@@ -633,6 +686,7 @@ mod tests {
         let v = serde_json::to_value(&h).unwrap();
         assert_eq!(v["devices"]["door-1"]["online"], false);
         assert_eq!(v["sender"]["heartbeat_age_secs"], 1.5);
+        assert_eq!(v["hr_senders"]["leave_accrual"]["state"], "ok");
     }
 
     #[test]
@@ -663,6 +717,22 @@ mod tests {
                 "queue: the database thread has stopped",
             ),
             (blocked, true, "enable the attendance scope"),
+            (
+                HealthInput {
+                    hr_senders: [(
+                        "leave_accrual".to_string(),
+                        SenderSnapshot {
+                            state: "blocked".into(),
+                            blocked_reason: Some("add the scope attendance:rule".into()),
+                            ..SenderSnapshot::default()
+                        },
+                    )]
+                    .into(),
+                    ..input()
+                },
+                true,
+                "sender leave_accrual blocked, its records stay queued: add the scope attendance:rule",
+            ),
             (
                 HealthInput {
                     heartbeat_age_secs: Some(96.0),
