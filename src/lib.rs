@@ -26,3 +26,4 @@ pub mod service;
 pub mod sources;
 pub mod standin;
 pub mod status;
+pub mod zk;
