@@ -525,6 +525,7 @@ mod tests {
                 acks_written: 0,
                 last_line_at: Some(1_772_413_199),
                 last_error: None,
+                zk: Default::default(),
             },
         );
         // a label value that needs escaping

@@ -395,6 +395,22 @@ impl ZkClient {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.request(CMD_EXIT, &[])).await;
     }
 
+    /// Leaves a session whose stream may be mid-packet (a read cut short by shutdown): re-enables the
+    /// device and says goodbye without waiting for the replies.
+    pub async fn abandon(mut self) {
+        for cmd in [CMD_ENABLEDEVICE, CMD_EXIT] {
+            self.reply = self.reply.wrapping_add(1);
+            let pkt = codec::encode(cmd, self.session, self.reply, &[]);
+            let w = self.stream.get_mut().write_all(&pkt);
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(1), w).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
+    }
+
     /// Realtime punches received so far.
     pub fn take_events(&mut self) -> Vec<Event> {
         self.events.drain(..).collect()

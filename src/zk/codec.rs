@@ -253,7 +253,7 @@ pub fn decode_record(b: &[u8]) -> Result<AttRecord, DecodeError> {
 /// The record size a log of `total` bytes and `count` records uses (pyzk: `total / count`).
 pub fn record_size(what: &'static str, total: usize, count: u64) -> Result<usize, DecodeError> {
     let layout = DecodeError::Layout { what, total, count };
-    if count == 0 || total as u64 % count != 0 {
+    if count == 0 || !(total as u64).is_multiple_of(count) {
         return Err(layout);
     }
     Ok((total as u64 / count) as usize)
@@ -261,7 +261,7 @@ pub fn record_size(what: &'static str, total: usize, count: u64) -> Result<usize
 
 /// Decodes consecutive attendance records of `size` bytes.
 pub fn decode_records(data: &[u8], size: usize) -> Result<Vec<AttRecord>, DecodeError> {
-    if !(size == 8 || size == 16 || size >= 40) || data.len() % size != 0 {
+    if !(size == 8 || size == 16 || size >= 40) || !data.len().is_multiple_of(size) {
         return Err(DecodeError::Layout {
             what: "attendance records",
             total: data.len(),
@@ -285,7 +285,7 @@ pub struct User {
 /// Decodes a user table of `size`-byte records (28, or 72 for anything else, as pyzk does).
 pub fn decode_users(data: &[u8], size: usize) -> Result<Vec<User>, DecodeError> {
     let min = if size == 28 { 28 } else { 72 };
-    if size < min || data.len() % size != 0 {
+    if size < min || !data.len().is_multiple_of(size) {
         return Err(DecodeError::Layout {
             what: "users",
             total: data.len(),
