@@ -469,7 +469,10 @@ impl ZkDevice {
             z.device_records = Some(n);
             z.device_users = Some(sizes.users as u64);
         });
-        let want_users = self.cfg.user_names || self.cfg.user_id_source == UserIdSource::UserTable;
+        let eight = self.wm.as_ref().is_some_and(|w| w.record_size == 8);
+        let want_users = self.cfg.user_names
+            || self.cfg.user_id_source == UserIdSource::UserTable
+            || (eight && self.cfg.realtime);
         if want_users && self.user_count != Some(sizes.users) {
             let users = client.read_users(sizes.users as u64).await?;
             self.users = users.into_iter().map(|u| (u.uid, u)).collect();
@@ -705,6 +708,27 @@ impl ZkDevice {
         }
     }
 
+    /// The device user id of a realtime punch, the same as that of its record in the log (so the
+    /// two have the same idempotent key). Devices with 8-byte records send the user id in events but
+    /// only the internal number in the log: with `user_id_source = "record"`, the event's user id is
+    /// turned into that number through the user table.
+    fn event_user(&self, e: &Event) -> String {
+        let eight = self.wm.as_ref().is_some_and(|w| w.record_size == 8);
+        match (self.cfg.user_id_source, e.short_id) {
+            (UserIdSource::UserTable, true) => match e.user.parse::<u16>() {
+                Ok(uid) => self.user_of(uid, ""),
+                Err(_) => e.user.clone(),
+            },
+            (UserIdSource::Record, false) if eight => self
+                .users
+                .values()
+                .find(|u| u.user_id == e.user)
+                .map(|u| u.uid.to_string())
+                .unwrap_or_else(|| e.user.clone()),
+            _ => e.user.clone(),
+        }
+    }
+
     fn punch(&self, r: &AttRecord) -> Punch {
         Punch {
             device_id: self.cfg.id.clone(),
@@ -726,10 +750,7 @@ impl ZkDevice {
         let punches: Vec<Punch> = evs
             .iter()
             .map(|e| {
-                let user = match (e.short_id, e.user.parse::<u16>()) {
-                    (true, Ok(uid)) => self.user_of(uid, ""),
-                    _ => self.user_of(u16::MAX, &e.user),
-                };
+                let user = self.event_user(e);
                 Punch {
                     device_id: self.cfg.id.clone(),
                     device_user_id: user,

@@ -493,8 +493,8 @@ impl ZkClient {
         let mut at = start;
         while at < size {
             let len = (size - at).min(CHUNK as usize);
-            self.read_chunk(at, len, &mut data).await?;
-            at += len;
+            // a device may serve less than asked (as its PREPARE_DATA says): ask again from there
+            at += self.read_chunk(at, len, &mut data).await?;
         }
         // releasing the buffer is a courtesy: the data is complete either way
         if let Err(e) = self.ok(CMD_FREE_DATA, &[]).await {
@@ -527,7 +527,7 @@ impl ZkClient {
         start: usize,
         len: usize,
         out: &mut Vec<u8>,
-    ) -> Result<(), ZkError> {
+    ) -> Result<usize, ZkError> {
         let mut req = [0u8; 8];
         req[..4].copy_from_slice(&(start as i32).to_le_bytes());
         req[4..].copy_from_slice(&(len as i32).to_le_bytes());
@@ -565,13 +565,11 @@ impl ZkClient {
                 })
             }
         }
-        if out.len() - before != len {
-            return Err(self.protocol(format!(
-                "chunk at {start}: {} bytes, asked for {len}",
-                out.len() - before
-            )));
+        let got = out.len() - before;
+        if got == 0 || got > len {
+            return Err(self.protocol(format!("chunk at {start}: {got} bytes, asked for {len}")));
         }
-        Ok(())
+        Ok(got)
     }
 
     /// Reads the attendance log from record `first` on (0: all of it). `records` is the device's
