@@ -338,7 +338,10 @@ async fn clock_skew_is_shown_in_status_and_corrected_with_sync_clock() {
     assert!((89..=91).contains(&skew), "{z:?}");
     assert!(z.clock_skew_measured_at.is_some());
     assert!(
-        z.last_warning.as_deref().unwrap().contains("+90 s off"),
+        z.last_warning
+            .as_deref()
+            .unwrap()
+            .contains(&format!("{skew:+} s off the gateway's")),
         "{z:?}"
     );
     let json = serde_json::to_value(stats(&running).snapshot()).unwrap();
@@ -475,5 +478,70 @@ async fn slow_replies_within_the_timeouts_still_read_everything() {
     let running = env.start(&device(&sim, "realtime = false")).await;
     delivered(&env, &running, 200).await;
     assert_eq!(stats(&running).connects.load(Ordering::Relaxed), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_punch_arriving_between_read_and_clear_is_not_lost() {
+    let sim = sim(RecordSize::B40, 0, 5, 200).await;
+    // slow replies: the gap between the read and the clear is several replies long
+    sim.set_reply_delay(Duration::from_millis(150));
+    let env = Env::new(StandinConfig::default()).await;
+    let running = env
+        .start(&device(
+            &sim,
+            "clear_device_log = true\nrealtime = false\npoll_interval = 1",
+        ))
+        .await;
+    // the first read of the log has begun (its dataset is fixed): a punch arrives meanwhile
+    sim.wait_counters(PATIENCE, |c| c.attendance_reads >= 1)
+        .await
+        .unwrap();
+    let late = SimRecord::new("1002", start_time() + TimeDelta::days(5));
+    sim.add_records([late.clone()]).unwrap();
+    until(&running, "cleared its log", |s| {
+        s.snapshot().zk.records_cleared.is_some()
+    })
+    .await;
+    // the clear waited until the late punch was read and committed too
+    assert_eq!(zk(&running).records_cleared, Some(201));
+    assert_eq!(sim.counters().clears, 1);
+    delivered(&env, &running, 201).await;
+    let want = format!("{DEVICE}/1002/{}", late.time.format("%Y%m%d%H%M%S"));
+    assert!(stored_ids(&env).contains(&want));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn status_shows_the_zk_figures_as_text_and_json() {
+    let sim = sim(RecordSize::B40, 0, 3, 12).await;
+    let env = Env::new(StandinConfig::default()).await;
+    let extra = device(&sim, "realtime = false");
+    let running = env.start(&extra).await;
+    until(&running, "polled", |s| s.snapshot().zk.polls.is_some()).await;
+    // the snapshot `status` reads, written now rather than waiting for the timer
+    let snap = serde_json::to_string(&running.snapshot()).unwrap();
+    running
+        .queue
+        .put_runtime(clockbridge::daemon::RUNTIME_KEY, snap)
+        .await
+        .unwrap();
+    let cfg = env.config_with(&extra, &[]);
+    let status = clockbridge::status::read(&cfg).unwrap();
+    let json = serde_json::to_value(&status).unwrap();
+    let d = &json["devices"][0];
+    assert_eq!(d["kind"], "zk");
+    assert_eq!(d["serial_number"], "CBSIM0000001");
+    assert_eq!(d["device_records"], 12);
+    assert_eq!(d["watermark"], 12);
+    assert!(d["clock_skew_secs"].as_i64().unwrap().abs() <= 2, "{d}");
+    assert!(d["clock_skew_measured_at"].as_i64().is_some(), "{d}");
+    let text = clockbridge::status::render_text(&status);
+    assert!(
+        text.contains(
+            "zk: serial CBSIM0000001, 12 records on the device, watermark 12, clock skew"
+        ),
+        "{text}"
+    );
     running.stop().await;
 }

@@ -808,7 +808,8 @@ async fn measure_skew(client: &mut ZkClient, tz: chrono_tz::Tz) -> Result<i64, Z
     let device = client.get_time().await?;
     let after = Utc::now();
     let gateway = before + (after - before) / 2;
-    let device = resolve_local(tz, device);
-    Ok((device - gateway).num_milliseconds().div_euclid(1000)
-        + i64::from((device - gateway).num_milliseconds().rem_euclid(1000) >= 500))
+    // the device's clock is read in whole seconds (truncated): on average half a second behind
+    let device = resolve_local(tz, device) + chrono::TimeDelta::milliseconds(500);
+    let ms = (device - gateway).num_milliseconds();
+    Ok(ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) >= 500))
 }
