@@ -12,3 +12,4 @@ mod import;
 mod outcomes;
 mod serial;
 mod storage;
+mod zk_pyzk;
