@@ -108,14 +108,18 @@ impl std::fmt::Debug for SimConfig {
     }
 }
 
-/// Dropping the connection in the middle of a data chunk of an attendance log read.
+/// A transfer broken in the middle of a data chunk of an attendance log read (see
+/// [`SimHandle::drop_mid_chunk`] and [`SimHandle::stall_mid_chunk`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkDrop {
     /// Which chunk of a read (1 = the first; a direct CMD_DATA reply is chunk 1): the simulator
-    /// sends PREPARE_DATA and half of the chunk's first CMD_DATA packet, then closes the connection.
+    /// sends PREPARE_DATA and half of the chunk's first CMD_DATA packet, then breaks off.
     pub chunk: u32,
     /// `false`: only the next read that reaches this chunk; `true`: every such read until cleared.
     pub sticky: bool,
+    /// `false`: close the connection; `true`: keep it open and send nothing more (the client's
+    /// chunk timeout must fire), until the client closes it or the simulator stops.
+    pub stall: bool,
 }
 
 /// What the simulator has done, for assertions. Read with [`SimHandle::counters`], await with
@@ -456,10 +460,24 @@ impl SimHandle {
     /// Drops the connection in the middle of the `chunk`-th data chunk of attendance log reads:
     /// of the next one only, or of every one while `sticky`. Replaces any previous fault.
     pub fn drop_mid_chunk(&self, chunk: u32, sticky: bool) {
-        self.shared.lock().fault = Some(ChunkDrop { chunk, sticky });
+        self.shared.lock().fault = Some(ChunkDrop {
+            chunk,
+            sticky,
+            stall: false,
+        });
     }
 
-    /// Removes the chunk-drop fault.
+    /// Like [`SimHandle::drop_mid_chunk`], but the connection stays open and silent after half a
+    /// packet (to exercise a client's per-chunk timeout). Counted in `injected_drops` too.
+    pub fn stall_mid_chunk(&self, chunk: u32, sticky: bool) {
+        self.shared.lock().fault = Some(ChunkDrop {
+            chunk,
+            sticky,
+            stall: true,
+        });
+    }
+
+    /// Removes the chunk fault (drop or stall).
     pub fn clear_faults(&self) {
         self.shared.lock().fault = None;
     }
@@ -862,9 +880,9 @@ impl Conn {
             Table::Templates => {}
         });
         if data.len() <= direct_max {
-            if table == Table::Attendance && self.take_fault(1) {
+            if let Some(f) = self.take_fault_for(table, 1) {
                 let p = codec::encode_packet(cmd::DATA, self.session, r, &data);
-                return self.drop_mid(&p).await;
+                return self.drop_mid(&p, f).await;
             }
             self.send(cmd::DATA, r, &data).await?;
             self.shared.count(|c| c.chunks += 1);
@@ -879,27 +897,47 @@ impl Conn {
         self.ok(r, &ready).await
     }
 
-    /// Whether the chunk-drop fault fires for chunk `n` of an attendance read (and consumes it
-    /// unless sticky).
-    fn take_fault(&self, n: u32) -> bool {
+    fn take_fault_for(&self, table: Table, n: u32) -> Option<ChunkDrop> {
+        (table == Table::Attendance)
+            .then(|| self.take_fault(n))
+            .flatten()
+    }
+
+    /// The chunk fault that fires for chunk `n` of an attendance read, if any (consumed unless
+    /// sticky).
+    fn take_fault(&self, n: u32) -> Option<ChunkDrop> {
         let mut st = self.shared.lock();
         match st.fault {
             Some(f) if f.chunk == n => {
                 if !f.sticky {
                     st.fault = None;
                 }
-                true
+                Some(f)
             }
-            _ => false,
+            _ => None,
         }
     }
 
-    /// Writes half of `packet`, then closes the connection.
-    async fn drop_mid(&mut self, packet: &[u8]) -> std::io::Result<Next> {
+    /// Writes half of `packet`, then closes the connection, or (stall) waits for the client to
+    /// close it, discarding what it sends.
+    async fn drop_mid(&mut self, packet: &[u8], fault: ChunkDrop) -> std::io::Result<Next> {
         self.shared.count(|c| c.injected_drops += 1);
         let half = packet.len() / 2;
         self.stream.write_all(&packet[..half]).await?;
         self.stream.flush().await?;
+        if fault.stall {
+            let mut shutdown = self.shutdown.clone();
+            let mut sink = [0u8; 4096];
+            loop {
+                tokio::select! {
+                    _ = stopped(&mut shutdown) => break,
+                    r = self.stream.read(&mut sink) => match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    },
+                }
+            }
+        }
         Ok(Next::Close)
     }
 
@@ -928,9 +966,9 @@ impl Conn {
         prepare.extend_from_slice(&(n as u32).to_le_bytes());
         prepare.extend_from_slice(&(packet_len as u32).to_le_bytes());
         self.send(cmd::PREPARE_DATA, r, &prepare).await?;
-        if table == Table::Attendance && self.take_fault(chunk_no) {
+        if let Some(f) = self.take_fault_for(table, chunk_no) {
             let first = codec::encode_packet(cmd::DATA, self.session, r, &chunk[..packet_len]);
-            return self.drop_mid(&first).await;
+            return self.drop_mid(&first, f).await;
         }
         for piece in chunk.chunks(packet_len) {
             self.send(cmd::DATA, r, piece).await?;
@@ -1273,6 +1311,48 @@ mod tests {
         assert!(c.recv().await.is_none());
         let mut c = Raw::connect(&sim, 0).await;
         assert_eq!(c.read(cmd::ATTLOG_RRQ, 1000).await.unwrap().len(), 404);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_chunk_keeps_the_connection_open_and_silent() {
+        let sim = sim_with(100, SimConfig::default()).await;
+        sim.stall_mid_chunk(2, false);
+        let mut c = Raw::connect(&sim, 0).await;
+        let mut req = vec![1u8];
+        req.extend_from_slice(&cmd::ATTLOG_RRQ.to_le_bytes());
+        req.extend_from_slice(&[0; 8]);
+        assert_eq!(c.call(cmd::PREPARE_BUFFER, &req).await.command, cmd::ACK_OK);
+        let mut q = 0i32.to_le_bytes().to_vec();
+        q.extend_from_slice(&1000i32.to_le_bytes());
+        c.call(cmd::READ_BUFFER, &q).await;
+        for _ in 0..2 {
+            c.recv().await.unwrap();
+        }
+        q[..4].copy_from_slice(&1000i32.to_le_bytes());
+        assert_eq!(
+            c.call(cmd::READ_BUFFER, &q).await.command,
+            cmd::PREPARE_DATA
+        );
+        // half of the 1016-byte DATA packet, then nothing
+        let mut head = [0u8; 508];
+        c.s.read_exact(&mut head).await.unwrap();
+        let mut more = [0u8; 1];
+        let silent = tokio::time::timeout(Duration::from_millis(300), c.s.read(&mut more)).await;
+        assert!(
+            silent.is_err(),
+            "the stalled connection stays silent and open"
+        );
+        sim.wait_counters(PATIENCE, |k| {
+            k.injected_drops == 1 && k.open_connections == 1
+        })
+        .await
+        .unwrap();
+        drop(c);
+        sim.wait_counters(PATIENCE, |k| k.open_connections == 0)
+            .await
+            .unwrap();
+        let mut c = Raw::connect(&sim, 0).await;
+        assert_eq!(c.read(cmd::ATTLOG_RRQ, 1000).await.unwrap().len(), 4004);
     }
 
     #[tokio::test]
