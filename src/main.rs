@@ -85,7 +85,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
-    /// Serve a simulated ZKTeco terminal (ZK binary protocol over TCP), for trials and benchmarks.
+    /// Serve a simulated ZKTeco terminal (ZK binary protocol over TCP), for trials and benchmarks;
+    /// Ctrl-C or SIGTERM stops it and prints its counters.
     #[command(hide = true)]
     ZkSim(ZkSimArgs),
 }
@@ -179,16 +180,27 @@ async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
     let sim = clockbridge::zksim::start(args.config()?).await?;
     let c = sim.record_count();
     eprintln!(
-        "clockbridge zk-sim: serving a simulated ZKTeco terminal on {} ({c} records of {} bytes, {} users of {} bytes, comm key {}); Ctrl-C stops",
+        "clockbridge zk-sim: serving a simulated ZKTeco terminal on {} ({c} records of {} bytes, {} users of {} bytes, comm key {}); Ctrl-C or SIGTERM stops",
         sim.addr(),
         args.record_size,
         args.users,
         args.user_size,
         if args.comm_key == 0 { "none" } else { "set" },
     );
-    let mut ticker = (args.punch_every > 0.0)
-        .then(|| tokio::time::interval(std::time::Duration::from_secs_f64(args.punch_every)));
+    let mut ticker = match args.punch_every {
+        0.0 => None,
+        s => Some(tokio::time::interval(
+            std::time::Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!("zk-sim: --punch-every {s}: use a positive number of seconds")
+                })?,
+        )),
+    };
     let users: Vec<SimUser> = sim.users();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
     let mut n = 0usize;
     loop {
         let tick = async {
@@ -199,6 +211,7 @@ async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
             _ = tick => {
                 let user = users.get(n % users.len().max(1)).map(|u| u.user_id.clone()).unwrap_or_else(|| "1001".into());
                 n += 1;

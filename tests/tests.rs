@@ -13,3 +13,4 @@ mod outcomes;
 mod serial;
 mod storage;
 mod zk;
+mod zk_pyzk;

@@ -183,7 +183,6 @@ pub fn records(ps: &[Punch]) -> Vec<NewRecord> {
 /// The interpreter of the test venv (`scripts/test-venv.sh`: `target/pyenv`, or `$CLOCKBRIDGE_PYTHON`)
 /// if it can import `module`. Without it a test is skipped with a notice, except under CI (`CI` set, as
 /// `.ci/run` does), where a missing package is a failure: CI always runs the Python-backed tests.
-#[allow(dead_code)] // until the first Python-backed test lands
 pub fn python_with(module: &str) -> Option<std::path::PathBuf> {
     let python = std::env::var_os("CLOCKBRIDGE_PYTHON")
         .map(std::path::PathBuf::from)

@@ -31,7 +31,8 @@
 //!
 //! # Faults and observation
 //! [`SimHandle::drop_mid_chunk`] closes the connection in the middle of the N-th data chunk of a
-//! log read (once or sticky), [`SimHandle::set_reply_delay`] slows every reply, and
+//! log read (once or sticky), [`SimHandle::stall_mid_chunk`] leaves it open and silent there
+//! instead, [`SimHandle::set_reply_delay`] slows every reply, and
 //! [`SimCounters`] (awaitable with [`SimHandle::wait_counters`]) counts connections, sessions,
 //! authentications, reads, chunks, clears, disable/enable and events.
 
