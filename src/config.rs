@@ -365,6 +365,14 @@ pub struct DeviceConfig {
     /// For `zk`: read the device's user table, to show the names of users who have no mapping.
     #[serde(default = "default_true")]
     pub user_names: bool,
+    /// For `zk`: how long one request may wait for its reply (seconds or a duration); a 64 KiB chunk
+    /// of a log read may take three times as long. Default 10 s.
+    #[serde(
+        default = "default_io_timeout",
+        rename = "io_timeout",
+        deserialize_with = "de_seconds"
+    )]
+    pub io_timeout_secs: u64,
     /// For `zk`: which id of the device's user becomes the punch's device user id: `record` (what the
     /// record carries: the user id of 16- and 40-byte records, the internal number of 8-byte ones) or
     /// `user_table` (the user id, PIN, from the device's user table, looked up by internal number).
@@ -601,6 +609,9 @@ pub const DEFAULT_ZK_POLL_INTERVAL_SECS: u64 = 60;
 /// The default port of ZKTeco terminals.
 pub const ZK_DEFAULT_PORT: u16 = 4370;
 
+fn default_io_timeout() -> u64 {
+    10
+}
 fn default_max_clock_skew() -> u64 {
     60
 }
@@ -691,6 +702,7 @@ impl DeviceConfig {
             realtime: true,
             user_names: true,
             user_id_source: UserIdSource::Record,
+            io_timeout_secs: default_io_timeout(),
         }
     }
 }
@@ -1128,6 +1140,13 @@ impl Config {
                             key: key("comm_key"),
                             reason: "is out of range: ZKTeco comm keys are 0 to 999999".into(),
                         });
+                    }
+                    if !(1..=300).contains(&d.io_timeout_secs) {
+                        return Err(ConfigError::invalid(
+                            key("io_timeout"),
+                            d.io_timeout_secs,
+                            "must be between 1 and 300 seconds",
+                        ));
                     }
                     if d.mode.is_some() {
                         return Err(ConfigError::Key {

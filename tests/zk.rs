@@ -545,3 +545,25 @@ async fn status_shows_the_zk_figures_as_text_and_json() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_transfer_stalled_mid_chunk_times_out_and_is_read_again() {
+    let sim = sim(RecordSize::B40, 0, 30, 4000).await;
+    sim.stall_mid_chunk(2, false);
+    let env = Env::new(StandinConfig::default()).await;
+    // a chunk may take 3 x io_timeout
+    let running = env
+        .start(&device(&sim, "realtime = false\nio_timeout = 1"))
+        .await;
+    delivered(&env, &running, 4000).await;
+    let st = stats(&running);
+    assert_eq!(st.punches_read.load(Ordering::Relaxed), 4000);
+    assert_eq!(st.duplicates.load(Ordering::Relaxed), 0);
+    assert_eq!(st.connects.load(Ordering::Relaxed), 2);
+    assert_eq!(sim.counters().injected_drops, 1);
+    // the session that stalled left the device disabled; the next one re-enabled it first
+    assert!(sim.is_enabled());
+    let c = sim.counters();
+    assert!(c.enables >= c.disables, "{c:?}");
+    running.stop().await;
+}

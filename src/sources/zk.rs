@@ -7,8 +7,8 @@
 //! 1. reads the device's clock and records the skew (and sets the clock, with `sync_clock`);
 //! 2. disables the device, reads the record count, and reads the log from the watermark on (the record
 //!    at the watermark is read again and compared byte for byte, which proves the log is the same log);
-//! 3. re-enables the device (always, even after an error: a broken connection ends the device's
-//!    session, which re-enables it on the device side);
+//! 3. re-enables the device (always, even after an error: after a broken connection, the next
+//!    connection re-enables it first thing);
 //! 4. hands the new records to the ingest stage and waits until every one is committed;
 //! 5. only then advances the watermark, in the queue database (`zk_watermarks`).
 //!
@@ -147,6 +147,9 @@ struct ZkDevice {
     unmapped: HashSet<String>,
     skew_log: Quiet,
     skew_warned: bool,
+    /// The device was disabled and the session ended before it was re-enabled: re-enable it first
+    /// thing on the next connection.
+    maybe_disabled: bool,
 }
 
 /// Runs one `zk` device until `shutdown` is cancelled; see the module documentation.
@@ -173,7 +176,12 @@ pub async fn run(
         sink,
         stats,
         queue,
-        timeouts: Timeouts::default(),
+        timeouts: Timeouts {
+            packet: std::time::Duration::from_secs(cfg.io_timeout_secs),
+            chunk: std::time::Duration::from_secs(cfg.io_timeout_secs * 3),
+            ..Timeouts::default()
+        },
+        maybe_disabled: false,
         wm: None,
         wm_loaded: false,
         users: HashMap::new(),
@@ -257,6 +265,14 @@ impl ZkDevice {
             _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
         };
         self.set_connected(true);
+        if self.maybe_disabled {
+            client.enable().await?;
+            self.maybe_disabled = false;
+            tracing::info!(
+                "{}: re-enabled the device after the broken session",
+                self.label
+            );
+        }
         let r = self.serve(&mut client, shutdown, polled).await;
         self.set_connected(false);
         match r {
@@ -442,11 +458,15 @@ impl ZkDevice {
     /// One poll: see the module documentation.
     async fn poll(&mut self, client: &mut ZkClient) -> Result<(), PollError> {
         self.check_clock(client).await?;
+        self.maybe_disabled = true;
         client.disable().await?;
         let read = self.read_disabled(client).await;
-        // always re-enabled, even when the read failed (on a broken connection this fails too, and the
-        // device re-enables itself when the session ends)
+        // always re-enabled, even when the read failed; on a broken connection this fails too, and
+        // the next connection re-enables it first thing
         let enabled = client.enable().await;
+        if enabled.is_ok() {
+            self.maybe_disabled = false;
+        }
         let fresh = read?;
         enabled?;
         if let Some(fresh) = fresh {
