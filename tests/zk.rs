@@ -567,3 +567,47 @@ async fn a_transfer_stalled_mid_chunk_times_out_and_is_read_again() {
     assert!(c.enables >= c.disables, "{c:?}");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_that_answers_with_one_direct_data_packet_is_read_incrementally_too() {
+    let users = generate_users(4);
+    let records = generate_records(90, &users, start_time());
+    let sim = zksim::start(SimConfig {
+        record_size: RecordSize::B16,
+        user_size: UserSize::B28,
+        users,
+        records,
+        clock_offset: TimeDelta::hours(8),
+        // every dataset in one CMD_DATA reply to PREPARE_BUFFER
+        direct_max: 1 << 20,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let env = Env::new(StandinConfig::default()).await;
+    let running = env
+        .start(&device(&sim, "realtime = false\npoll_interval = 1"))
+        .await;
+    delivered(&env, &running, 90).await;
+    sim.add_records(generate_records(
+        4,
+        &sim.users(),
+        start_time() + TimeDelta::days(6),
+    ))
+    .unwrap();
+    delivered(&env, &running, 94).await;
+    until(&running, "reached the watermark 94", |s| {
+        s.snapshot().zk.watermark == Some(94)
+    })
+    .await;
+    assert_eq!(stats(&running).punches_read.load(Ordering::Relaxed), 94);
+    assert_eq!(
+        sim.counters().chunks,
+        sim.counters().attendance_reads + sim.counters().user_reads
+    );
+    assert_eq!(
+        stored_ids(&env),
+        expected_ids(&sim.records(), |r| r.user_id.clone())
+    );
+    running.stop().await;
+}
