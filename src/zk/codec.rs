@@ -13,7 +13,7 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 pub const MAGIC: [u8; 4] = [0x50, 0x50, 0x82, 0x7D];
 /// Longest packet (header plus data) accepted from a device. A chunk is at most 64 KiB; this leaves
 /// room for a device that answers a bulk read with one direct data packet of a large log.
-pub const MAX_PACKET: usize = 64 << 20;
+pub const MAX_PACKET: usize = 16 << 20;
 
 pub const CMD_CONNECT: u16 = 1000;
 pub const CMD_EXIT: u16 = 1001;
