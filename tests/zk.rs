@@ -611,3 +611,36 @@ async fn a_device_that_answers_with_one_direct_data_packet_is_read_incrementally
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_realtime_punch_of_an_8_byte_terminal_keeps_the_key_of_its_log_record() {
+    let sim = sim(RecordSize::B8, 0, 5, 10).await;
+    let env = Env::new(StandinConfig::default()).await;
+    let running = env.start(&device(&sim, "poll_interval = \"1h\"")).await;
+    delivered(&env, &running, 10).await;
+    until(&running, "subscribed to events", |s| {
+        s.snapshot().zk.realtime == Some(true)
+    })
+    .await;
+    // the event carries the user id 1003; the log record, the internal number 3
+    let punch = SimRecord::new("1003", start_time() + TimeDelta::days(7));
+    sim.add_records([punch.clone()]).unwrap();
+    delivered(&env, &running, 11).await;
+    let want = format!("{DEVICE}/3/{}", punch.time.format("%Y%m%d%H%M%S"));
+    assert!(stored_ids(&env).contains(&want), "{:?}", stored_ids(&env));
+    running.stop().await;
+
+    // the next poll reads the same punch from the log: a duplicate, not a second punch
+    let running = env.start(&device(&sim, "poll_interval = \"1h\"")).await;
+    until(&running, "read the log", |s| {
+        s.snapshot().zk.watermark == Some(11)
+    })
+    .await;
+    assert_eq!(stats(&running).duplicates.load(Ordering::Relaxed), 1);
+    running
+        .wait_for(PATIENCE, |c| c.total.delivered == 11)
+        .await
+        .unwrap();
+    assert_eq!(assert_each_written_once(&env.standin), 11);
+    running.stop().await;
+}

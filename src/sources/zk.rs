@@ -731,21 +731,21 @@ impl ZkDevice {
     /// The device user id of a realtime punch, the same as that of its record in the log (so the
     /// two have the same idempotent key). Devices with 8-byte records send the user id in events but
     /// only the internal number in the log: with `user_id_source = "record"`, the event's user id is
-    /// turned into that number through the user table.
-    fn event_user(&self, e: &Event) -> String {
+    /// turned into that number through the user table. `None` when that is impossible (a user not
+    /// in the table yet): the punch is then left to the next poll, which reads it from the log.
+    fn event_user(&self, e: &Event) -> Option<String> {
         let eight = self.wm.as_ref().is_some_and(|w| w.record_size == 8);
         match (self.cfg.user_id_source, e.short_id) {
-            (UserIdSource::UserTable, true) => match e.user.parse::<u16>() {
+            (UserIdSource::UserTable, true) => Some(match e.user.parse::<u16>() {
                 Ok(uid) => self.user_of(uid, ""),
                 Err(_) => e.user.clone(),
-            },
+            }),
             (UserIdSource::Record, false) if eight => self
                 .users
                 .values()
                 .find(|u| u.user_id == e.user)
-                .map(|u| u.uid.to_string())
-                .unwrap_or_else(|| e.user.clone()),
-            _ => e.user.clone(),
+                .map(|u| u.uid.to_string()),
+            _ => Some(e.user.clone()),
         }
     }
 
@@ -769,9 +769,16 @@ impl ZkDevice {
         }
         let punches: Vec<Punch> = evs
             .iter()
-            .map(|e| {
-                let user = self.event_user(e);
-                Punch {
+            .filter_map(|e| {
+                let Some(user) = self.event_user(e) else {
+                    tracing::debug!(
+                        "{}: realtime punch of user {} who is not in the user table yet; the next poll reads it",
+                        self.label,
+                        e.user
+                    );
+                    return None;
+                };
+                Some(Punch {
                     device_id: self.cfg.id.clone(),
                     device_user_id: user,
                     local_time: e.time,
@@ -779,9 +786,12 @@ impl ZkDevice {
                     verify: Some(e.verify as i64),
                     workcode: None,
                     state_text: None,
-                }
+                })
             })
             .collect();
+        if punches.is_empty() {
+            return Ok(());
+        }
         let n = punches.len() as u64;
         self.stats.lines_read.fetch_add(n, Ordering::Relaxed);
         self.stats.punches_read.fetch_add(n, Ordering::Relaxed);
