@@ -53,9 +53,9 @@ pub struct SimConfig {
     /// PREPARE_DATA reply announces. pyzk ignores the announcement, so keep ≥ [`TCP_CHUNK`] for it.
     pub max_chunk: usize,
     /// Largest CMD_DATA packet within a chunk; `None`: a chunk goes in one CMD_DATA packet. Real
-    /// devices have been seen sending 1008-byte packets. pyzk 0.9 over TCP cannot read split
-    /// chunks when they arrive all at once (its receive loop waits for data already consumed), so
-    /// this is for testing other clients.
+    /// devices have been seen sending 1008-byte packets. pyzk 0.9 over TCP hangs on a chunk split
+    /// into many packets that arrive at once (tried: 1008-byte packets of a 65,472-byte chunk; its
+    /// receive recursion waits for bytes it has already consumed), so this is for other clients.
     pub data_packet_max: Option<usize>,
     /// Datasets of at most this many bytes (including the 4-byte size prefix) are answered
     /// directly with one CMD_DATA packet instead of the buffered exchange; 0 = always buffered.
