@@ -123,6 +123,13 @@ struct ZkSimArgs {
     /// Most bytes served per chunk request.
     #[arg(long, default_value_t = clockbridge::zksim::TCP_CHUNK)]
     max_chunk: usize,
+    /// Largest CMD_DATA packet within a chunk (real devices have used 1008); default: one packet
+    /// per chunk (pyzk 0.9 over TCP needs that).
+    #[arg(long)]
+    data_packet_max: Option<usize>,
+    /// Answer reads of datasets up to this many bytes with one direct CMD_DATA packet.
+    #[arg(long, default_value_t = 0)]
+    direct_max: usize,
     /// Milliseconds added before every reply.
     #[arg(long, default_value_t = 0)]
     reply_delay_ms: u64,
@@ -168,6 +175,8 @@ impl ZkSimArgs {
             serial_number: self.serial.clone(),
             clock_offset: if negative { -offset } else { offset },
             max_chunk: self.max_chunk,
+            data_packet_max: self.data_packet_max,
+            direct_max: self.direct_max,
             reply_delay: std::time::Duration::from_millis(self.reply_delay_ms),
             ..Default::default()
         })

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
 use super::codec::{self, cmd, Packet, Top};
@@ -53,9 +54,9 @@ pub struct SimConfig {
     /// PREPARE_DATA reply announces. pyzk ignores the announcement, so keep ≥ [`TCP_CHUNK`] for it.
     pub max_chunk: usize,
     /// Largest CMD_DATA packet within a chunk; `None`: a chunk goes in one CMD_DATA packet. Real
-    /// devices have been seen sending 1008-byte packets. pyzk 0.9 over TCP cannot read split
-    /// chunks when they arrive all at once (its receive loop waits for data already consumed), so
-    /// this is for testing other clients.
+    /// devices have been seen sending 1008-byte packets. pyzk 0.9 over TCP hangs on a chunk split
+    /// into many packets that arrive at once (tried: 1008-byte packets of a 65,472-byte chunk; its
+    /// receive recursion waits for bytes it has already consumed), so this is for other clients.
     pub data_packet_max: Option<usize>,
     /// Datasets of at most this many bytes (including the 4-byte size prefix) are answered
     /// directly with one CMD_DATA packet instead of the buffered exchange; 0 = always buffered.
@@ -232,16 +233,12 @@ impl Shared {
     }
 }
 
+/// Owned by the handles: the last one dropped cancels `stop` (through the guard).
 struct Control {
     addr: SocketAddr,
-    shutdown_tx: watch::Sender<bool>,
+    stop: CancellationToken,
+    _stop_on_drop: DropGuard,
     task: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        self.shutdown_tx.send_replace(true);
-    }
 }
 
 /// Handle to a running simulated device. Cheap to clone; the device stops on
@@ -300,14 +297,15 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
         counters: watch::Sender::new(SimCounters::default()),
         events: broadcast::Sender::new(EVENT_BACKLOG),
     });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
     debug!(%addr, "zk simulator listening");
     Ok(SimHandle {
         shared,
         ctl: Arc::new(Control {
             addr,
-            shutdown_tx,
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
             task: Mutex::new(Some(task)),
         }),
     })
@@ -347,7 +345,7 @@ impl SimHandle {
 
     /// Stops accepting, closes every connection and waits (briefly) for their tasks to end.
     pub async fn shutdown(self) {
-        self.ctl.shutdown_tx.send_replace(true);
+        self.ctl.stop.cancel();
         let task = self
             .ctl
             .task
@@ -518,23 +516,11 @@ impl SimHandle {
     }
 }
 
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = stopped(&mut shutdown) => break,
+            _ = stop.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -543,7 +529,7 @@ async fn accept_loop(
                         c.connections += 1;
                         c.open_connections += 1;
                     });
-                    let conn = Conn::new(stream, shared.clone(), shutdown.clone());
+                    let conn = Conn::new(stream, shared.clone(), stop.clone());
                     conns.spawn(async move {
                         conn.run().await;
                         debug!(%peer, "zk simulator: connection closed");
@@ -586,7 +572,7 @@ enum Next {
 struct Conn {
     stream: TcpStream,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
     events: broadcast::Receiver<Arc<Vec<u8>>>,
     session: u16,
     connected: bool,
@@ -596,12 +582,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> Conn {
+    fn new(stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken) -> Conn {
         let events = shared.events.subscribe();
         Conn {
             stream,
             shared,
-            shutdown,
+            stop,
             events,
             session: 0,
             connected: false,
@@ -613,7 +599,7 @@ impl Conn {
 
     async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(4096);
-        let mut shutdown = self.shutdown.clone();
+        let stop = self.stop.clone();
         'conn: loop {
             loop {
                 match take_frame(&mut buf) {
@@ -630,7 +616,7 @@ impl Conn {
                 }
             }
             tokio::select! {
-                _ = stopped(&mut shutdown) => break,
+                _ = stop.cancelled() => break,
                 r = self.stream.read_buf(&mut buf) => match r {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
@@ -926,11 +912,11 @@ impl Conn {
         self.stream.write_all(&packet[..half]).await?;
         self.stream.flush().await?;
         if fault.stall {
-            let mut shutdown = self.shutdown.clone();
+            let stop = self.stop.clone();
             let mut sink = [0u8; 4096];
             loop {
                 tokio::select! {
-                    _ = stopped(&mut shutdown) => break,
+                    _ = stop.cancelled() => break,
                     r = self.stream.read(&mut sink) => match r {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
