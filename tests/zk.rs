@@ -644,3 +644,28 @@ async fn a_realtime_punch_of_an_8_byte_terminal_keeps_the_key_of_its_log_record(
     assert_eq!(assert_each_written_once(&env.standin), 11);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_terminal_that_splits_chunks_into_1008_byte_packets_is_read_whole() {
+    let users = generate_users(10);
+    let records = generate_records(3000, &users, start_time());
+    let sim = zksim::start(SimConfig {
+        users,
+        records,
+        clock_offset: TimeDelta::hours(8),
+        // as real terminals send them
+        data_packet_max: Some(1008),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let env = Env::new(StandinConfig::default()).await;
+    let running = env.start(&device(&sim, "realtime = false")).await;
+    delivered(&env, &running, 3000).await;
+    assert_eq!(
+        stored_ids(&env),
+        expected_ids(&sim.records(), |r| r.user_id.clone())
+    );
+    assert_eq!(stats(&running).connects.load(Ordering::Relaxed), 1);
+    running.stop().await;
+}
