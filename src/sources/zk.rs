@@ -194,11 +194,6 @@ pub async fn run(
     dev.run(&shutdown).await;
 }
 
-/// How a session ended.
-enum Ended {
-    Shutdown,
-}
-
 impl ZkDevice {
     async fn run(&mut self, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(self.cfg.reconnect_max_secs);
@@ -210,7 +205,8 @@ impl ZkDevice {
                 backoff.reset();
             }
             match r {
-                Ok(Ended::Shutdown) => return,
+                // stopped by shutdown
+                Ok(()) => return,
                 Err(PollError::SinkClosed(_)) => {
                     shutdown.cancelled().await;
                     return;
@@ -249,11 +245,12 @@ impl ZkDevice {
         self.stats.notify_changed();
     }
 
+    /// One connection, until an error (`Err`) or shutdown (`Ok`).
     async fn session(
         &mut self,
         shutdown: &CancellationToken,
         polled: &mut bool,
-    ) -> Result<Ended, PollError> {
+    ) -> Result<(), PollError> {
         let connect = ZkClient::connect(
             &self.label,
             &self.address,
@@ -262,30 +259,16 @@ impl ZkDevice {
         );
         let mut client = tokio::select! {
             c = connect => c?,
-            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+            _ = shutdown.cancelled() => return Ok(()),
         };
         self.set_connected(true);
-        if self.maybe_disabled {
-            client.enable().await?;
-            self.maybe_disabled = false;
-            tracing::info!(
-                "{}: re-enabled the device after the broken session",
-                self.label
-            );
-        }
         let r = self.serve(&mut client, shutdown, polled).await;
         self.set_connected(false);
-        match r {
-            Ok(Served::Idle) => {
-                client.exit().await;
-                Ok(Ended::Shutdown)
-            }
-            Ok(Served::CutShort) => {
-                client.abandon().await;
-                Ok(Ended::Shutdown)
-            }
-            Err(e) => Err(e),
+        match r? {
+            Served::Idle => client.exit().await,
+            Served::CutShort => client.abandon().await,
         }
+        Ok(())
     }
 
     async fn serve(
@@ -294,6 +277,14 @@ impl ZkDevice {
         shutdown: &CancellationToken,
         polled: &mut bool,
     ) -> Result<Served, PollError> {
+        if self.maybe_disabled {
+            client.enable().await?;
+            self.maybe_disabled = false;
+            tracing::info!(
+                "{}: re-enabled the device after the broken session",
+                self.label
+            );
+        }
         self.load_watermark().await?;
         let serial = client.serial_number().await?;
         self.check_serial(serial).await?;
