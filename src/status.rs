@@ -97,7 +97,11 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         .map(|d| DeviceStatus {
             id: d.id.clone(),
             kind: d.kind.as_str().to_string(),
-            address: d.address.clone(),
+            // a zk device's address with its port (4370 when the file omits it)
+            address: d
+                .zk_address()
+                .filter(|_| d.kind == crate::config::DeviceKind::Zk)
+                .or_else(|| d.address.clone()),
             location_name: d.location().to_string(),
             timezone: d.timezone.clone(),
             source: if running {
