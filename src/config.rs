@@ -370,13 +370,15 @@ pub struct DeviceConfig {
     pub poll_command: Option<String>,
     /// How often a device is polled: seconds (`30`) or a duration (`"30s"`, `"5m"`, `"1h"`). The key is
     /// `poll_interval`; `poll_interval_secs` is accepted as an older spelling.
+    /// Absent: 5 s for `poll_command`, 60 s for `zk` devices (see [`DeviceConfig::poll_interval`]).
     #[serde(
-        default = "default_poll_interval",
+        default,
         rename = "poll_interval",
         alias = "poll_interval_secs",
-        deserialize_with = "de_seconds"
+        deserialize_with = "de_seconds_opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub poll_interval_secs: u64,
+    pub poll_interval_secs: Option<u64>,
     /// For clocks that expect an acknowledgement: written back for each record, only after it is
     /// committed to the queue. Placeholders `{user}`, `{time}` (device-local, `%Y-%m-%d %H:%M:%S`),
     /// `{state}`, `{line}` (the line as received); escapes as in `poll_command` (a literal `{` is
@@ -397,6 +399,115 @@ pub struct DeviceConfig {
     /// A device can be kept in the file but switched off.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// For `zk`: the device's communication key (Comm. Key in its menu), 0 for none. A secret: shown
+    /// as `***`.
+    #[serde(default)]
+    pub comm_key: CommKey,
+    /// For `zk`: set the device's clock from the gateway's (in the device's `timezone`) when it is off
+    /// by `max_clock_skew` or more. Off by default.
+    #[serde(default)]
+    pub sync_clock: bool,
+    /// For `zk`: how far the device's clock may be from the gateway's before it is logged as a
+    /// WARN (and corrected, with `sync_clock`): seconds or a duration. Default 60 s.
+    #[serde(
+        default = "default_max_clock_skew",
+        rename = "max_clock_skew",
+        deserialize_with = "de_seconds"
+    )]
+    pub max_clock_skew_secs: u64,
+    /// For `zk`: delete the attendance log on the device once every record on it is committed to the
+    /// queue (checked by count and watermark, with the device disabled). Off by default.
+    #[serde(default)]
+    pub clear_device_log: bool,
+    /// For `zk`: subscribe to realtime punches (delivered within a second) between polls.
+    #[serde(default = "default_true")]
+    pub realtime: bool,
+    /// For `zk`: read the device's user table, to show the names of users who have no mapping.
+    #[serde(default = "default_true")]
+    pub user_names: bool,
+    /// For `zk`: how long one request may wait for its reply (seconds or a duration); a 64 KiB chunk
+    /// of a log read may take three times as long. Default 10 s.
+    #[serde(
+        default = "default_io_timeout",
+        rename = "io_timeout",
+        deserialize_with = "de_seconds"
+    )]
+    pub io_timeout_secs: u64,
+    /// For `zk`: which id of the device's user becomes the punch's device user id: `record` (what the
+    /// record carries: the user id of 16- and 40-byte records, the internal number of 8-byte ones) or
+    /// `user_table` (the user id, PIN, from the device's user table, looked up by internal number).
+    #[serde(default)]
+    pub user_id_source: UserIdSource,
+}
+
+/// For `zk` devices: where a punch's device user id comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserIdSource {
+    /// The id the attendance record carries.
+    #[default]
+    Record,
+    /// The user id (PIN) from the device's user table.
+    UserTable,
+}
+
+/// A ZKTeco communication key: a number, never printed (`Debug`, `Display` and `Serialize` show `***`
+/// when it is set).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommKey(u32);
+
+impl CommKey {
+    pub fn new(k: u32) -> Self {
+        CommKey(k)
+    }
+    /// The key itself: only to compute the AUTH bytes.
+    pub fn expose(&self) -> u32 {
+        self.0
+    }
+    pub fn is_set(&self) -> bool {
+        self.0 != 0
+    }
+}
+
+impl fmt::Debug for CommKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0 == 0 { "0" } else { "***" })
+    }
+}
+impl fmt::Display for CommKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+impl Serialize for CommKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 0 {
+            s.serialize_u32(0)
+        } else {
+            s.serialize_str("***")
+        }
+    }
+}
+impl<'de> Deserialize<'de> for CommKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum K {
+            N(i64),
+            S(String),
+        }
+        // the value is a secret: errors never repeat it
+        let bad = || {
+            serde::de::Error::custom(
+                "is not a comm key: use the number set on the device (0 to 999999), without quotes",
+            )
+        };
+        let n = match K::deserialize(d).map_err(|_: D::Error| bad())? {
+            K::N(n) => n,
+            K::S(s) => s.trim().parse::<i64>().map_err(|_| bad())?,
+        };
+        u32::try_from(n).map(CommKey).map_err(|_| bad())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -404,6 +515,8 @@ pub struct DeviceConfig {
 pub enum DeviceKind {
     Tcp,
     Serial,
+    /// A ZKTeco terminal polled over its binary protocol (TCP 4370).
+    Zk,
 }
 
 impl DeviceKind {
@@ -411,6 +524,7 @@ impl DeviceKind {
         match self {
             DeviceKind::Tcp => "tcp",
             DeviceKind::Serial => "serial",
+            DeviceKind::Zk => "zk",
         }
     }
 }
@@ -542,8 +656,24 @@ fn de_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
-fn default_poll_interval() -> u64 {
-    5
+/// [`de_seconds`] for an optional key.
+fn de_seconds_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_seconds(d).map(Some)
+}
+
+/// How often `poll_command` is written when `poll_interval` is absent.
+pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 5;
+/// How often a `zk` device's log is read when `poll_interval` is absent: realtime events bring punches
+/// within a second, so the poll only reconciles, and each poll disables the device for a moment.
+pub const DEFAULT_ZK_POLL_INTERVAL_SECS: u64 = 60;
+/// The default port of ZKTeco terminals.
+pub const ZK_DEFAULT_PORT: u16 = 4370;
+
+fn default_io_timeout() -> u64 {
+    10
+}
+fn default_max_clock_skew() -> u64 {
+    60
 }
 fn default_max_line() -> usize {
     1024
@@ -618,13 +748,21 @@ impl DeviceConfig {
             time_format: None,
             state_map: Default::default(),
             poll_command: None,
-            poll_interval_secs: default_poll_interval(),
+            poll_interval_secs: None,
             ack_template: None,
             timezone: timezone.to_string(),
             location_name: None,
             max_line_length: default_max_line(),
             reconnect_max_secs: default_reconnect_max(),
             enabled: true,
+            comm_key: CommKey::default(),
+            sync_clock: false,
+            max_clock_skew_secs: default_max_clock_skew(),
+            clear_device_log: false,
+            realtime: true,
+            user_names: true,
+            user_id_source: UserIdSource::Record,
+            io_timeout_secs: default_io_timeout(),
         }
     }
 }
@@ -640,9 +778,58 @@ impl DeviceConfig {
     pub fn tz(&self) -> Tz {
         self.timezone.parse().unwrap_or(chrono_tz::UTC)
     }
+    /// How often the device is polled: `poll_interval`, or the default of its kind.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval_secs.unwrap_or(match self.kind {
+            DeviceKind::Zk => DEFAULT_ZK_POLL_INTERVAL_SECS,
+            _ => DEFAULT_POLL_INTERVAL_SECS,
+        }))
+    }
+
+    /// For `zk`: `address` as `host:port`, with port 4370 when it has none.
+    pub fn zk_address(&self) -> Option<String> {
+        self.address.as_deref().and_then(zk_address)
+    }
+
     /// `location_name`, or the device id.
     pub fn location(&self) -> &str {
         self.location_name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address, as `host:port` (port 4370 when
+/// absent); `None` when it is not an address.
+pub fn zk_address(a: &str) -> Option<String> {
+    let a = a.trim();
+    if a.is_empty() || a.chars().any(char::is_whitespace) {
+        return None;
+    }
+    if let Some(rest) = a.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        if host.is_empty() {
+            return None;
+        }
+        return match after {
+            "" => Some(format!("[{host}]:{ZK_DEFAULT_PORT}")),
+            p => p
+                .strip_prefix(':')
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .map(|p| format!("[{host}]:{p}")),
+        };
+    }
+    match a.matches(':').count() {
+        0 => Some(format!("{a}:{ZK_DEFAULT_PORT}")),
+        1 => {
+            let (h, p) = a.split_once(':')?;
+            let p = p.parse::<u16>().ok().filter(|p| *p != 0)?;
+            (!h.is_empty()).then(|| format!("{h}:{p}"))
+        }
+        // a bare IPv6 address
+        _ => a
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|ip| format!("[{ip}]:{ZK_DEFAULT_PORT}")),
     }
 }
 
@@ -964,12 +1151,29 @@ impl Config {
                     "must be at least 1",
                 ));
             }
-            if d.poll_interval_secs == 0 {
+            if d.poll_interval_secs == Some(0) {
                 return Err(ConfigError::invalid(
                     key("poll_interval"),
                     0,
                     "must be at least 1",
                 ));
+            }
+            if d.kind != DeviceKind::Zk {
+                let zk_only = [
+                    ("comm_key", d.comm_key.is_set()),
+                    ("sync_clock", d.sync_clock),
+                    ("clear_device_log", d.clear_device_log),
+                    ("user_id_source", d.user_id_source != UserIdSource::Record),
+                ];
+                if let Some((k, _)) = zk_only.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError::Key {
+                        key: key(k),
+                        reason: format!(
+                            "is only for kind = \"zk\" (this device is kind = \"{}\"): remove it",
+                            d.kind.as_str()
+                        ),
+                    });
+                }
             }
             match d.kind {
                 DeviceKind::Serial => {
@@ -999,6 +1203,46 @@ impl Config {
                             d.stop_bits,
                             "must be 1 or 2",
                         ));
+                    }
+                }
+                DeviceKind::Zk => {
+                    let Some(addr) = &d.address else {
+                        return Err(ConfigError::Key {
+                            key: key("address"),
+                            reason: "missing: kind = \"zk\" needs address = \"host\" or \"host:port\" (port 4370 when omitted)".into(),
+                        });
+                    };
+                    if zk_address(addr).is_none() {
+                        return Err(ConfigError::invalid(
+                            key("address"),
+                            addr,
+                            "is not host or host:port (e.g. \"10.0.0.5\" or \"10.0.0.5:4370\")",
+                        ));
+                    }
+                    if d.comm_key.expose() > 999_999 {
+                        return Err(ConfigError::Key {
+                            key: key("comm_key"),
+                            reason: "is out of range: ZKTeco comm keys are 0 to 999999".into(),
+                        });
+                    }
+                    if !(1..=300).contains(&d.io_timeout_secs) {
+                        return Err(ConfigError::invalid(
+                            key("io_timeout"),
+                            d.io_timeout_secs,
+                            "must be between 1 and 300 seconds",
+                        ));
+                    }
+                    if d.mode.is_some() {
+                        return Err(ConfigError::Key {
+                            key: key("mode"),
+                            reason: "is only for kind = \"tcp\": remove it (clockbridge always dials a zk device)".into(),
+                        });
+                    }
+                    if d.poll_command.is_some() || d.ack_template.is_some() {
+                        return Err(ConfigError::Key {
+                            key: key(if d.poll_command.is_some() { "poll_command" } else { "ack_template" }),
+                            reason: "is only for line clocks (tcp, serial): a zk device is read over its binary protocol".into(),
+                        });
                     }
                 }
                 DeviceKind::Tcp => {
@@ -1205,7 +1449,7 @@ location_name = "HQ 1F door"
         ] {
             let c =
                 parse(&format!("{GOOD}{line}\n"), &[]).unwrap_or_else(|e| panic!("{line}: {e}"));
-            assert_eq!(c.devices[0].poll_interval_secs, secs, "{line}");
+            assert_eq!(c.devices[0].poll_interval_secs, Some(secs), "{line}");
         }
         let err = parse(&format!("{GOOD}poll_interval = \"soon\"\n"), &[])
             .unwrap_err()
@@ -1381,6 +1625,112 @@ location_name = "HQ 1F door"
             .unwrap_err()
             .to_string();
         assert!(e.contains("listn"), "{e}");
+    }
+
+    const ZK: &str =
+        "\n[[devices]]\nid = \"door-9\"\nkind = \"zk\"\ntimezone = \"Asia/Shanghai\"\n";
+
+    #[test]
+    fn zk_device_defaults_port_4370_a_minute_poll_and_safe_options() {
+        let c = parse(&format!("{GOOD}{ZK}address = \"10.0.0.5\"\n"), &[]).unwrap();
+        let d = &c.devices[1];
+        assert_eq!(d.kind, DeviceKind::Zk);
+        assert_eq!(d.zk_address().as_deref(), Some("10.0.0.5:4370"));
+        assert_eq!(d.poll_interval(), Duration::from_secs(60));
+        assert_eq!(c.devices[0].poll_interval(), Duration::from_secs(5));
+        assert_eq!(d.comm_key.expose(), 0);
+        assert!(!d.sync_clock && !d.clear_device_log);
+        assert!(d.realtime && d.user_names);
+        assert_eq!(d.max_clock_skew_secs, 60);
+        assert_eq!(d.user_id_source, UserIdSource::Record);
+
+        let c = parse(
+            &format!(
+                "{GOOD}{ZK}address = \"clock-2.lan:4371\"\ncomm_key = 123456\npoll_interval = \"30s\"\nsync_clock = true\nclear_device_log = true\nrealtime = false\nmax_clock_skew = \"2m\"\nuser_id_source = \"user_table\"\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        let d = &c.devices[1];
+        assert_eq!(d.zk_address().as_deref(), Some("clock-2.lan:4371"));
+        assert_eq!(d.comm_key.expose(), 123456);
+        assert_eq!(d.poll_interval(), Duration::from_secs(30));
+        assert_eq!(d.max_clock_skew_secs, 120);
+        assert!(d.sync_clock && d.clear_device_log && !d.realtime);
+        assert_eq!(d.user_id_source, UserIdSource::UserTable);
+        // the comm key is a secret
+        assert!(!format!("{c:?}").contains("123456"));
+        let t = c.to_masked_toml();
+        assert!(!t.contains("123456"), "{t}");
+        assert!(t.contains("comm_key = \"***\""), "{t}");
+    }
+
+    #[test]
+    fn zk_addresses_take_ipv6_and_refuse_bad_ports() {
+        assert_eq!(zk_address("[fe80::1]").as_deref(), Some("[fe80::1]:4370"));
+        assert_eq!(
+            zk_address("[fe80::1]:5000").as_deref(),
+            Some("[fe80::1]:5000")
+        );
+        assert_eq!(zk_address("fe80::1").as_deref(), Some("[fe80::1]:4370"));
+        for bad in [
+            "",
+            "10.0.0.5:",
+            "10.0.0.5:70000",
+            ":4370",
+            "10.0.0.5:0",
+            "a b",
+            "[]:1",
+        ] {
+            assert_eq!(zk_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn zk_configuration_errors_name_the_key_and_keep_the_comm_key_secret() {
+        let e = parse(&format!("{GOOD}{ZK}"), &[]).unwrap_err().to_string();
+        assert!(e.contains("devices[1].address"), "{e}");
+        let e = parse(&format!("{GOOD}{ZK}address = \"10.0.0.5:99999\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("devices[1].address") && e.contains("99999"),
+            "{e}"
+        );
+        let e = parse(
+            &format!("{GOOD}{ZK}address = \"10.0.0.5\"\ncomm_key = \"s3cret77\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("devices[1].comm_key"), "{e}");
+        assert!(!e.contains("s3cret77"), "{e}");
+        let e = parse(
+            &format!("{GOOD}{ZK}address = \"10.0.0.5\"\ncomm_key = 4294967\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("devices[1].comm_key"), "{e}");
+        assert!(!e.contains("4294967"), "{e}");
+        let e = parse(
+            &format!("{GOOD}{ZK}address = \"10.0.0.5\"\nmode = \"connect\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("devices[1].mode"), "{e}");
+        let e = parse(&format!("{GOOD}clear_device_log = true\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("devices[0].clear_device_log"), "{e}");
+        let e = parse(
+            &format!("{GOOD}{ZK}address = \"10.0.0.5\"\nclear_log = true\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clear_log"), "{e}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::ingest::{run_writer, DeviceInfo, PunchSink};
 use crate::mapping::{Mapping, MappingError, MappingHandle};
 use crate::queue::{Queue, QueueError};
 use crate::sender::{Lane, Sender, SenderSnapshot, SenderStats};
-use crate::sources::{run_device, DeviceSnapshot, DeviceStats};
+use crate::sources::{run_device_with_queue, DeviceSnapshot, DeviceStats};
 
 /// Key of the daemon's snapshot in the queue's `runtime` table.
 pub const RUNTIME_KEY: &str = "daemon";
@@ -333,11 +333,12 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let sources = devices
         .values()
         .map(|d| {
-            tokio::spawn(run_device(
+            tokio::spawn(run_device_with_queue(
                 d.config.clone(),
                 sink.clone(),
                 d.stats.clone(),
                 sources_stop.clone(),
+                Some(queue.clone()),
             ))
         })
         .collect();

@@ -82,6 +82,33 @@ impl PunchSink {
             .map_err(|_| SinkClosed)
     }
 
+    /// Hands punches to the writer and waits until every one is committed (or failed); the outcomes
+    /// are in the order of `punches`. The punches are handed over one after the other (back-pressure
+    /// applies) and share the writer's group commits, so a large batch costs a few transactions, not
+    /// one per punch.
+    pub async fn submit_all_committed(
+        &self,
+        punches: Vec<Punch>,
+    ) -> Result<Vec<IngestOutcome>, SinkClosed> {
+        let mut pending = Vec::with_capacity(punches.len());
+        for punch in punches {
+            let (ack, rx) = oneshot::channel();
+            self.tx
+                .send(IngestItem {
+                    punch,
+                    ack: Some(ack),
+                })
+                .await
+                .map_err(|_| SinkClosed)?;
+            pending.push(rx);
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for rx in pending {
+            out.push(rx.await.map_err(|_| SinkClosed)?);
+        }
+        Ok(out)
+    }
+
     /// Hands a punch to the writer and waits until it is committed (or failed).
     pub async fn submit_committed(&self, punch: Punch) -> Result<IngestOutcome, SinkClosed> {
         let (ack, rx) = oneshot::channel();

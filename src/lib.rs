@@ -5,7 +5,8 @@
 //! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`standin`] is a local
 //! stand-in for the platform used by tests, benchmarks and [`demo`]; [`import`] backfills exported
 //! log files into the same queue; [`service`] speaks systemd's notify protocol (readiness, watchdog);
-//! [`http`] and [`metrics`] serve `/healthz`, `/metrics` and `/status`.
+//! [`http`] and [`metrics`] serve `/healthz`, `/metrics` and `/status`; [`zksim`] is a simulated
+//! ZKTeco terminal (ZK binary protocol) for tests, benchmarks and trials.
 //! See `docs/architecture.md` for the delivery guarantees.
 
 pub mod config;
@@ -27,3 +28,5 @@ pub mod service;
 pub mod sources;
 pub mod standin;
 pub mod status;
+pub mod zk;
+pub mod zksim;

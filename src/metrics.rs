@@ -44,6 +44,9 @@
 //! | `clockbridge_device_duplicate_punches_total` | counter | `device` | punches already in the queue |
 //! | `clockbridge_device_acks_written_total` | counter | `device` | acknowledgements written back to the clock |
 //! | `clockbridge_device_last_line_timestamp_seconds` | gauge | `device` | last line received (absent before the first) |
+//! | `clockbridge_device_clock_skew_seconds` | gauge | `device` | `zk` devices: device clock minus gateway clock |
+//! | `clockbridge_device_log_records` | gauge | `device` | `zk` devices: records on the device |
+//! | `clockbridge_device_watermark_records` | gauge | `device` | `zk` devices: records committed to the queue |
 //!
 //! Not exported: the clocks' skew (a line clock reports the punch's time, never its own clock, so
 //! there is nothing to compare). Device counters restart from 0 with the daemon, as Prometheus
@@ -539,6 +542,30 @@ impl Scrape {
             "When the device last sent a line (Unix time; absent before the first)",
             Some(&Unit::Seconds),
             |s| s.last_line_at,
+        )?;
+        device_gauge(
+            enc,
+            d,
+            "clockbridge_device_clock_skew",
+            "ZKTeco devices: device clock minus gateway clock at the last poll (positive: ahead)",
+            Some(&Unit::Seconds),
+            |s| s.zk.clock_skew_secs,
+        )?;
+        device_gauge(
+            enc,
+            d,
+            "clockbridge_device_log_records",
+            "ZKTeco devices: attendance records on the device at the last poll",
+            None,
+            |s| s.zk.device_records.map(|n| n as i64),
+        )?;
+        device_gauge(
+            enc,
+            d,
+            "clockbridge_device_watermark_records",
+            "ZKTeco devices: records of the device's log committed to the queue",
+            None,
+            |s| s.zk.watermark.map(|n| n as i64),
         )
     }
 }
@@ -602,6 +629,12 @@ mod tests {
                 acks_written: 0,
                 last_line_at: Some(1_772_413_199),
                 last_error: None,
+                zk: crate::sources::ZkFigures {
+                    clock_skew_secs: Some(-3),
+                    device_records: Some(120),
+                    watermark: Some(118),
+                    ..Default::default()
+                },
             },
         );
         // a label value that needs escaping
@@ -716,6 +749,9 @@ mod tests {
             "clockbridge_device_duplicate_punches_total{device=\"door-1\"} 1",
             "clockbridge_device_acks_written_total{device=\"door-1\"} 0",
             "clockbridge_device_last_line_timestamp_seconds{device=\"door-1\"} 1772413199",
+            "clockbridge_device_clock_skew_seconds{device=\"door-1\"} -3",
+            "clockbridge_device_log_records{device=\"door-1\"} 120",
+            "clockbridge_device_watermark_records{device=\"door-1\"} 118",
             "# TYPE clockbridge_upstream_latency_seconds histogram",
             "# UNIT clockbridge_upstream_latency_seconds seconds",
             "# TYPE clockbridge_sender_requests counter",
@@ -725,6 +761,8 @@ mod tests {
         assert_eq!(l.last(), Some(&"# EOF"));
         // a device that never sent a line has no last-line sample; no success yet: no sample either
         assert!(!text.contains("clockbridge_device_last_line_timestamp_seconds{device=\"lobby"));
+        // zk figures only for zk devices
+        assert!(!text.contains("clockbridge_device_clock_skew_seconds{device=\"lobby"));
         assert!(!has_sample(
             &text,
             "clockbridge_sender_last_success_timestamp_seconds"

@@ -14,3 +14,5 @@ mod outcomes;
 mod sdk;
 mod serial;
 mod storage;
+mod zk;
+mod zk_pyzk;

@@ -82,9 +82,26 @@ CREATE TABLE dropped (
 );
 "#;
 
+/// ZKTeco devices (`kind = "zk"`): the watermark of each device's attendance log. `records` is how
+/// many records of the log are committed to the outbox; `last_record` holds the raw bytes of the last of
+/// them (record `records - 1`), compared at the next poll to prove the log is the same log; `serial` is
+/// the serial number last seen at `address`; `clearing` is 1 while clockbridge clears the log.
+const ZK_WATERMARKS: &str = r#"
+CREATE TABLE zk_watermarks (
+    device_id   TEXT    PRIMARY KEY,
+    address     TEXT    NOT NULL,
+    serial      TEXT,
+    records     INTEGER NOT NULL,
+    record_size INTEGER NOT NULL,
+    last_record BLOB,
+    clearing    INTEGER NOT NULL DEFAULT 0,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(ZK_WATERMARKS)])
 }
 
 #[cfg(test)]

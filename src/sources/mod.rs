@@ -12,6 +12,7 @@ pub mod lines;
 pub mod serial;
 pub mod session;
 pub mod tcp;
+pub mod zk;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeviceConfig, DeviceKind};
 pub use crate::ingest::{IngestOutcome, PunchSink};
+use crate::queue::Queue;
 
 /// A source failure that stops one connection attempt (the source retries with back-off).
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,66 @@ pub struct DeviceStats {
     changed: Notify,
     /// The address a listening device is bound to (known once bound).
     listening: Mutex<Option<watch::Sender<Option<SocketAddr>>>>,
+    /// What a `zk` device reports (serial number, clock skew, watermark...).
+    pub zk: Mutex<ZkFigures>,
+}
+
+/// The figures of a `zk` device, shown by `status` (every member absent for other kinds).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ZkFigures {
+    /// The device's serial number (`~SerialNumber`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// Device clock minus gateway clock, in seconds (positive: the device is ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<i64>,
+    /// When the skew was measured (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_measured_at: Option<i64>,
+    /// When clockbridge last set the device's clock (`sync_clock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_set_at: Option<i64>,
+    /// Attendance records on the device at the last poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_records: Option<u64>,
+    /// Users on the device at the last poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_users: Option<u64>,
+    /// Records of the device's log committed to the queue (the watermark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<u64>,
+    /// When the last poll completed (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_poll_at: Option<i64>,
+    /// Polls completed since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polls: Option<u64>,
+    /// Whether realtime events are subscribed on the current connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime: Option<bool>,
+    /// Realtime punches received since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime_events: Option<u64>,
+    /// When clockbridge last cleared the device's log (`clear_device_log`), and how many records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_cleared_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_cleared: Option<u64>,
+    /// The last anomaly (log shrank, serial number changed, clock skew), and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_warning: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_warning_at: Option<i64>,
+    /// Device users whose punches wait for a mapping, with their names from the device (at most 50).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmapped_users: Vec<UnmappedUser>,
+}
+
+/// A device user without a mapping, and the name the device knows.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UnmappedUser {
+    pub device_user_id: String,
+    pub name: Option<String>,
 }
 
 impl DeviceStats {
@@ -174,7 +236,14 @@ impl DeviceStats {
                 t => Some(t),
             },
             last_error: self.last_error(),
+            zk: self.zk.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+
+    /// Changes the `zk` figures.
+    pub fn update_zk(&self, f: impl FnOnce(&mut ZkFigures)) {
+        f(&mut self.zk.lock().unwrap_or_else(|p| p.into_inner()));
+        self.notify_changed();
     }
 }
 
@@ -194,6 +263,9 @@ pub struct DeviceSnapshot {
     pub acks_written: u64,
     pub last_line_at: Option<i64>,
     pub last_error: Option<String>,
+    /// `zk` devices only: serial number, clock skew, watermark... (flattened; absent for other kinds).
+    #[serde(flatten, default)]
+    pub zk: ZkFigures,
 }
 
 /// Runs one device until `shutdown` is cancelled. Never returns early on errors: it retries.
@@ -203,9 +275,23 @@ pub async fn run_device(
     stats: Arc<DeviceStats>,
     shutdown: CancellationToken,
 ) {
+    run_device_with_queue(cfg, sink, stats, shutdown, None).await
+}
+
+/// [`run_device`], with the queue where `zk` devices keep their watermarks (without it, a `zk`
+/// device's watermark lives in memory only, and each start reads its whole log again: duplicates are
+/// still recognised by their idempotent keys).
+pub async fn run_device_with_queue(
+    cfg: DeviceConfig,
+    sink: PunchSink,
+    stats: Arc<DeviceStats>,
+    shutdown: CancellationToken,
+    queue: Option<Queue>,
+) {
     match cfg.kind {
         DeviceKind::Tcp => tcp::run(cfg, sink, stats, shutdown).await,
         DeviceKind::Serial => serial::run(cfg, sink, stats, shutdown).await,
+        DeviceKind::Zk => zk::run(cfg, sink, stats, shutdown, queue).await,
     }
 }
 

@@ -426,7 +426,7 @@ mod tests {
         let mut clock = pty();
         let cfg = DeviceConfig {
             poll_command: Some(r"\x02POLL\r\n".into()),
-            poll_interval_secs: 1,
+            poll_interval_secs: Some(1),
             ..device(&clock.slave)
         };
         let (sink, mut rx) = PunchSink::channel(16);

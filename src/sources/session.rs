@@ -344,7 +344,7 @@ impl LineDevice {
                         "is empty: remove the key, or give the command the clock expects".into(),
                     ));
                 }
-                if cfg.poll_interval_secs == 0 {
+                if cfg.poll_interval_secs == Some(0) {
                     return Err(setup(
                         "poll_interval",
                         "is 0: give the seconds between two polls (at least 1)".into(),
@@ -352,7 +352,7 @@ impl LineDevice {
                 }
                 Some(Poll {
                     command,
-                    every: Duration::from_secs(cfg.poll_interval_secs),
+                    every: cfg.poll_interval(),
                 })
             }
         };
@@ -1151,7 +1151,7 @@ mod tests {
     async fn poll_command_on_open_and_every_interval() {
         let cfg = DeviceConfig {
             poll_command: Some(r"GET\x20LOG\r\n".into()),
-            poll_interval_secs: 1,
+            poll_interval_secs: Some(1),
             ..config()
         };
         let (served, mut clock, mut rx) = serve(cfg);

@@ -682,7 +682,7 @@ mod tests {
         let (sink, mut rx) = PunchSink::channel(16);
         let cfg = DeviceConfig {
             poll_command: Some(r"POLL\r\n".into()),
-            poll_interval_secs: 60,
+            poll_interval_secs: Some(60),
             ..device(TcpMode::Connect, &addr.to_string(), 1024)
         };
         let dev = Running::start(cfg, sink);
