@@ -1,8 +1,10 @@
-//! `clockbridge demo`: the real pipeline (TCP sources, ingest, SQLite queue, sender, Feishu client)
-//! against two built-in simulated clocks and the local stand-in of the platform, in a temporary
-//! directory. It shows in seconds what the daemon does with the cases that matter: a connection that
-//! drops and a clock that re-sends, a malformed line, a punch before 2022, a user the platform does not
-//! know, and a user missing from the mapping until the table gains it.
+//! `clockbridge demo`: the real pipeline (TCP sources, the ZKTeco source, ingest, SQLite queue,
+//! senders, Feishu client, the HR inbox) against two built-in simulated text clocks, a simulated ZKTeco
+//! terminal and the local stand-in of the platform, in a temporary directory. It shows in seconds what
+//! the daemon does with the cases that matter: a connection that drops and a clock that re-sends, a
+//! malformed line, a punch before 2022, a user the platform does not know, a user missing from the
+//! mapping until the table gains it, a ZKTeco terminal read incrementally with a comm key, its clock
+//! skew measured and a realtime punch, and HR approval files dropped in an inbox (one good, one bad).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -13,12 +15,49 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
 use crate::daemon::{self, RunOptions};
+use crate::queue::KIND_USER_APPROVAL;
 use crate::standin::{Standin, StandinConfig};
+use crate::zksim::{self, RecordSize, SimConfig, SimRecord, SimUser, UserSize};
 
 /// The user missing from the mapping table until the demo adds it.
 const LATE_USER: &str = "9999";
 /// A user mapped to an id the platform does not know.
 const GHOST_USER: &str = "4444";
+/// The simulated ZKTeco terminal: its id, comm key, and how far its clock is ahead of the gateway's.
+const ZK_DEVICE: &str = "lobby-zk";
+const ZK_COMM_KEY: u32 = 20260;
+const ZK_SKEW_SECS: i64 = 42;
+/// Users on the terminal (user ids 1001.., each with a name) and records in its log at the start.
+const ZK_USERS: usize = 10;
+const ZK_RECORDS: usize = 100;
+
+fn zk_user_id(i: usize) -> String {
+    (1001 + i).to_string()
+}
+
+/// A good approvals file (two leaves) and a bad one (its second leave has an unknown unit) for the
+/// inbox.
+fn approval_files() -> (String, String) {
+    let leave = |user: &str, id: &str, day: u32| {
+        serde_json::json!({"type": "leave", "user_id": user, "date": format!("202603{day:02}"),
+            "uniq_id": "annual", "unit": 1, "interval": 28800,
+            "start_time": format!("2026-03-{day:02} 09:00:00"),
+            "end_time": format!("2026-03-{day:02} 18:00:00"),
+            "i18n_names": {"ch": "年假", "en": "Annual leave"}, "default_locale": "ch",
+            "reason": "family", "idempotent_id": id})
+    };
+    let good = format!(
+        "{}\n{}\n",
+        leave("fs-1", "HR-LV-1001", 3),
+        leave("fs-2", "HR-LV-1002", 4)
+    );
+    let bad = format!("{}\n{}\n", leave("fs-3", "HR-LV-1003", 5), {
+        let mut l = leave("fs-4", "HR-LV-1004", 6);
+        l["unit"] = 9.into();
+        l
+    });
+    (good, bad)
+}
 
 fn line(pin: &str, t: &str, state: u8) -> String {
     format!("{pin:>9}\t{t}\t{state}\t1\t0\t0\t0\n")
@@ -49,6 +88,7 @@ pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
     let users: HashSet<String> = (1..=50)
         .map(|u| format!("fs-{u}"))
         .chain([format!("fs-{LATE_USER}")])
+        .chain((0..ZK_USERS).map(|i| format!("fs-{}", zk_user_id(i))))
         .collect();
     let standin = Standin::start(StandinConfig {
         latency: Duration::from_millis(20),
@@ -64,7 +104,31 @@ pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
         writeln!(csv, "{u},fs-{u},")?;
     }
     writeln!(csv, "{GHOST_USER},fs-ghost,")?;
+    for i in 0..ZK_USERS {
+        writeln!(csv, "{0},fs-{0},{ZK_DEVICE}", zk_user_id(i))?;
+    }
     std::fs::write(&mapping, &csv)?;
+
+    // a ZKTeco terminal (the simulator speaks the binary protocol of TCP 4370): a comm key, 40-byte
+    // records, 72-byte users with names, and a clock 42 s fast (in Shanghai time)
+    let zk_users: Vec<SimUser> = (0..ZK_USERS)
+        .map(|i| SimUser::new(i as u16 + 1, &zk_user_id(i), &format!("Staff {}", i + 1)))
+        .collect();
+    let zk_start = chrono::NaiveDate::from_ymd_opt(2026, 3, 2)
+        .and_then(|d| d.and_hms_opt(7, 30, 0))
+        .ok_or_else(|| anyhow::anyhow!("demo: bad start time"))?;
+    let zk = zksim::start(SimConfig {
+        comm_key: ZK_COMM_KEY,
+        record_size: RecordSize::B40,
+        user_size: UserSize::B72,
+        records: zksim::generate_records(ZK_RECORDS, &zk_users, zk_start),
+        users: zk_users,
+        clock_offset: chrono::TimeDelta::hours(8) + chrono::TimeDelta::seconds(ZK_SKEW_SECS),
+        serial_number: "DEMO0000000001".into(),
+        ..SimConfig::default()
+    })
+    .await?;
+    let inbox = dir.path().join("inbox").join("approvals");
 
     // clock A: we dial it (connect mode); it drops the connection halfway and re-sends on reconnect
     let clock_a = TcpListener::bind("127.0.0.1:0").await?;
@@ -75,9 +139,11 @@ pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
     a_lines.push(line("77", "2021-12-31 09:00:00", 0)); // before 2022: dead on arrival
     let half = a_lines.len() / 2;
     let a_first: String = a_lines[..half].concat();
-    // on reconnect the clock re-sends its last 10 lines before the rest: duplicates
-    let a_second: String = a_lines[half.saturating_sub(10)..].concat();
-    let a_expected_lines = a_lines.len() + 10;
+    // on reconnect the clock re-sends its last 10 lines (fewer if it has fewer) before the rest:
+    // duplicates
+    let resent = half.min(10);
+    let a_second: String = a_lines[half - resent..].concat();
+    let a_expected_lines = a_lines.len() + resent;
 
     // clock B: it dials us (listen mode)
     let mut b_lines = clock_lines(punches, 17);
@@ -107,6 +173,10 @@ file = "{mapping}"
 [sender]
 linger_ms = 50
 
+[inbox]
+approvals = "{inbox}"
+poll_interval = 1
+
 [[devices]]
 id = "door-1"
 kind = "tcp"
@@ -123,10 +193,20 @@ mode = "listen"
 address = "{b_addr}"
 timezone = "Asia/Shanghai"
 location_name = "HQ 2F door"
+
+[[devices]]
+id = "{ZK_DEVICE}"
+kind = "zk"
+address = "{zk_addr}"
+comm_key = {ZK_COMM_KEY}
+timezone = "Asia/Shanghai"
+location_name = "HQ lobby"
 "#,
         base = standin.base_url(),
         queue = dir.path().join("queue.db").display(),
         mapping = mapping.display(),
+        inbox = inbox.display(),
+        zk_addr = zk.addr(),
     );
     std::fs::write(dir.path().join("clockbridge.toml"), &toml)?;
     let cfg = Config::from_toml_with_env(&toml, "demo", std::iter::empty())?;
@@ -159,7 +239,19 @@ location_name = "HQ 2F door"
         anyhow::Ok(())
     });
 
+    // the HR system drops two approval files into the inbox: written under a temporary name, then
+    // renamed in, as the inbox expects
+    let (good, bad) = approval_files();
+    for (name, text) in [("leaves.jsonl", &good), ("more-leaves.jsonl", &bad)] {
+        let part = inbox.join(format!("{name}.part"));
+        std::fs::create_dir_all(&inbox)?;
+        std::fs::write(&part, text)?;
+        std::fs::rename(&part, inbox.join(name))?;
+    }
+
     let deadline = Instant::now() + Duration::from_secs(60);
+    let zk_stats = running.devices[ZK_DEVICE].stats.clone();
+    let mut realtime_punch = None;
     let a_stats = running.devices["door-1"].stats.clone();
     let b_stats = running.devices["door-2"].stats.clone();
     let lines_seen = |s: &crate::sources::DeviceStats| {
@@ -169,8 +261,31 @@ location_name = "HQ 2F door"
     let mut released_late = false;
     loop {
         let counts = running.queue.counts().await?;
-        let all_read =
-            lines_seen(&a_stats) >= a_expected_lines && lines_seen(&b_stats) >= b_expected_lines;
+        let zk_now = zk_stats.snapshot().zk;
+        // once the terminal's log is read and events are subscribed, someone punches: the event
+        // reaches the daemon at once, without waiting for the next poll
+        if realtime_punch.is_none()
+            && zk_now.watermark == Some(ZK_RECORDS as u64)
+            && zk_now.realtime == Some(true)
+        {
+            let t = chrono::Timelike::with_nanosecond(&zk.device_time(), 0).unwrap_or(zk_start);
+            let r = SimRecord::new(&zk_user_id(0), t);
+            zk.add_records([r.clone()])?;
+            realtime_punch = Some(r);
+        }
+        let zk_done = realtime_punch.is_some() && zk_now.realtime_events.unwrap_or(0) >= 1;
+        let inbox_done = {
+            let st = running
+                .inbox_stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            st.get("approvals")
+                .is_some_and(|i| i.files_done + i.files_rejected >= 2)
+        };
+        let all_read = lines_seen(&a_stats) >= a_expected_lines
+            && lines_seen(&b_stats) >= b_expected_lines
+            && zk_done
+            && inbox_done;
         if all_read && counts.total.outstanding() == 0 {
             if !released_late && counts.total.unmapped > 0 {
                 // the operator adds the missing user: the daemon releases the waiting punch
@@ -195,15 +310,77 @@ location_name = "HQ 2F door"
         .iter()
         .map(|id| (id.to_string(), running.devices[*id].stats.snapshot()))
         .collect();
+    let zk_dev = zk_stats.snapshot();
+    let approvals = counts
+        .by_kind
+        .get(KIND_USER_APPROVAL)
+        .cloned()
+        .unwrap_or_default();
+    let hr_sent = running
+        .lane_stats
+        .get(KIND_USER_APPROVAL)
+        .map(|s| s.snapshot().requests)
+        .unwrap_or(0);
     running.stop().await;
+    let zk_counters = zk.counters();
+    zk.shutdown().await;
+    let rejected_report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        inbox.join("rejected").join("more-leaves.jsonl.report.json"),
+    )?)?;
+    let first_error = rejected_report["errors"]
+        .get(0)
+        .map(|e| {
+            format!(
+                "line {}: {}",
+                e["line"],
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .unwrap_or_default();
     let st = standin.stats();
     let writes = standin.write_counts();
     let written_twice = writes.values().filter(|n| **n > 1).count();
+    let approvals_stored = standin.approvals().len();
+    // the demo checks what it shows: CI runs it, so a regression fails there too
+    // door-1: its punches, user 9999's and the 2021 one (dead); door-2: its punches and the ghost's
+    // (dead); the terminal: its log and the realtime punch
+    let expected_flows = (punches + 2) + (punches + 1) + (ZK_RECORDS + 1);
+    let mut wrong = Vec::new();
+    if written_twice > 0 {
+        wrong.push(format!("{written_twice} records written more than once"));
+    }
+    if counts.total.delivered as usize + counts.total.dead as usize != expected_flows + 2 {
+        wrong.push(format!(
+            "{} delivered + {} dead records, expected {}",
+            counts.total.delivered,
+            counts.total.dead,
+            expected_flows + 2
+        ));
+    }
+    if approvals_stored != 2 || approvals.delivered != 2 {
+        wrong.push(format!(
+            "{approvals_stored} approval items stored, {} delivered, expected 2",
+            approvals.delivered
+        ));
+    }
+    if zk_dev.queued != ZK_RECORDS as u64 + 1 {
+        wrong.push(format!(
+            "{ZK_DEVICE}: {} punches queued, expected {}",
+            zk_dev.queued,
+            ZK_RECORDS + 1
+        ));
+    }
+    if !wrong.is_empty() {
+        anyhow::bail!(
+            "demo: the pipeline did not do what it should: {}",
+            wrong.join("; ")
+        );
+    }
 
     let mut o = String::new();
     writeln!(
         o,
-        "clockbridge demo: 2 simulated clocks -> clockbridge -> local Feishu stand-in ({})",
+        "clockbridge demo: 2 simulated text clocks, 1 simulated ZKTeco terminal and an HR inbox -> clockbridge -> local Feishu stand-in ({})",
         standin.base_url()
     )?;
     for (id, d) in &devs {
@@ -213,9 +390,33 @@ location_name = "HQ 2F door"
             d.lines_read, d.punches_read, d.queued, d.duplicates, d.malformed, d.connects
         )?;
     }
+    let z = &zk_dev.zk;
     writeln!(
         o,
-        "  queue: {} delivered, {} dead, {} unmapped, {} pending",
+        "  {ZK_DEVICE} (ZKTeco, TCP 4370 protocol, comm key): {} punches, {} newly queued, {} poll(s) reading {} records, then {} realtime punch; clock {:+} s off the gateway's (measured each poll); {} connection(s)",
+        zk_dev.punches_read,
+        zk_dev.queued,
+        z.polls.unwrap_or(0),
+        ZK_RECORDS,
+        z.realtime_events.unwrap_or(0),
+        z.clock_skew_secs.unwrap_or(0),
+        zk_counters.connections,
+    )?;
+    if let Some(r) = &realtime_punch {
+        writeln!(
+            o,
+            "  {ZK_DEVICE}: user {} punched at {} (device time) while the daemon ran: its realtime event queued it, without waiting for a poll",
+            r.user_id, r.time,
+        )?;
+    }
+    writeln!(
+        o,
+        "  inbox approvals: leaves.jsonl -> done/ ({} leave items delivered in {} request(s)); more-leaves.jsonl -> rejected/, nothing of it queued ({first_error})",
+        approvals.delivered, hr_sent
+    )?;
+    writeln!(
+        o,
+        "  queue (punches and HR records): {} delivered, {} dead, {} unmapped, {} pending",
         counts.total.delivered,
         counts.total.dead,
         counts.total.unmapped,

@@ -170,3 +170,38 @@ async fn status_needs_no_secret() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("feishu.app_secret: missing"));
 }
+
+#[test]
+fn the_demo_shows_every_case_and_checks_its_own_figures() {
+    // the demo fails (exit 1) when a figure it prints is not what the pipeline must give
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["demo", "--punches", "20"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "10 duplicates ignored, 1 malformed, 2 connection(s)",
+        "lobby-zk (ZKTeco, TCP 4370 protocol, comm key): 101 punches, 101 newly queued",
+        "its realtime event queued it",
+        "leaves.jsonl -> done/ (2 leave items delivered",
+        "more-leaves.jsonl -> rejected/, nothing of it queued (line 2: item.leaves[0].unit: 9",
+        "user 9999 was unmapped until the mapping gained it",
+        "dead letter: door-1 user 77: before_2022",
+        "0 written more than once",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    // the terminal's clock is 42 s fast; the measurement may straddle a second
+    assert!(
+        ["+41", "+42", "+43"]
+            .iter()
+            .any(|s| stdout.contains(&format!("clock {s} s off the gateway's"))),
+        "{stdout}"
+    );
+}
