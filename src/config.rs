@@ -121,6 +121,10 @@ pub struct InboxConfig {
     /// How often the directories are looked at: seconds or a duration (`"5s"`).
     #[serde(default = "default_inbox_poll", deserialize_with = "de_seconds")]
     pub poll_interval: u64,
+    /// Text encoding of the files: `utf-8` (default), `gb18030` (also GBK / GB2312), or any WHATWG
+    /// label.
+    #[serde(default)]
+    pub encoding: Option<String>,
 }
 
 fn default_inbox_poll() -> u64 {
@@ -134,11 +138,20 @@ impl Default for InboxConfig {
             archive_reports: None,
             leave_accruals: None,
             poll_interval: default_inbox_poll(),
+            encoding: None,
         }
     }
 }
 
 impl InboxConfig {
+    /// The files' text encoding (`None` for an unknown label, which validation refuses).
+    pub fn text_encoding(&self) -> Option<&'static encoding_rs::Encoding> {
+        match &self.encoding {
+            None => Some(encoding_rs::UTF_8),
+            Some(label) => encoding_rs::Encoding::for_label(label.trim().as_bytes()),
+        }
+    }
+
     /// The configured directories with their kind and key name.
     pub fn dirs(&self) -> Vec<(crate::hr::HrKind, &'static str, PathBuf)> {
         use crate::hr::HrKind;
@@ -1096,6 +1109,15 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if let Some(label) = &self.inbox.encoding {
+            if self.inbox.text_encoding().is_none() {
+                return Err(ConfigError::invalid(
+                    "inbox.encoding",
+                    label,
+                    "is not a known encoding: use \"utf-8\", \"gb18030\", \"big5\" or another WHATWG label",
+                ));
+            }
+        }
         let mut dirs = HashSet::new();
         for (_, name, dir) in self.inbox.dirs() {
             if dir.as_os_str().is_empty() || !dir.is_absolute() {
@@ -1774,5 +1796,17 @@ location_name = "HQ 1F door"
         assert!(e.contains("approval"), "{e}");
         let env = parse(GOOD, &[("CLOCKBRIDGE__INBOX__APPROVALS", "/srv/env")]).unwrap();
         assert_eq!(env.inbox.approvals, Some(PathBuf::from("/srv/env")));
+    }
+
+    #[test]
+    fn inbox_encoding_is_utf8_by_default_and_a_known_label_otherwise() {
+        let c = parse(GOOD, &[]).unwrap();
+        assert_eq!(c.inbox.text_encoding(), Some(encoding_rs::UTF_8));
+        let c = parse(&format!("{GOOD}\n[inbox]\nencoding = \"GBK\"\n"), &[]).unwrap();
+        assert_eq!(c.inbox.text_encoding(), Some(encoding_rs::GBK));
+        let e = parse(&format!("{GOOD}\n[inbox]\nencoding = \"klingon\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inbox.encoding") && e.contains("klingon"), "{e}");
     }
 }

@@ -58,6 +58,10 @@ enum Command {
     },
     /// Queue HR data from a file (JSON, JSON Lines or CSV): every record, or none if one breaks a rule.
     Submit {
+        /// The file's text encoding, for files not saved as UTF-8: `gb18030` (also reads GBK and
+        /// GB2312), `big5`, or any WHATWG label.
+        #[arg(long, global = true, value_name = "LABEL")]
+        encoding: Option<String>,
         #[command(subcommand)]
         command: SubmitCommand,
     },
@@ -277,9 +281,21 @@ enum SubmitCommand {
     },
 }
 
-async fn submit(cfg: &Config, command: SubmitCommand) -> anyhow::Result<ExitCode> {
+async fn submit(
+    cfg: &Config,
+    encoding: Option<String>,
+    command: SubmitCommand,
+) -> anyhow::Result<ExitCode> {
     use clockbridge::hr::{submit_file, HrKind, ReportArgs};
     use clockbridge::queue::Queue;
+    let encoding = match encoding.as_deref() {
+        None => encoding_rs::UTF_8,
+        Some(label) => encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "submit: --encoding {label:?} is not a known encoding: use utf-8, gb18030, big5 or another WHATWG label"
+            )
+        })?,
+    };
     let (kind, file, json, args) = match command {
         SubmitCommand::Approvals { file, json } => {
             (HrKind::Approvals, file, json, ReportArgs::default())
@@ -306,7 +322,7 @@ async fn submit(cfg: &Config, command: SubmitCommand) -> anyhow::Result<ExitCode
     };
     let path = cfg.queue.path.clone();
     let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path)).await??;
-    let report = submit_file(&queue, kind, &file, &args).await?;
+    let report = submit_file(&queue, kind, &file, &args, encoding).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -533,11 +549,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
             runtime()?.block_on(dlq(&cfg, command))
         }
-        Command::Submit { command } => {
+        Command::Submit { encoding, command } => {
             // submit writes to the queue only: it needs no secret
             let cfg = Config::load_without_secret(&cli.config)?;
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
-            runtime()?.block_on(submit(&cfg, command))
+            runtime()?.block_on(submit(&cfg, encoding, command))
         }
         Command::Import {
             device,

@@ -32,7 +32,9 @@ fn cli(args: &[&str], config: &Path) -> std::process::Output {
 
 /// Submits in-process (as the CLI does) and wakes the kind's sender.
 async fn submit(running: &Running, kind: HrKind, path: &Path, args: &ReportArgs) -> SubmitReport {
-    let r = submit_file(&running.queue, kind, path, args).await.unwrap();
+    let r = submit_file(&running.queue, kind, path, args, encoding_rs::UTF_8)
+        .await
+        .unwrap();
     running.wake_kind(kind.queue_kind());
     r
 }
@@ -69,6 +71,54 @@ fn approvals_body() -> Value {
 }
 
 // ---------------------------------------------------------------- approvals
+
+#[tokio::test]
+async fn a_gb18030_approvals_csv_is_refused_as_utf8_and_delivered_with_its_encoding() {
+    let env = Env::new(StandinConfig::default()).await;
+    let running = env.start("").await;
+    let cfg = env.write_config("");
+    // a spreadsheet on a Chinese Windows saves CSV in the system code page
+    let csv = "type,user_id,date,start_time,end_time,idempotent_id,reason,unit,interval,uniq_id,name_ch,default_locale\n\
+               leave,u-gbk,20260302,2026-03-02 09:00:00,2026-03-02 18:00:00,HR-GBK-1,探亲 家事,1,28800,annual,年假,ch\n";
+    let (bytes, _, _) = encoding_rs::GB18030.encode(csv);
+    let file = env.dir.path().join("approvals-gbk.csv");
+    std::fs::write(&file, &bytes).unwrap();
+
+    let out = cli(&["submit", "approvals", file.to_str().unwrap()], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 2: the file is not UTF-8 text"),
+        "{stderr}"
+    );
+    assert_eq!(
+        running.queue.counts().await.unwrap().total.outstanding(),
+        0,
+        "nothing of a refused file is queued"
+    );
+
+    let out = cli(
+        &[
+            "submit",
+            "approvals",
+            "--encoding",
+            "gb18030",
+            file.to_str().unwrap(),
+        ],
+        &cfg,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_kind(&running, KIND_USER_APPROVAL, |k| k.delivered == 1).await;
+    let stored = env.standin.approvals();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].item["reason"], "探亲 家事");
+    assert_eq!(stored[0].item["i18n_names"]["ch"], "年假");
+    running.stop().await;
+}
 
 #[tokio::test]
 async fn approvals_file_is_queued_beside_the_daemon_and_delivered_once() {

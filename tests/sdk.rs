@@ -55,9 +55,15 @@ async fn every_request_body_parses_into_the_official_sdk_models() {
     ] {
         let p = env.dir.path().join(name);
         std::fs::write(&p, body.to_string()).unwrap();
-        submit_file(&running.queue, kind, &p, &ReportArgs::default())
-            .await
-            .unwrap();
+        submit_file(
+            &running.queue,
+            kind,
+            &p,
+            &ReportArgs::default(),
+            encoding_rs::UTF_8,
+        )
+        .await
+        .unwrap();
         running.wake_kind(kind.queue_kind());
     }
     running

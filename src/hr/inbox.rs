@@ -92,6 +92,8 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let dirs = cfg.dirs();
+    // validated with the configuration
+    let encoding = cfg.text_encoding().unwrap_or(encoding_rs::UTF_8);
     for (_, key, dir) in &dirs {
         for d in [dir.clone(), dir.join("done"), dir.join("rejected")] {
             if let Err(e) = std::fs::create_dir_all(&d) {
@@ -144,7 +146,7 @@ pub async fn run(
                 if stop.is_cancelled() {
                     return;
                 }
-                take(&queue, *kind, key, dir, &path, &stats).await;
+                take(&queue, *kind, key, dir, &path, encoding, &stats).await;
                 if let Some(w) = wakes.get(kind.queue_kind()) {
                     w.notify_one();
                 }
@@ -165,12 +167,20 @@ fn note_error(stats: &InboxStats, key: &str, e: String) {
 }
 
 /// Queues one file and moves it with its report.
-async fn take(queue: &Queue, kind: HrKind, key: &str, dir: &Path, path: &Path, stats: &InboxStats) {
+async fn take(
+    queue: &Queue,
+    kind: HrKind,
+    key: &str,
+    dir: &Path,
+    path: &Path,
+    encoding: &'static encoding_rs::Encoding,
+    stats: &InboxStats,
+) {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let result = submit_file(queue, kind, path, &ReportArgs::default()).await;
+    let result = submit_file(queue, kind, path, &ReportArgs::default(), encoding).await;
     let (sub, report, issues) = match &result {
         Ok(r) => ("done", Some(r), Vec::new()),
         Err(SubmitError::Invalid { issues, .. }) => ("rejected", None, issues.clone()),

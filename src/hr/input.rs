@@ -3,9 +3,11 @@
 //!
 //! The format comes from the extension (`.json`, `.jsonl` / `.ndjson`, `.csv`); without one of those,
 //! a file whose first non-blank character is `{` or `[` is JSON (or JSON Lines), anything else CSV. A
-//! `.json` file holding several documents one per line is read as JSON Lines. Text must be UTF-8 (a
-//! byte-order mark is ignored).
+//! `.json` file holding several documents one per line is read as JSON Lines. Text is UTF-8 (a
+//! byte-order mark is ignored) unless another encoding is given (`--encoding gb18030`, `[inbox]
+//! encoding`), for spreadsheets that save CSV in the system's code page.
 
+use encoding_rs::Encoding;
 use serde_json::Value;
 
 use super::Issue;
@@ -39,8 +41,20 @@ enum Format {
     Csv,
 }
 
-/// Splits `bytes` (the file named `name`) into units, or says what is wrong with the file.
-pub fn read_units(bytes: &[u8], name: &str) -> Result<Vec<Unit>, Vec<Issue>> {
+/// Splits `bytes` (the file named `name`, text in `encoding`) into units, or says what is wrong with
+/// the file.
+pub fn read_units(
+    bytes: &[u8],
+    name: &str,
+    encoding: &'static Encoding,
+) -> Result<Vec<Unit>, Vec<Issue>> {
+    let decoded;
+    let bytes = if encoding == encoding_rs::UTF_8 {
+        bytes
+    } else {
+        decoded = decode(bytes, encoding)?;
+        decoded.as_bytes()
+    };
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -87,6 +101,34 @@ pub fn read_units(bytes: &[u8], name: &str) -> Result<Vec<Unit>, Vec<Issue>> {
         return Err(vec![Issue::new(1, "the file holds no records")]);
     }
     Ok(units)
+}
+
+/// The text of a file in `encoding` (a byte-order mark of that encoding is dropped), or the first line
+/// that is not valid in it.
+fn decode(bytes: &[u8], encoding: &'static Encoding) -> Result<String, Vec<Issue>> {
+    let (bytes, encoding) = match Encoding::for_bom(bytes) {
+        Some((bom, len)) if bom == encoding => (&bytes[len..], encoding),
+        _ => (bytes, encoding),
+    };
+    if let Some(text) = encoding.decode_without_bom_handling_and_without_replacement(bytes) {
+        return Ok(text.into_owned());
+    }
+    let line = bytes
+        .split(|b| *b == b'\n')
+        .position(|l| {
+            encoding
+                .decode_without_bom_handling_and_without_replacement(l)
+                .is_none()
+        })
+        .map(|i| i as u64 + 1)
+        .unwrap_or(1);
+    Err(vec![Issue::new(
+        line,
+        format!(
+            "the file is not valid {} text: check the encoding it was saved in (--encoding, [inbox] encoding)",
+            encoding.name()
+        ),
+    )])
 }
 
 /// One JSON document: an array gives one unit per element (each with its own line), anything else one.
@@ -251,11 +293,12 @@ fn csv_rows(text: &str) -> Result<Vec<Unit>, Vec<Issue>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use encoding_rs::UTF_8;
 
     #[test]
     fn array_elements_keep_their_lines() {
         let text = "[\n  {\"a\": \"x,[y\"},\n  {\"b\": [1, 2]},\n\n  3\n]\n";
-        let units = read_units(text.as_bytes(), "f.json").unwrap();
+        let units = read_units(text.as_bytes(), "f.json", UTF_8).unwrap();
         let lines: Vec<u64> = units.iter().map(Unit::line).collect();
         assert_eq!(lines, vec![2, 3, 5]);
     }
@@ -263,17 +306,17 @@ mod tests {
     #[test]
     fn several_documents_are_json_lines() {
         let text = "{\"a\":1}\n\n{\"a\":2}\n";
-        let units = read_units(text.as_bytes(), "f.json").unwrap();
+        let units = read_units(text.as_bytes(), "f.json", UTF_8).unwrap();
         assert_eq!(units.len(), 2);
         assert_eq!(units[1].line(), 3);
-        let err = read_units(b"{\"a\":1}\n{\"a\":\n", "f.jsonl").unwrap_err();
+        let err = read_units(b"{\"a\":1}\n{\"a\":\n", "f.jsonl", UTF_8).unwrap_err();
         assert_eq!(err[0].line, 2);
     }
 
     #[test]
     fn csv_rows_carry_line_numbers_and_skip_empty_cells() {
         let text = "\u{feff}A,b\n1,\n\n x , y \n";
-        let units = read_units(text.as_bytes(), "f.csv").unwrap();
+        let units = read_units(text.as_bytes(), "f.csv", UTF_8).unwrap();
         match &units[1] {
             Unit::Csv { line, row } => {
                 assert_eq!(*line, 4);
@@ -293,12 +336,37 @@ mod tests {
     #[test]
     fn broken_files_are_refused_with_a_line() {
         assert_eq!(
-            read_units(b"a,b\n\xff\xfe,1\n", "x.csv").unwrap_err()[0].line,
+            read_units(b"a,b\n\xff\xfe,1\n", "x.csv", UTF_8).unwrap_err()[0].line,
             2
         );
-        assert!(read_units(b"", "x.json").is_err());
-        assert!(read_units(b"a,b\n1,2,3\n", "x.csv").unwrap_err()[0]
+        assert!(read_units(b"", "x.json", UTF_8).is_err());
+        assert!(read_units(b"a,b\n1,2,3\n", "x.csv", UTF_8).unwrap_err()[0]
             .message
             .contains("CSV"));
+    }
+
+    #[test]
+    fn a_gb18030_csv_is_read_when_the_encoding_is_given_and_refused_when_not() {
+        let text = "type,user_id,reason\nleave,u1,年假 家事\n";
+        let (gbk, _, _) = encoding_rs::GB18030.encode(text);
+        let units = read_units(&gbk, "a.csv", encoding_rs::GB18030).unwrap();
+        match &units[0] {
+            Unit::Csv { line, row } => {
+                assert_eq!(*line, 2);
+                assert!(row.contains(&("reason".to_string(), "年假 家事".to_string())));
+            }
+            u => panic!("{u:?}"),
+        }
+        let err = read_units(&gbk, "a.csv", UTF_8).unwrap_err();
+        assert_eq!(err[0].line, 2);
+        assert!(err[0].message.contains("not UTF-8"), "{:?}", err[0]);
+        // bytes that are not GB18030 either: the line is named
+        let err = read_units(b"a,b\n1,2\n\x81\x20,3\n", "x.csv", encoding_rs::GB18030).unwrap_err();
+        assert_eq!(err[0].line, 3);
+        assert!(
+            err[0].message.contains("not valid gb18030 text"),
+            "{:?}",
+            err[0]
+        );
     }
 }

@@ -163,8 +163,9 @@ pub fn prepare(
     bytes: &[u8],
     name: &str,
     args: &ReportArgs,
+    encoding: &'static encoding_rs::Encoding,
 ) -> Result<Vec<NewRecord>, Vec<Issue>> {
-    let units = input::read_units(bytes, name)?;
+    let units = input::read_units(bytes, name, encoding)?;
     match kind {
         HrKind::Approvals => approvals::records(&units),
         HrKind::ArchiveReport => reports::records(&units, args),
@@ -185,12 +186,14 @@ pub async fn queue_records(
     }
 }
 
-/// Reads, validates and queues one file (`clockbridge submit ...` and the inbox).
+/// Reads, validates and queues one file (`clockbridge submit ...` and the inbox), its text in
+/// `encoding` (UTF-8 unless the operator says otherwise).
 pub async fn submit_file(
     queue: &Queue,
     kind: HrKind,
     path: &Path,
     args: &ReportArgs,
+    encoding: &'static encoding_rs::Encoding,
 ) -> Result<SubmitReport, SubmitError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| SubmitError::Read {
@@ -201,11 +204,12 @@ pub async fn submit_file(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let records = prepare(kind, &bytes, &name, args).map_err(|issues| SubmitError::Invalid {
-        kind,
-        path: shown.clone(),
-        issues,
-    })?;
+    let records =
+        prepare(kind, &bytes, &name, args, encoding).map_err(|issues| SubmitError::Invalid {
+            kind,
+            path: shown.clone(),
+            issues,
+        })?;
     let items: Vec<String> = records
         .iter()
         .map(|r| format!("{} {} {}", r.kind, r.subject, r.idem))
