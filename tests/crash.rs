@@ -278,3 +278,144 @@ async fn sighup_picks_up_a_new_mapping_and_releases_unmapped_punches() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("SIGHUP"), "{text}");
 }
+
+/// A ZKTeco terminal with log clearing on: the real binary is killed in the middle of a log transfer,
+/// while uploading, and right after it cleared the terminal's log, with records arriving on the
+/// terminal meanwhile (some while the daemon is down, some as realtime events). Every record the
+/// terminal ever held reaches the platform exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_reading_and_clearing_a_zk_terminal_loses_and_duplicates_nothing() {
+    use clockbridge::zksim::{self, generate_records, generate_users, RecordSize, SimConfig};
+
+    const DEVICE: &str = "gate-zk";
+    let users = generate_users(20);
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 3, 2)
+        .unwrap()
+        .and_hms_opt(6, 0, 0)
+        .unwrap();
+    // records are made in groups, each later than the one before (7 s apart within a group)
+    let group = |i: usize, n: usize| {
+        generate_records(n, &users, start + chrono::TimeDelta::hours(4 * i as i64))
+    };
+    let first = group(0, 6000);
+    let sim = zksim::start(SimConfig {
+        comm_key: 7,
+        record_size: RecordSize::B40,
+        users: users.clone(),
+        records: first.clone(),
+        clock_offset: chrono::TimeDelta::hours(8),
+        // ~100 records a chunk, each reply a little slow: a transfer takes long enough to be cut
+        max_chunk: 4_000,
+        reply_delay: Duration::from_millis(2),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut all = first;
+    let env = Env::new(StandinConfig {
+        latency: Duration::from_millis(60),
+        dedup: DedupMode::Silent,
+        ..StandinConfig::default()
+    })
+    .await;
+    let config = env.write_config(&format!(
+        "[log]\nlevel = \"info\"\n\n[[devices]]\nid = \"{DEVICE}\"\nkind = \"zk\"\naddress = \"{}\"\ncomm_key = 7\ntimezone = \"Asia/Shanghai\"\npoll_interval = 1\nclear_device_log = true\n",
+        sim.addr()
+    ));
+    let log = env.dir.path().join("daemon.log");
+    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let kill9 = |child: &Child| {
+        kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+    };
+
+    // 1: killed in the middle of the first transfer (nothing of it committed yet, or part of it)
+    let mut child = spawn_daemon(&config, &log);
+    sim.wait_counters(PATIENCE, |c| c.chunks >= 20)
+        .await
+        .unwrap_or_else(|c| panic!("no transfer: {c:?}\n{}", daemon_log()));
+    kill9(&child);
+    child.wait().await.unwrap();
+    assert_eq!(
+        sim.counters().clears,
+        0,
+        "cleared before anything was read whole"
+    );
+
+    // 2: killed while uploading
+    let mut child = spawn_daemon(&config, &log);
+    let target = env.standin.stats().batch_requests + 5;
+    tokio::time::timeout(PATIENCE, env.standin.wait_requests(target))
+        .await
+        .unwrap_or_else(|_| panic!("daemon never uploaded: {}", daemon_log()));
+    kill9(&child);
+    child.wait().await.unwrap();
+
+    // punches made while the daemon is down
+    let g = group(1, 500);
+    sim.add_records(g.clone()).unwrap();
+    all.extend(g);
+
+    // 3: killed right after it cleared the terminal's log
+    let mut child = spawn_daemon(&config, &log);
+    sim.wait_counters(PATIENCE, |c| c.clears >= 1)
+        .await
+        .unwrap_or_else(|c| panic!("never cleared: {c:?}\n{}", daemon_log()));
+    kill9(&child);
+    child.wait().await.unwrap();
+    let cleared_at_kill = sim.counters().clears;
+    assert!(
+        env.standin.stored_len() < all.len(),
+        "everything was delivered before the last kill: the test did not test anything"
+    );
+
+    // more punches while it is down, then some while it runs (realtime events and the next polls)
+    let g = group(2, 300);
+    sim.add_records(g.clone()).unwrap();
+    all.extend(g);
+    let mut child = spawn_daemon(&config, &log);
+    let g = group(3, 40);
+    for r in &g {
+        sim.add_records([r.clone()]).unwrap();
+    }
+    all.extend(g);
+
+    let n = all.len();
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(n))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} of {n} stored: {}",
+                env.standin.stored_len(),
+                daemon_log()
+            )
+        });
+    // and the terminal is cleared again once everything on it is committed
+    sim.wait_counters(PATIENCE, |c| c.clears > cleared_at_kill)
+        .await
+        .unwrap_or_else(|c| panic!("not cleared again: {c:?}\n{}", daemon_log()));
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "no clean stop: {exit:?}\n{}", daemon_log());
+
+    // exactly once, nothing missing, nothing else
+    assert_eq!(assert_each_written_once(&env.standin), n);
+    let stored: HashSet<String> = env
+        .standin
+        .stored()
+        .iter()
+        .map(|f| f.record["external_id"].as_str().unwrap().to_string())
+        .collect();
+    let expected: HashSet<String> = all
+        .iter()
+        .map(|r| format!("{DEVICE}/{}/{}", r.user_id, r.time.format("%Y%m%d%H%M%S")))
+        .collect();
+    assert_eq!(expected.len(), n, "the test's records are distinct");
+    assert_eq!(stored, expected);
+    let st = status_json(&config).await;
+    assert_eq!(st["queue"]["delivered"], n as u64, "{st}");
+    assert_eq!(st["queue"]["dead"], 0, "{st}");
+    sim.shutdown().await;
+}
