@@ -533,6 +533,46 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
+    /// Whether the device key `key` means something for this kind (what `check-config` shows).
+    fn applies(self, key: &str) -> bool {
+        const SERIAL: &[&str] = &[
+            "path",
+            "baud_rate",
+            "data_bits",
+            "parity",
+            "stop_bits",
+            "flow_control",
+        ];
+        const LINES: &[&str] = &[
+            "format",
+            "encoding",
+            "delimiter",
+            "columns",
+            "header",
+            "pattern",
+            "time_format",
+            "state_map",
+            "poll_command",
+            "ack_template",
+            "max_line_length",
+        ];
+        const ZK: &[&str] = &[
+            "comm_key",
+            "sync_clock",
+            "max_clock_skew",
+            "clear_device_log",
+            "realtime",
+            "user_names",
+            "user_id_source",
+            "io_timeout",
+        ];
+        match self {
+            DeviceKind::Tcp => !SERIAL.contains(&key) && !ZK.contains(&key),
+            DeviceKind::Serial => key != "mode" && key != "address" && !ZK.contains(&key),
+            DeviceKind::Zk => key != "mode" && !SERIAL.contains(&key) && !LINES.contains(&key),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeviceKind::Tcp => "tcp",
@@ -1333,7 +1373,16 @@ impl Config {
     /// The configuration as TOML with secrets masked, for `check-config`.
     pub fn to_masked_toml(&self) -> String {
         // Secret serialises as "***"; build through serde_json to drop None values cleanly.
-        let v = serde_json::to_value(self).unwrap_or_default();
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        // each device shows the keys of its kind, with the poll interval in effect
+        if let Some(devices) = v.get_mut("devices").and_then(|d| d.as_array_mut()) {
+            for (json, dev) in devices.iter_mut().zip(&self.devices) {
+                if let Some(m) = json.as_object_mut() {
+                    m.retain(|k, _| dev.kind.applies(k));
+                    m.insert("poll_interval".into(), dev.poll_interval().as_secs().into());
+                }
+            }
+        }
         let v = strip_nulls(v);
         toml_like(&v)
     }
@@ -1796,6 +1845,35 @@ location_name = "HQ 1F door"
         assert!(e.contains("approval"), "{e}");
         let env = parse(GOOD, &[("CLOCKBRIDGE__INBOX__APPROVALS", "/srv/env")]).unwrap();
         assert_eq!(env.inbox.approvals, Some(PathBuf::from("/srv/env")));
+    }
+
+    #[test]
+    fn check_config_shows_each_device_the_keys_of_its_kind_with_its_poll_interval() {
+        let c = parse(
+            &format!("{GOOD}\n[[devices]]\nid = \"gate\"\nkind = \"zk\"\naddress = \"10.0.0.31\"\ncomm_key = 123456\ntimezone = \"Asia/Shanghai\"\n"),
+            &[],
+        )
+        .unwrap();
+        let out = c.to_masked_toml();
+        let blocks: Vec<&str> = out.split("[[devices]]").collect();
+        // each block up to the next table
+        let (tcp, zk) = (blocks[1], blocks[2].split("\n[").next().unwrap());
+        assert!(
+            tcp.contains("format = \"zk-attlog\"") && tcp.contains("poll_interval = 5"),
+            "{tcp}"
+        );
+        assert!(
+            !tcp.contains("comm_key") && !tcp.contains("baud_rate"),
+            "{tcp}"
+        );
+        assert!(
+            zk.contains("comm_key = \"***\"") && zk.contains("poll_interval = 60"),
+            "{zk}"
+        );
+        assert!(!zk.contains("123456"), "{zk}");
+        for other in ["baud_rate", "format", "max_line_length", "mode"] {
+            assert!(!zk.contains(other), "{other} in {zk}");
+        }
     }
 
     #[test]
