@@ -273,7 +273,7 @@ pub fn render_text(s: &Status) -> String {
     }
     for (k, i) in &s.inbox {
         o.push_str(&format!(
-            "inbox {k}: {}  ({} files done, {} rejected, {} records queued)\n",
+            "inbox {k}: {}  (files: {} done, {} rejected; {} records queued)\n",
             i.path, i.files_done, i.files_rejected, i.records_queued
         ));
         if let Some(e) = &i.last_error {
