@@ -349,6 +349,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let mut housekeeping = Vec::new();
     let inbox_stats = InboxStats::default();
     if !cfg.inbox.dirs().is_empty() {
+        crate::hr::inbox::prepare(&cfg.inbox, &inbox_stats);
         housekeeping.push(tokio::spawn(crate::hr::inbox::run(
             cfg.inbox.clone(),
             queue.clone(),

@@ -82,19 +82,10 @@ fn target(dir: &Path, sub: &str, name: &str) -> PathBuf {
     p
 }
 
-/// Watches every configured directory until `stop`.
-pub async fn run(
-    cfg: InboxConfig,
-    queue: Queue,
-    wakes: HashMap<&'static str, Arc<Notify>>,
-    stats: InboxStats,
-    progress: Arc<crate::sender::SenderStats>,
-    stop: CancellationToken,
-) {
-    let dirs = cfg.dirs();
-    // validated with the configuration
-    let encoding = cfg.text_encoding().unwrap_or(encoding_rs::UTF_8);
-    for (_, key, dir) in &dirs {
+/// Creates every configured directory with its `done/` and `rejected/` (the daemon calls it before
+/// it reports ready, so an HR system can drop files as soon as the service has started).
+pub fn prepare(cfg: &InboxConfig, stats: &InboxStats) {
+    for (_, key, dir) in &cfg.dirs() {
         for d in [dir.clone(), dir.join("done"), dir.join("rejected")] {
             if let Err(e) = std::fs::create_dir_all(&d) {
                 tracing::error!(dir = %d.display(), error = %e, "inbox.{key}: cannot create the directory: check the path and its permissions");
@@ -107,6 +98,20 @@ pub async fn run(
             .or_default()
             .path = dir.display().to_string();
     }
+}
+
+/// Watches every configured directory until `stop` (after [`prepare`]).
+pub async fn run(
+    cfg: InboxConfig,
+    queue: Queue,
+    wakes: HashMap<&'static str, Arc<Notify>>,
+    stats: InboxStats,
+    progress: Arc<crate::sender::SenderStats>,
+    stop: CancellationToken,
+) {
+    let dirs = cfg.dirs();
+    // validated with the configuration
+    let encoding = cfg.text_encoding().unwrap_or(encoding_rs::UTF_8);
     let mut seen: HashMap<PathBuf, (u64, Option<SystemTime>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.poll_interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
