@@ -830,6 +830,13 @@ async fn delivered(sh: &Shared, rows: &[Claimed]) {
         return;
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    // the platform has accepted them: counted before the queue records it, so that whoever is woken
+    // by the queue change sees the figures agree
+    sh.stats
+        .delivered
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    sh.stats
+        .with_state(|s| s.last_success_at = Some(chrono::Utc::now().timestamp()));
     settle(sh, "delivered", || sh.queue.mark_delivered(ids.clone())).await;
     if sh.lane != Lane::UserFlow {
         tracing::debug!(
@@ -838,11 +845,6 @@ async fn delivered(sh: &Shared, rows: &[Claimed]) {
             "feishu: delivered"
         );
     }
-    sh.stats
-        .delivered
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
-    sh.stats
-        .with_state(|s| s.last_success_at = Some(chrono::Utc::now().timestamp()));
 }
 
 async fn dead(sh: &Shared, rows: &[Claimed], reason: &str, reply: &Reply) {
@@ -860,14 +862,14 @@ async fn dead(sh: &Shared, rows: &[Claimed], reason: &str, reply: &Reply) {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let info = error_info(reply);
     let reason = reason.to_string();
+    sh.stats
+        .dead
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
     settle(sh, "dead", || {
         sh.queue
             .mark_dead(ids.clone(), reason.clone(), info.clone())
     })
     .await;
-    sh.stats
-        .dead
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
 }
 
 /// Applies an outcome to the queue, retrying while the database refuses (e.g. disk full): rows must
