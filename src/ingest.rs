@@ -92,15 +92,7 @@ impl PunchSink {
     ) -> Result<Vec<IngestOutcome>, SinkClosed> {
         let mut pending = Vec::with_capacity(punches.len());
         for punch in punches {
-            let (ack, rx) = oneshot::channel();
-            self.tx
-                .send(IngestItem {
-                    punch,
-                    ack: Some(ack),
-                })
-                .await
-                .map_err(|_| SinkClosed)?;
-            pending.push(rx);
+            pending.push(self.send_with_ack(punch).await?);
         }
         let mut out = Vec::with_capacity(pending.len());
         for rx in pending {
@@ -111,6 +103,17 @@ impl PunchSink {
 
     /// Hands a punch to the writer and waits until it is committed (or failed).
     pub async fn submit_committed(&self, punch: Punch) -> Result<IngestOutcome, SinkClosed> {
+        self.send_with_ack(punch)
+            .await?
+            .await
+            .map_err(|_| SinkClosed)
+    }
+
+    /// Hands a punch to the writer; the receiver gets its outcome once it is committed (or failed).
+    async fn send_with_ack(
+        &self,
+        punch: Punch,
+    ) -> Result<oneshot::Receiver<IngestOutcome>, SinkClosed> {
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(IngestItem {
@@ -119,7 +122,7 @@ impl PunchSink {
             })
             .await
             .map_err(|_| SinkClosed)?;
-        rx.await.map_err(|_| SinkClosed)
+        Ok(rx)
     }
 }
 

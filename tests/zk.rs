@@ -87,15 +87,6 @@ async fn until(running: &Running, what: &str, mut cond: impl FnMut(&DeviceStats)
         .unwrap_or_else(|_| panic!("device never {what}: {:?}", st.snapshot()));
 }
 
-async fn delivered(env: &Env, running: &Running, n: usize) {
-    env.standin.wait_stored(n).await;
-    running
-        .wait_for(PATIENCE, |c| c.total.delivered == n as u64)
-        .await
-        .unwrap();
-    assert_eq!(assert_each_written_once(&env.standin), n);
-}
-
 #[tokio::test]
 async fn zk_logs_of_8_16_and_40_byte_records_with_and_without_a_comm_key_arrive_once() {
     for (size, key) in [
@@ -113,7 +104,7 @@ async fn zk_logs_of_8_16_and_40_byte_records_with_and_without_a_comm_key_arrive_
                 &format!("comm_key = {key}\nrealtime = false"),
             ))
             .await;
-        delivered(&env, &running, 700).await;
+        expect_delivered_once(&env, &running, 700).await;
         let users = sim.users();
         let want = expected_ids(&sim.records(), |r| match size {
             // 8-byte records carry the device's internal number (user_id_source = "record")
@@ -151,7 +142,7 @@ async fn user_table_source_gives_8_byte_records_the_users_pin() {
             "user_id_source = \"user_table\"\nrealtime = false",
         ))
         .await;
-    delivered(&env, &running, 40).await;
+    expect_delivered_once(&env, &running, 40).await;
     assert_eq!(
         stored_ids(&env),
         expected_ids(&sim.records(), |r| r.user_id.clone())
@@ -165,7 +156,7 @@ async fn incremental_poll_after_new_records_queues_only_those() {
     let env = Env::new(StandinConfig::default()).await;
     let extra = "poll_interval = 1\nrealtime = false";
     let running = env.start(&device(&sim, extra)).await;
-    delivered(&env, &running, 2000).await;
+    expect_delivered_once(&env, &running, 2000).await;
     until(&running, "reached the watermark 2000", |s| {
         s.snapshot().zk.watermark == Some(2000)
     })
@@ -174,7 +165,7 @@ async fn incremental_poll_after_new_records_queues_only_those() {
 
     let more = generate_records(7, &sim.users(), start_time() + TimeDelta::days(1));
     sim.add_records(more.clone()).unwrap();
-    delivered(&env, &running, 2007).await;
+    expect_delivered_once(&env, &running, 2007).await;
     until(&running, "reached the watermark 2007", |s| {
         s.snapshot().zk.watermark == Some(2007)
     })
@@ -214,7 +205,7 @@ async fn transfer_cut_mid_chunk_recovers_with_nothing_lost_or_duplicated() {
     let running = env
         .start(&device(&sim, "realtime = false\npoll_interval = 1"))
         .await;
-    delivered(&env, &running, 4000).await;
+    expect_delivered_once(&env, &running, 4000).await;
     assert_eq!(
         stored_ids(&env),
         expected_ids(&sim.records(), |r| r.user_id.clone())
@@ -261,7 +252,7 @@ async fn the_log_is_cleared_only_after_every_record_is_committed() {
         s.snapshot().zk.records_cleared == Some(325)
     })
     .await;
-    delivered(&env, &running, 325).await;
+    expect_delivered_once(&env, &running, 325).await;
     // a clear by clockbridge is not reported as a shrunk log
     assert_eq!(zk(&running).last_warning, None);
     running.stop().await;
@@ -307,14 +298,14 @@ async fn a_realtime_punch_is_delivered_without_waiting_for_the_poll() {
     let env = Env::new(StandinConfig::default()).await;
     // the next poll is an hour away
     let running = env.start(&device(&sim, "poll_interval = \"1h\"")).await;
-    delivered(&env, &running, 10).await;
+    expect_delivered_once(&env, &running, 10).await;
     until(&running, "subscribed to events", |s| {
         s.snapshot().zk.realtime == Some(true)
     })
     .await;
     let punch = SimRecord::new("1003", start_time() + TimeDelta::days(3));
     sim.add_records([punch.clone()]).unwrap();
-    delivered(&env, &running, 11).await;
+    expect_delivered_once(&env, &running, 11).await;
     let want = format!("{DEVICE}/1003/{}", punch.time.format("%Y%m%d%H%M%S"));
     assert!(stored_ids(&env).contains(&want));
     assert_eq!(zk(&running).realtime_events, Some(1));
@@ -371,7 +362,7 @@ async fn a_shrunk_log_and_a_new_serial_number_are_reported() {
     let running = env
         .start(&device(&sim, "realtime = false\npoll_interval = 1"))
         .await;
-    delivered(&env, &running, 50).await;
+    expect_delivered_once(&env, &running, 50).await;
     until(&running, "reached the watermark", |s| {
         s.snapshot().zk.watermark == Some(50)
     })
@@ -391,7 +382,7 @@ async fn a_shrunk_log_and_a_new_serial_number_are_reported() {
             .is_some_and(|w| w.contains("shrank from 50 to 2"))
     })
     .await;
-    delivered(&env, &running, 52).await;
+    expect_delivered_once(&env, &running, 52).await;
 
     sim.set_serial_number("OTHER-SERIAL-9");
     running.stop().await;
@@ -428,7 +419,7 @@ async fn an_offline_zk_device_does_not_hold_up_another() {
             device(&sim, "realtime = false"),
         ))
         .await;
-    delivered(&env, &running, 120).await;
+    expect_delivered_once(&env, &running, 120).await;
     let off = running.devices["door-off"].stats.clone();
     tokio::time::timeout(
         PATIENCE,
@@ -465,7 +456,7 @@ async fn unmapped_users_are_shown_with_their_names_from_the_device() {
     assert_eq!(z.unmapped_users.len(), 1, "{z:?}");
     assert_eq!(z.unmapped_users[0].device_user_id, "1003");
     assert_eq!(z.unmapped_users[0].name.as_deref(), Some("User 1003"));
-    delivered(&env, &running, 6).await;
+    expect_delivered_once(&env, &running, 6).await;
     assert_eq!(running.queue.counts().await.unwrap().total.unmapped, 3);
     running.stop().await;
 }
@@ -476,7 +467,7 @@ async fn slow_replies_within_the_timeouts_still_read_everything() {
     sim.set_reply_delay(Duration::from_millis(30));
     let env = Env::new(StandinConfig::default()).await;
     let running = env.start(&device(&sim, "realtime = false")).await;
-    delivered(&env, &running, 200).await;
+    expect_delivered_once(&env, &running, 200).await;
     assert_eq!(stats(&running).connects.load(Ordering::Relaxed), 1);
     running.stop().await;
 }
@@ -506,7 +497,7 @@ async fn a_punch_arriving_between_read_and_clear_is_not_lost() {
     // the clear waited until the late punch was read and committed too
     assert_eq!(zk(&running).records_cleared, Some(201));
     assert_eq!(sim.counters().clears, 1);
-    delivered(&env, &running, 201).await;
+    expect_delivered_once(&env, &running, 201).await;
     let want = format!("{DEVICE}/1002/{}", late.time.format("%Y%m%d%H%M%S"));
     assert!(stored_ids(&env).contains(&want));
     running.stop().await;
@@ -555,7 +546,7 @@ async fn a_transfer_stalled_mid_chunk_times_out_and_is_read_again() {
     let running = env
         .start(&device(&sim, "realtime = false\nio_timeout = 1"))
         .await;
-    delivered(&env, &running, 4000).await;
+    expect_delivered_once(&env, &running, 4000).await;
     let st = stats(&running);
     assert_eq!(st.punches_read.load(Ordering::Relaxed), 4000);
     assert_eq!(st.duplicates.load(Ordering::Relaxed), 0);
@@ -588,14 +579,14 @@ async fn a_device_that_answers_with_one_direct_data_packet_is_read_incrementally
     let running = env
         .start(&device(&sim, "realtime = false\npoll_interval = 1"))
         .await;
-    delivered(&env, &running, 90).await;
+    expect_delivered_once(&env, &running, 90).await;
     sim.add_records(generate_records(
         4,
         &sim.users(),
         start_time() + TimeDelta::days(6),
     ))
     .unwrap();
-    delivered(&env, &running, 94).await;
+    expect_delivered_once(&env, &running, 94).await;
     until(&running, "reached the watermark 94", |s| {
         s.snapshot().zk.watermark == Some(94)
     })
@@ -617,7 +608,7 @@ async fn a_realtime_punch_of_an_8_byte_terminal_keeps_the_key_of_its_log_record(
     let sim = sim(RecordSize::B8, 0, 5, 10).await;
     let env = Env::new(StandinConfig::default()).await;
     let running = env.start(&device(&sim, "poll_interval = \"1h\"")).await;
-    delivered(&env, &running, 10).await;
+    expect_delivered_once(&env, &running, 10).await;
     until(&running, "subscribed to events", |s| {
         s.snapshot().zk.realtime == Some(true)
     })
@@ -625,7 +616,7 @@ async fn a_realtime_punch_of_an_8_byte_terminal_keeps_the_key_of_its_log_record(
     // the event carries the user id 1003; the log record, the internal number 3
     let punch = SimRecord::new("1003", start_time() + TimeDelta::days(7));
     sim.add_records([punch.clone()]).unwrap();
-    delivered(&env, &running, 11).await;
+    expect_delivered_once(&env, &running, 11).await;
     let want = format!("{DEVICE}/3/{}", punch.time.format("%Y%m%d%H%M%S"));
     assert!(stored_ids(&env).contains(&want), "{:?}", stored_ids(&env));
     running.stop().await;
@@ -661,7 +652,7 @@ async fn a_terminal_that_splits_chunks_into_1008_byte_packets_is_read_whole() {
     .unwrap();
     let env = Env::new(StandinConfig::default()).await;
     let running = env.start(&device(&sim, "realtime = false")).await;
-    delivered(&env, &running, 3000).await;
+    expect_delivered_once(&env, &running, 3000).await;
     assert_eq!(
         stored_ids(&env),
         expected_ids(&sim.records(), |r| r.user_id.clone())
