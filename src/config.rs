@@ -125,6 +125,16 @@ pub struct InboxConfig {
     /// label.
     #[serde(default)]
     pub encoding: Option<String>,
+    /// Larger files are refused unread (moved to `rejected/` with a report): bytes or `"256MiB"`.
+    #[serde(
+        default = "default_max_file_size",
+        deserialize_with = "crate::hr::size::de_size"
+    )]
+    pub max_file_size: u64,
+}
+
+fn default_max_file_size() -> u64 {
+    crate::hr::size::DEFAULT_MAX_FILE_SIZE
 }
 
 fn default_inbox_poll() -> u64 {
@@ -139,6 +149,7 @@ impl Default for InboxConfig {
             leave_accruals: None,
             poll_interval: default_inbox_poll(),
             encoding: None,
+            max_file_size: default_max_file_size(),
         }
     }
 }

@@ -62,6 +62,10 @@ enum Command {
         /// GB2312), `big5`, or any WHATWG label.
         #[arg(long, global = true, value_name = "LABEL")]
         encoding: Option<String>,
+        /// Refuse a file larger than this (bytes, or "256MiB", "1GiB"; default: `[inbox]
+        /// max_file_size`, 256 MiB).
+        #[arg(long, global = true, value_name = "SIZE", value_parser = clockbridge::hr::size::parse_size)]
+        max_file_size: Option<u64>,
         #[command(subcommand)]
         command: SubmitCommand,
     },
@@ -284,9 +288,10 @@ enum SubmitCommand {
 async fn submit(
     cfg: &Config,
     encoding: Option<String>,
+    max_file_size: u64,
     command: SubmitCommand,
 ) -> anyhow::Result<ExitCode> {
-    use clockbridge::hr::{submit_file, HrKind, ReportArgs};
+    use clockbridge::hr::{submit_file_with, HrKind, ReportArgs, SubmitOptions};
     use clockbridge::queue::Queue;
     let encoding = match encoding.as_deref() {
         None => encoding_rs::UTF_8,
@@ -322,7 +327,13 @@ async fn submit(
     };
     let path = cfg.queue.path.clone();
     let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path)).await??;
-    let report = submit_file(&queue, kind, &file, &args, encoding).await?;
+    let opts = SubmitOptions {
+        args,
+        encoding,
+        max_file_size: Some(max_file_size),
+        ..SubmitOptions::default()
+    };
+    let report = submit_file_with(&queue, kind, &file, &opts).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -549,11 +560,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
             runtime()?.block_on(dlq(&cfg, command))
         }
-        Command::Submit { encoding, command } => {
+        Command::Submit {
+            encoding,
+            max_file_size,
+            command,
+        } => {
             // submit writes to the queue only: it needs no secret
             let cfg = Config::load_without_secret(&cli.config)?;
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
-            runtime()?.block_on(submit(&cfg, encoding, command))
+            let max = max_file_size.unwrap_or(cfg.inbox.max_file_size);
+            runtime()?.block_on(submit(&cfg, encoding, max, command))
         }
         Command::Import {
             device,

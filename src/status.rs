@@ -276,6 +276,9 @@ pub fn render_text(s: &Status) -> String {
             "inbox {k}: {}  (files: {} done, {} rejected; {} records queued)\n",
             i.path, i.files_done, i.files_rejected, i.records_queued
         ));
+        if let Some(c) = &i.condition {
+            o.push_str(&format!("  STOPPED: {c}\n"));
+        }
         if let Some(e) = &i.last_error {
             o.push_str(&format!("  last error: {e}\n"));
         }

@@ -208,7 +208,7 @@ pub struct Units<R> {
 enum State {
     JsonLines { buf: Vec<u8> },
     Json(JsonScan),
-    Csv(CsvScan),
+    Csv(Box<CsvScan>),
 }
 
 impl<R: Read> Units<R> {
@@ -252,7 +252,7 @@ impl<R: Read> Units<R> {
         let state = match format {
             Format::JsonLines => State::JsonLines { buf: Vec::new() },
             Format::Json => State::Json(JsonScan::default()),
-            Format::Csv => State::Csv(CsvScan::new()),
+            Format::Csv => State::Csv(Box::new(CsvScan::new())),
         };
         Units {
             src: BufReader::with_capacity(CHUNK, Cursor::new(head).chain(decoded)),

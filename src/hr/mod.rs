@@ -3,10 +3,15 @@
 //! through the same durable queue and sender as punches.
 //!
 //! Guarantees:
-//! - **Validated before queued.** Each file is read whole ([`input`]), every record is checked field by
-//!   field against its platform page ([`approvals`], [`reports`], [`accruals`]), and only a file
-//!   without a single problem is queued, in one transaction; otherwise nothing is, and every problem is
-//!   reported with its line and the rule it breaks.
+//! - **Validated before queued.** Each file is read whole ([`input`], as a stream), every record is
+//!   checked field by field against its platform page ([`approvals`], [`reports`], [`accruals`]), and
+//!   only a file without a single problem is queued; otherwise nothing is, and every problem (up to
+//!   [`take::ISSUES_KEPT`]) is reported with its line and the rule it breaks.
+//! - **Linear, bounded, off the runtime.** [`take`] reads a file twice (check, then queue), in time
+//!   linear in its size and memory that does not grow with it, on a blocking thread, and queues it in
+//!   chunks of [`take::INSERT_CHUNK`] records, one transaction each, so the queue's single thread is
+//!   never held long by one file. A crash between chunks is safe: taking the file again queues only
+//!   what is missing (see [`take`]).
 //! - **Idempotent.** user_approvals only ever inserts: every leave, outing, overtime and trip item
 //!   carries an `idempotent_id` (the source system's id, or one derived from the item), so a re-send
 //!   after a lost reply creates nothing twice, and the queue's unique key makes re-submitting a file a
@@ -19,7 +24,12 @@ pub mod accruals;
 pub mod approvals;
 pub mod inbox;
 pub mod input;
+pub mod names;
 pub mod reports;
+pub mod size;
+pub mod take;
+
+pub use take::SubmitOptions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -98,13 +108,28 @@ pub enum SubmitError {
         source: std::io::Error,
     },
     /// The file breaks at least one rule: nothing was queued.
-    #[error("submit {kind} {path}: refused, nothing queued ({n} problem{s}); fix the file and submit it again:\n{list}",
-        kind = kind.command(), n = issues.len(), s = if issues.len() == 1 { "" } else { "s" }, list = render_issues(issues))]
+    #[error("submit {kind} {path}: refused, nothing queued ({n} problem{s}{more}); fix the file and submit it again:\n{list}",
+        kind = kind.command(), n = issues.len(), s = if issues.len() == 1 { "" } else { "s" },
+        more = if *complete { "" } else { " or more: the check stopped there" }, list = render_issues(issues))]
     Invalid {
         kind: HrKind,
         path: String,
         issues: Vec<Issue>,
+        /// Every problem is listed (false: the check stopped after [`take::ISSUES_KEPT`]).
+        complete: bool,
     },
+    /// The file is larger than the configured limit: refused unread.
+    #[error("submit {path}: the file is {size} bytes, more than the limit of {max} bytes ([inbox] max_file_size, submit --max-file-size): split it into smaller files, or raise the limit")]
+    TooLarge { path: String, size: u64, max: u64 },
+    /// The file changed between its check and its queuing (written in place while being taken).
+    #[error("submit {path}: the file changed while it was being queued ({queued} records queued before that, each once): it is taken again whole; write files under a temporary name and rename them when complete")]
+    Changed { path: String, queued: usize },
+    /// The daemon is stopping: the file was left as it is.
+    #[error("submit {path}: stopped before the file was queued completely ({queued} records queued): taking it again queues only the rest")]
+    Stopped { path: String, queued: usize },
+    /// The work on the file ended abnormally (a bug): nothing more was queued.
+    #[error("submit {path}: the work on the file failed: {reason}: report this with the file")]
+    Failed { path: String, reason: String },
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
@@ -140,8 +165,10 @@ pub struct SubmitReport {
     pub queued: usize,
     /// Already in the queue (the same item, or the same value): nothing changed.
     pub duplicates: usize,
-    /// `kind user item-key`, one per record, in file order.
+    /// `kind user item-key`, one per record, in file order (the first [`take::ITEMS_LISTED`]).
     pub items: Vec<String>,
+    /// Records not listed in `items`.
+    pub items_omitted: usize,
 }
 
 impl SubmitReport {
@@ -186,8 +213,8 @@ pub async fn queue_records(
     }
 }
 
-/// Reads, validates and queues one file (`clockbridge submit ...` and the inbox), its text in
-/// `encoding` (UTF-8 unless the operator says otherwise).
+/// Reads, validates and queues one file (`clockbridge submit ...`), its text in `encoding` (UTF-8
+/// unless the operator says otherwise), with no size limit: [`submit_file_with`].
 pub async fn submit_file(
     queue: &Queue,
     kind: HrKind,
@@ -195,39 +222,32 @@ pub async fn submit_file(
     args: &ReportArgs,
     encoding: &'static encoding_rs::Encoding,
 ) -> Result<SubmitReport, SubmitError> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| SubmitError::Read {
-        path: shown.clone(),
-        source: e,
-    })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let records =
-        prepare(kind, &bytes, &name, args, encoding).map_err(|issues| SubmitError::Invalid {
-            kind,
-            path: shown.clone(),
-            issues,
-        })?;
-    let items: Vec<String> = records
-        .iter()
-        .map(|r| format!("{} {} {}", r.kind, r.subject, r.idem))
-        .collect();
-    let n = records.len();
-    let statuses = queue_records(queue, kind, records).await?;
-    let duplicates = statuses
-        .iter()
-        .filter(|s| **s == InsertStatus::Duplicate)
-        .count();
-    Ok(SubmitReport {
-        file: shown,
-        kind,
-        records: n,
-        queued: n - duplicates,
-        duplicates,
-        items,
-    })
+    let opts = SubmitOptions {
+        args: args.clone(),
+        encoding,
+        ..SubmitOptions::default()
+    };
+    submit_file_with(queue, kind, path, &opts).await
+}
+
+/// Reads, validates and queues one file (`clockbridge submit ...` and the inbox) as [`take`] does, on
+/// a blocking thread.
+pub async fn submit_file_with(
+    queue: &Queue,
+    kind: HrKind,
+    path: &Path,
+    opts: &SubmitOptions,
+) -> Result<SubmitReport, SubmitError> {
+    let (queue, path_buf, opts) = (queue.clone(), path.to_path_buf(), opts.clone());
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || take::take(&queue, &rt, kind, &path_buf, &opts))
+        .await
+        .unwrap_or_else(|e| {
+            Err(SubmitError::Failed {
+                path: names::escape_path(path),
+                reason: e.to_string(),
+            })
+        })
 }
 
 /// The first 16 bytes of SHA-256 over the parts (each followed by a NUL), as 32 lowercase hex digits.
