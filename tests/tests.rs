@@ -8,6 +8,7 @@ pub mod crash;
 mod delivery;
 mod dlq;
 mod hr;
+mod hr_hardening;
 mod http;
 mod import;
 mod outcomes;
