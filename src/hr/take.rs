@@ -410,3 +410,166 @@ pub fn queue_checked(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn csv(path: &Path, rows: std::ops::Range<usize>, bad: &[usize], dup: Option<(usize, usize)>) {
+        let mut w = std::io::BufWriter::new(File::create(path).unwrap());
+        writeln!(w, "type,user_id,date,start_time,end_time,idempotent_id,reason,unit,interval,uniq_id,name_ch,default_locale").unwrap();
+        for i in rows {
+            let id = match dup {
+                Some((a, b)) if i == b => a,
+                _ => i,
+            };
+            let unit = if bad.contains(&i) { 9 } else { 1 };
+            writeln!(w, "leave,u{},20260302,2026-03-02 09:00:00,2026-03-02 18:00:00,HR-{id},family,{unit},28800,annual,年假,ch", i % 50).unwrap();
+        }
+    }
+
+    fn queue() -> (tempfile::TempDir, Queue) {
+        let d = tempfile::tempdir().unwrap();
+        let (q, _) = Queue::open(&d.path().join("q.db")).unwrap();
+        (d, q)
+    }
+
+    async fn run(q: &Queue, path: &Path, opts: SubmitOptions) -> Result<SubmitReport, SubmitError> {
+        super::super::submit_file_with(q, HrKind::Approvals, path, &opts).await
+    }
+
+    #[tokio::test]
+    async fn a_prefix_already_queued_by_an_interrupted_take_is_not_queued_again() {
+        let (d, q) = queue();
+        let f = d.path().join("a.csv");
+        // what an attempt interrupted after the first chunks had committed
+        csv(&f, 0..2 * INSERT_CHUNK + 7, &[], None);
+        let r = run(&q, &f, SubmitOptions::default()).await.unwrap();
+        assert_eq!(
+            (r.records, r.queued),
+            (2 * INSERT_CHUNK + 7, 2 * INSERT_CHUNK + 7)
+        );
+        csv(&f, 0..3 * INSERT_CHUNK + 500, &[], None);
+        let r = run(&q, &f, SubmitOptions::default()).await.unwrap();
+        assert_eq!(r.records, 3 * INSERT_CHUNK + 500);
+        assert_eq!(r.duplicates, 2 * INSERT_CHUNK + 7);
+        assert_eq!(r.queued, INSERT_CHUNK + 493);
+        assert_eq!(
+            q.counts().await.unwrap().total.pending,
+            (3 * INSERT_CHUNK + 500) as u64
+        );
+        assert_eq!(r.items.len() + r.items_omitted, r.records);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_far_from_its_first_is_found_with_both_lines_and_nothing_is_queued() {
+        let (d, q) = queue();
+        let f = d.path().join("a.csv");
+        csv(&f, 0..20_000, &[], Some((5, 15_000)));
+        match run(&q, &f, SubmitOptions::default()).await {
+            Err(SubmitError::Invalid {
+                issues, complete, ..
+            }) => {
+                assert!(complete);
+                assert_eq!(issues.len(), 1, "{issues:?}");
+                assert_eq!(issues[0].line, 15_002);
+                assert!(
+                    issues[0]
+                        .message
+                        .contains("\"HR-5\" appears twice in the file (first on line 7)"),
+                    "{issues:?}"
+                );
+            }
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(q.counts().await.unwrap().total.pending, 0);
+    }
+
+    #[tokio::test]
+    async fn the_check_stops_after_the_kept_problems_and_says_so() {
+        let (d, q) = queue();
+        let f = d.path().join("a.csv");
+        let bad: Vec<usize> = (0..3000).collect();
+        csv(&f, 0..3000, &bad, None);
+        match run(&q, &f, SubmitOptions::default()).await {
+            Err(e @ SubmitError::Invalid { .. }) => {
+                let SubmitError::Invalid {
+                    issues, complete, ..
+                } = &e
+                else {
+                    unreachable!()
+                };
+                assert!(!complete);
+                assert_eq!(issues.len(), ISSUES_KEPT);
+                assert!(
+                    e.to_string()
+                        .contains("1000 problems or more: the check stopped there"),
+                    "{e}"
+                );
+            }
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_over_the_limit_is_refused_unread() {
+        let (d, q) = queue();
+        let f = d.path().join("a.csv");
+        csv(&f, 0..10, &[], None);
+        let opts = SubmitOptions {
+            max_file_size: Some(100),
+            ..SubmitOptions::default()
+        };
+        assert!(matches!(
+            run(&q, &f, opts).await,
+            Err(SubmitError::TooLarge { max: 100, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_file_rewritten_between_its_check_and_its_queuing_is_not_queued() {
+        let (d, q) = queue();
+        let f = d.path().join("a.csv");
+        csv(&f, 0..10, &[], None);
+        let opts = SubmitOptions::default();
+        let file = File::open(&f).unwrap();
+        let checked = check(&file, HrKind::Approvals, &f, &opts).unwrap();
+        // written in place, with a bad row
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .unwrap()
+            .write_all(b"leave,u1,2026,x,y,HR-x,family,1,1,annual,a,ch\n")
+            .unwrap();
+        let rt = tokio::runtime::Handle::current();
+        let q2 = q.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            queue_checked(&q2, &rt, &file, HrKind::Approvals, &f, &opts, checked)
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(r, Err(SubmitError::Changed { queued: 0, .. })),
+            "{r:?}"
+        );
+        assert_eq!(q.counts().await.unwrap().total.pending, 0);
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_leaves_the_file_unqueued() {
+        let (d, q) = queue();
+        let f = d.path().join("a.csv");
+        csv(&f, 0..10, &[], None);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let opts = SubmitOptions {
+            stop: Some(stop),
+            ..SubmitOptions::default()
+        };
+        assert!(matches!(
+            run(&q, &f, opts).await,
+            Err(SubmitError::Stopped { queued: 0, .. })
+        ));
+    }
+}
