@@ -162,17 +162,17 @@ pub fn prepare(cfg: &InboxConfig, stats: &InboxStats) {
         if let Err(e) = std::fs::create_dir_all(dir) {
             tracing::error!(dir = %escape_path(dir), error = %e, "inbox.{key}: cannot create the directory: check the path and its permissions");
         }
-        for sub in ["done", "rejected"] {
-            if let Some(why) = unsafe_subdir(dir, sub) {
-                tracing::error!("inbox.{key}: {why}");
-            }
+        let why = ["done", "rejected"]
+            .iter()
+            .find_map(|sub| unsafe_subdir(dir, sub));
+        if let Some(w) = &why {
+            tracing::error!("inbox.{key}: {w}; no file of this directory is taken until then");
         }
-        stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.to_string())
-            .or_default()
-            .path = dir.display().to_string();
+        let mut g = stats.lock().unwrap_or_else(|p| p.into_inner());
+        let s = g.entry(key.to_string()).or_default();
+        s.path = dir.display().to_string();
+        // (the watcher logs it again only when it changes)
+        s.condition = why;
     }
 }
 
