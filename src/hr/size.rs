@@ -64,4 +64,32 @@ mod tests {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn inbox_max_file_size_is_read_from_the_file_and_the_environment() {
+        use crate::config::Config;
+        let base =
+            "[feishu]\napp_id = \"cli_x\"\napp_secret = \"s\"\n[queue]\npath = \"/tmp/q.db\"\n";
+        let load = |extra: &str, env: &[(&str, &str)]| {
+            Config::from_toml_with_env(
+                &format!("{base}{extra}"),
+                "test",
+                env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        assert_eq!(
+            load("", &[]).unwrap().inbox.max_file_size,
+            DEFAULT_MAX_FILE_SIZE
+        );
+        let c = load("[inbox]\nmax_file_size = \"100MB\"\n", &[]).unwrap();
+        assert_eq!(c.inbox.max_file_size, 100_000_000);
+        let c = load("[inbox]\nmax_file_size = 4096\n", &[]).unwrap();
+        assert_eq!(c.inbox.max_file_size, 4096);
+        let c = load("", &[("CLOCKBRIDGE__INBOX__MAX_FILE_SIZE", "1GiB")]).unwrap();
+        assert_eq!(c.inbox.max_file_size, 1 << 30);
+        let e = load("[inbox]\nmax_file_size = \"lots\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_file_size") && e.contains("lots"), "{e}");
+    }
 }
