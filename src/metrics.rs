@@ -63,7 +63,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::ingest::DeviceInfo;
-use crate::queue::{now_ms, read_counts, read_oldest_outstanding, Counts, Queue, StateCounts};
+use crate::queue::{now_ms, Counts, Queue, QueueReading, StateCounts};
 use crate::sender::{SenderSnapshot, SenderStats, LATENCY_BUCKETS_MS};
 use crate::sources::DeviceSnapshot;
 
@@ -113,11 +113,14 @@ pub async fn gather(
     started_at: i64,
     queue_timeout: Duration,
 ) -> Scrape {
-    let asked = queue.call(|conn| Ok((read_counts(conn)?, read_oldest_outstanding(conn)?)));
-    let queue = match tokio::time::timeout(queue_timeout, asked).await {
-        Ok(Ok((counts, oldest))) => Some(QueueFigures {
+    let queue = match tokio::time::timeout(queue_timeout, queue.reading()).await {
+        Ok(Ok(QueueReading {
             counts,
-            oldest_outstanding_age_secs: oldest.map(|t| (now_ms() - t).max(0) as f64 / 1000.0),
+            oldest_outstanding_at,
+        })) => Some(QueueFigures {
+            counts,
+            oldest_outstanding_age_secs: oldest_outstanding_at
+                .map(|t| (now_ms() - t).max(0) as f64 / 1000.0),
         }),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: the queue figures could not be read");

@@ -203,10 +203,9 @@ async fn a_rate_limit_reply_pauses_until_the_reset_then_delivers() {
     assert_eq!(running.sender_stats.rate_limited.load(Ordering::Relaxed), 1);
     assert_eq!(env.standin.stats().rate_limited, 0);
     // the rate-limited attempt is not counted against the rows
-    let attempts: i64 = running
-        .queue
-        .call(|c| Ok(c.query_row("SELECT max(attempts) FROM outbox", [], |r| r.get(0))?))
-        .await
+    let attempts: i64 = clockbridge::queue::open_read_only(&env.queue_path())
+        .unwrap()
+        .query_row("SELECT max(attempts) FROM outbox", [], |r| r.get(0))
         .unwrap();
     assert_eq!(attempts, 1);
     running.stop().await;

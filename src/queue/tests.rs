@@ -1,6 +1,7 @@
 //! Unit tests of the queue's state machine.
 
 use super::*;
+use crate::mapping::Mapping;
 use crate::punch::{normalise, Punch};
 
 fn rec(dev: &str, user: &str, t: &str, mapped: bool) -> NewRecord {
