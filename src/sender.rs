@@ -40,10 +40,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SenderConfig;
-use crate::feishu::{
-    classify, classify_accrual, classify_approval, classify_report, AppProblem, FeishuClient,
-    Reply, Verdict,
-};
+use crate::feishu::lanes::{accruals, approvals, reports, user_flows};
+use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
 use crate::hr::accruals::QueuedAccrual;
 use crate::hr::reports::QueuedRow;
 use crate::queue::{
@@ -88,9 +86,9 @@ impl Lane {
     fn classify(self, reply: &Reply) -> Verdict {
         match self {
             Lane::UserFlow => classify(reply),
-            Lane::UserApproval => classify_approval(reply),
-            Lane::ArchiveReport => classify_report(reply),
-            Lane::LeaveAccrual => classify_accrual(reply),
+            Lane::UserApproval => approvals::classify_reply(reply),
+            Lane::ArchiveReport => reports::classify_reply(reply),
+            Lane::LeaveAccrual => accruals::classify_reply(reply),
         }
     }
 }
@@ -579,20 +577,16 @@ async fn send(sh: &Shared, batch: &[Claimed]) -> Reply {
     match sh.lane {
         Lane::UserFlow => {
             let payloads: Vec<&str> = batch.iter().map(|r| r.payload.as_str()).collect();
-            sh.client.batch_create(&payloads).await
+            user_flows::batch_create(&sh.client, &payloads).await
         }
-        Lane::UserApproval => {
-            sh.client
-                .create_user_approval(batch[0].payload.clone())
-                .await
-        }
+        Lane::UserApproval => approvals::create(&sh.client, batch[0].payload.clone()).await,
         Lane::ArchiveReport => {
             let rows: Vec<QueuedRow> = batch
                 .iter()
                 .filter_map(|r| serde_json::from_str(&r.payload).ok())
                 .collect();
-            let body = serde_json::to_string(&QueuedRow::body(&rows)).unwrap_or_default();
-            sh.client.upload_report(body).await
+            let body = serde_json::to_string(&reports::body(&rows)).unwrap_or_default();
+            reports::upload(&sh.client, body).await
         }
         Lane::LeaveAccrual => {
             let q: QueuedAccrual =
@@ -602,9 +596,7 @@ async fn send(sh: &Shared, batch: &[Claimed]) -> Reply {
                     body: Default::default(),
                 });
             let body = serde_json::to_string(&q.body).unwrap_or_default();
-            sh.client
-                .patch_leave_accrual(&q.leave_id, &q.user_id_type, body)
-                .await
+            accruals::patch(&sh.client, &q.leave_id, &q.user_id_type, body).await
         }
     }
 }
@@ -641,7 +633,7 @@ async fn first_batches(sh: &Shared, rows: Vec<Claimed>) -> VecDeque<Vec<Claimed>
     for r in ok {
         let key = serde_json::from_str::<QueuedRow>(&r.payload)
             .map(|q| {
-                let (a, b, c) = q.group();
+                let (a, b, c) = reports::group(&q);
                 (a.to_string(), b.to_string(), c.to_string())
             })
             .unwrap_or_default();

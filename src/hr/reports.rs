@@ -68,22 +68,6 @@ pub struct QueuedRow {
     pub row: ReportRow,
 }
 
-impl QueuedRow {
-    /// The request body for rows of one group.
-    pub fn body(rows: &[QueuedRow]) -> Option<UploadReportBody> {
-        let first = rows.first()?;
-        Some(UploadReportBody {
-            month: Some(first.month.clone()),
-            operator_id: Some(first.operator_id.clone()),
-            archive_rule_id: Some(first.archive_rule_id.clone()),
-            archive_report_datas: Some(rows.iter().map(|r| r.row.clone()).collect()),
-        })
-    }
-    pub fn group(&self) -> (&str, &str, &str) {
-        (&self.archive_rule_id, &self.month, &self.operator_id)
-    }
-}
-
 /// Checks one row (prefix `p`).
 pub fn check_row(c: &mut Check<'_>, p: &str, r: &ReportRow) {
     c.required(&format!("{p}.member_id"), &r.member_id);
