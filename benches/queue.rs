@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clockbridge::feishu::lanes::user_flows;
 use clockbridge::punch::{normalise, Punch};
 use clockbridge::queue::{NewRecord, Queue, KIND_USER_FLOW};
 
@@ -26,7 +27,7 @@ fn records(from: usize, n: usize) -> Vec<NewRecord> {
                 state_text: None,
             };
             let user = p.device_user_id.clone();
-            NewRecord::from_punch(&normalise(
+            user_flows::record(&normalise(
                 p,
                 chrono_tz::Asia::Shanghai,
                 "HQ",

@@ -127,7 +127,7 @@ impl Queue {
                     }
                     let punch = d.kind == KIND_USER_FLOW;
                     if punch
-                        && (d.event_time < crate::punch::EARLIEST_IMPORTABLE
+                        && (d.event_time < crate::feishu::lanes::user_flows::EARLIEST_IMPORTABLE
                             || d.event_time > latest_event_time)
                     {
                         report.kept += 1;

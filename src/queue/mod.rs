@@ -74,8 +74,6 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::punch::Normalised;
-
 /// Record kinds in the outbox.
 pub const KIND_USER_FLOW: &str = "user_flow";
 /// One approval item (leave, outing, overtime, trip) for `user_approvals`.
@@ -187,37 +185,6 @@ pub struct NewRecord {
     pub status: Status,
     /// For records dead on arrival: (reason, message).
     pub dead: Option<(String, String)>,
-}
-
-impl NewRecord {
-    /// The row for a normalised punch.
-    pub fn from_punch(n: &Normalised) -> NewRecord {
-        let user_id = (!n.flow.user_id.is_empty()).then(|| n.flow.user_id.clone());
-        let (status, dead) = match (n.unsendable, &user_id) {
-            (Some(u), _) => (
-                Status::Dead,
-                Some((u.reason().to_string(), u.message().to_string())),
-            ),
-            (None, None) => (Status::Unmapped, None),
-            (None, Some(_)) => (Status::Pending, None),
-        };
-        NewRecord {
-            kind: KIND_USER_FLOW,
-            idem: n.idempotent_key.clone(),
-            ukey: format!(
-                "{}{}",
-                n.punch.local_time.format("%Y%m%d%H%M%S"),
-                n.idempotent_key
-            ),
-            device_id: n.punch.device_id.clone(),
-            subject: n.punch.device_user_id.clone(),
-            user_id,
-            event_time: n.check_time,
-            payload: serde_json::to_string(&n.flow).unwrap_or_default(),
-            status,
-            dead,
-        }
-    }
 }
 
 /// What an insert did with one record.

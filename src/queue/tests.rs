@@ -1,6 +1,7 @@
 //! Unit tests of the queue's state machine.
 
 use super::*;
+use crate::feishu::lanes::user_flows;
 use crate::mapping::Mapping;
 use crate::punch::{normalise, Punch};
 
@@ -22,7 +23,7 @@ fn rec(dev: &str, user: &str, t: &str, mapped: bool) -> NewRecord {
         chrono::Utc::now(),
         3600,
     );
-    NewRecord::from_punch(&n)
+    user_flows::record(&n)
 }
 
 fn open() -> (tempfile::TempDir, Queue) {
