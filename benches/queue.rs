@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clockbridge::feishu::lanes::user_flows;
+use clockbridge::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
 use clockbridge::punch::{normalise, Punch};
-use clockbridge::queue::{NewRecord, Queue, KIND_USER_FLOW};
+use clockbridge::queue::{NewRecord, Queue};
 
 fn records(from: usize, n: usize) -> Vec<NewRecord> {
     let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)

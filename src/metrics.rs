@@ -99,7 +99,8 @@ pub struct Scrape {
     pub queue: Option<QueueFigures>,
     pub sender: SenderFigures,
     pub devices: BTreeMap<String, DeviceSnapshot>,
-    /// The HR senders, by queue kind (filled in by the caller; empty in [`gather`]).
+    /// The senders of the lanes other than punches (the HR senders), by queue kind (filled in by the
+    /// caller; empty in [`gather`]).
     pub lanes: BTreeMap<String, SenderSnapshot>,
 }
 
@@ -317,8 +318,8 @@ impl Scrape {
                 .iter()
                 .map(|(k, c)| (k.as_str(), *c))
                 .collect();
-            for kind in crate::queue::KINDS {
-                kinds.entry(kind).or_default();
+            for lane in crate::feishu::lanes::ALL {
+                kinds.entry(lane.kind()).or_default();
             }
             for (kind, c) in &kinds {
                 for (state, n) in STATES.iter().zip(by_state(c)) {
@@ -602,7 +603,7 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::KIND_USER_FLOW;
+    use crate::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
 
     fn sample() -> Scrape {
         let mut counts = Counts::default();

@@ -148,7 +148,14 @@ async fn unknown_users_become_dead_letters_and_the_rest_of_the_batch_is_delivere
     );
     // the operator fixes the cause and retries: it goes through
     env.standin.set_known_users(None);
-    assert_eq!(running.queue.retry_dead(None).await.unwrap(), 1);
+    assert_eq!(
+        running
+            .queue
+            .retry_dead(clockbridge::feishu::lanes::rules, None)
+            .await
+            .unwrap(),
+        1
+    );
     env.standin.wait_stored(40).await;
     running
         .wait_for(PATIENCE, |c| c.total.delivered == 40)

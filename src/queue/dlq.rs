@@ -9,7 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::insert::ordering_key;
-use super::{is_ordered_kind, now_ms, Queue, Result, KIND_USER_FLOW};
+use super::remap::KindsOf;
+use super::{now_ms, Queue, Result};
 use crate::mapping::Mapping;
 
 /// A dead letter, as listed by `status`. Every time is Unix seconds.
@@ -76,13 +77,17 @@ impl Queue {
         self.call(move |conn| read_dead_letters(conn, limit)).await
     }
 
-    /// Makes dead rows pending again (all of them with `None`). Returns how many.
-    pub async fn retry_dead(&self, ids: Option<Vec<i64>>) -> Result<usize> {
+    /// Makes dead rows pending again (all of them with `None`), under the rules `kinds` gives
+    /// (see [`Queue::retry_dead_selected`]). Returns how many.
+    pub async fn retry_dead(&self, kinds: KindsOf, ids: Option<Vec<i64>>) -> Result<usize> {
         let sel = DeadSelection {
             ids,
             ..DeadSelection::default()
         };
-        Ok(self.retry_dead_selected(sel, None, i64::MAX).await?.pending)
+        Ok(self
+            .retry_dead_selected(kinds, sel, None, i64::MAX)
+            .await?
+            .pending)
     }
 
     /// The dead letters `sel` names, oldest first.
@@ -90,12 +95,15 @@ impl Queue {
         self.call(move |conn| select_dead(conn, &sel)).await
     }
 
-    /// Retries the dead letters `sel` names. With a `mapping`, punches get their user id from it again
-    /// (so a corrected mapping row fixes them; a user no longer mapped makes the punch `unmapped`).
-    /// Punches whose time the platform still cannot import (before 2022, or later than
-    /// `latest_event_time`) stay dead and are counted as `kept`.
+    /// Retries the dead letters `sel` names, each under the rules of its kind (`kinds`, given by the
+    /// lanes): a value that has a newer one of the same target ([`super::KindRules::ordered`]) and a
+    /// record whose time the platform still cannot take ([`super::KindRules::sendable`], with
+    /// `latest_event_time`) stay dead and are counted as `kept`. With a `mapping`, rows of a kind that
+    /// re-maps ([`super::KindRules::remap`]) get their user id from it again (so a corrected mapping
+    /// row fixes them; a user no longer mapped makes the row `unmapped`).
     pub async fn retry_dead_selected(
         &self,
+        kinds: KindsOf,
         sel: DeadSelection,
         mapping: Option<Arc<Mapping>>,
         latest_event_time: i64,
@@ -108,37 +116,43 @@ impl Queue {
                 let mut plain = tx.prepare_cached(
                     "UPDATE outbox SET status = 0, next_attempt_at = 0, dead_reason = NULL WHERE id = ?1 AND status = 3",
                 )?;
-                let mut remap = tx.prepare_cached(
+                let mut payload_of =
+                    tx.prepare_cached("SELECT payload FROM outbox WHERE id = ?1 AND status = 3")?;
+                let mut remapped = tx.prepare_cached(
                     "UPDATE outbox SET status = 0, next_attempt_at = 0, dead_reason = NULL, user_id = ?2,
-                        payload = json_set(payload, '$.user_id', ?2, '$.creator_id', ?2)
+                        payload = ?3
                      WHERE id = ?1 AND status = 3",
                 )?;
-                let mut unmap = tx.prepare_cached(
+                let mut unmapped = tx.prepare_cached(
                     "UPDATE outbox SET status = 4, next_attempt_at = 0, dead_reason = NULL, user_id = NULL,
-                        payload = json_set(payload, '$.user_id', '', '$.creator_id', '')
+                        payload = ?2
                      WHERE id = ?1 AND status = 3",
                 )?;
                 for d in rows {
-                    if is_ordered_kind(&d.kind) && superseded(&tx, d.id)? {
+                    let rules = kinds(&d.kind);
+                    if rules.is_some_and(|r| r.ordered()) && superseded(&tx, d.id)? {
                         // a newer value of the same target is queued or delivered: re-sending this
                         // older one would overwrite it
                         report.kept += 1;
                         continue;
                     }
-                    let punch = d.kind == KIND_USER_FLOW;
-                    if punch
-                        && (d.event_time < crate::feishu::lanes::user_flows::EARLIEST_IMPORTABLE
-                            || d.event_time > latest_event_time)
-                    {
+                    if rules.is_some_and(|r| !r.sendable(d.event_time, latest_event_time)) {
                         report.kept += 1;
                         continue;
                     }
-                    match (&mapping, punch) {
-                        (Some(m), true) => match m.lookup(&d.device_id, &d.device_user_id) {
-                            Some(uid) => report.pending += remap.execute(params![d.id, uid])?,
-                            None => report.unmapped += unmap.execute(params![d.id])?,
-                        },
-                        _ => report.pending += plain.execute(params![d.id])?,
+                    let (Some(m), Some(remap)) = (&mapping, rules.and_then(|r| r.remap())) else {
+                        report.pending += plain.execute(params![d.id])?;
+                        continue;
+                    };
+                    let payload: String = payload_of.query_row(params![d.id], |r| r.get(0))?;
+                    let uid = m.lookup(&d.device_id, &d.device_user_id);
+                    match (remap(&payload, uid.as_deref()), uid) {
+                        (Some(p), Some(uid)) => {
+                            report.pending += remapped.execute(params![d.id, uid, p])?
+                        }
+                        (Some(p), None) => report.unmapped += unmapped.execute(params![d.id, p])?,
+                        // its payload cannot be read (changed outside clockbridge): left dead
+                        (None, _) => report.kept += 1,
                     }
                 }
             }

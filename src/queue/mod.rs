@@ -48,7 +48,7 @@
 //! # Files
 //! [`open`](self::open) (file, pragmas, migrations, the database thread), [`insert`](self::insert) (the one
 //! insert path), [`claim`](self::claim), [`outcome`](self::outcome) (acknowledgements and pruning),
-//! [`remap`](self::remap) (unmapped rows), [`dlq`](self::dlq) (dead letters), [`counts`](self::counts)
+//! [`remap`](self::remap) (what the queue knows of a kind; unmapped rows), [`dlq`](self::dlq) (dead letters), [`counts`](self::counts)
 //! (the read model behind `status` and `/metrics`), [`runtime`](self::runtime) (the daemon's snapshots).
 
 mod claim;
@@ -65,6 +65,7 @@ pub use counts::{read_counts, read_oldest_outstanding, Counts, QueueReading, Sta
 pub use dlq::{read_dead_letters, DeadLetter, DeadSelection, RetryReport};
 pub use insert::LATEST_SUFFIX_LEN;
 pub use open::open_read_only;
+pub use remap::{KindRules, KindsOf, Remap};
 pub use runtime::read_runtime;
 
 use std::path::PathBuf;
@@ -73,28 +74,6 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-
-/// Record kinds in the outbox.
-pub const KIND_USER_FLOW: &str = "user_flow";
-/// One approval item (leave, outing, overtime, trip) for `user_approvals`.
-pub const KIND_USER_APPROVAL: &str = "user_approval";
-/// One archived report row for `archive_rule/upload_report`.
-pub const KIND_ARCHIVE_REPORT: &str = "archive_report";
-/// One leave accrual update for `leave_accrual_record` PATCH.
-pub const KIND_LEAVE_ACCRUAL: &str = "leave_accrual";
-/// Every kind, as `status` lists them.
-pub const KINDS: [&str; 4] = [
-    KIND_USER_FLOW,
-    KIND_USER_APPROVAL,
-    KIND_ARCHIVE_REPORT,
-    KIND_LEAVE_ACCRUAL,
-];
-
-/// Whether rows of `kind` carry an ordering key (values that overwrite each other: a newer one is
-/// never sent before an older one of the same key).
-pub fn is_ordered_kind(kind: &str) -> bool {
-    kind == KIND_ARCHIVE_REPORT || kind == KIND_LEAVE_ACCRUAL
-}
 
 /// A queue failure.
 #[derive(Debug, thiserror::Error)]

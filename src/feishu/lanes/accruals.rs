@@ -1,15 +1,64 @@
 //! The leave accrual lane: `PATCH /open-apis/attendance/v1/leave_accrual_record/:leave_id`, one
 //! update per call.
 //!
-//! Rows are queued by [`crate::hr::accruals`] (payload: [`QueuedAccrual`], the leave id, the user id
+//! Rows are queued by [`crate::hr::accruals`] (payload: [`QueuedAccrual`]: the leave id, the user id
 //! type and the body). An update sets absolute values, so the queue keeps the updates of one granting
 //! record in order (an ordered kind). The page gives its own meaning to codes the other endpoints use
 //! differently; [`classify_reply`] follows its table.
 
+use super::{Lane, Plan, Sending};
+use crate::config::SenderConfig;
 use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
+use crate::hr::accruals::QueuedAccrual;
+use crate::queue::{Claimed, KindRules};
+
+/// The queue kind of accrual updates (named where they are queued).
+pub use crate::hr::accruals::KIND;
 
 /// Path prefix of leave accrual record updates (`/:leave_id` follows).
 pub const PATH: &str = "/open-apis/attendance/v1/leave_accrual_record";
+
+/// The leave accrual lane (registered in [`super::ALL`]).
+pub struct Accruals;
+
+impl KindRules for Accruals {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    /// Yes: the updates of one granting record go out one at a time, oldest first.
+    fn ordered(&self) -> bool {
+        true
+    }
+}
+
+impl Lane for Accruals {
+    /// One update per call.
+    fn batch_limit(&self, _cfg: &SenderConfig) -> usize {
+        1
+    }
+
+    fn plan(&self, rows: Vec<Claimed>) -> Plan {
+        Plan::readable(rows, |p| serde_json::from_str::<QueuedAccrual>(p).is_ok())
+    }
+
+    fn send<'a>(&'a self, client: &'a FeishuClient, rows: &'a [Claimed]) -> Sending<'a> {
+        Box::pin(async move {
+            let q: QueuedAccrual =
+                serde_json::from_str(&rows[0].payload).unwrap_or(QueuedAccrual {
+                    leave_id: String::new(),
+                    user_id_type: String::new(),
+                    body: Default::default(),
+                });
+            let body = serde_json::to_string(&q.body).unwrap_or_default();
+            patch(client, &q.leave_id, &q.user_id_type, body).await
+        })
+    }
+
+    fn classify(&self, reply: &Reply) -> Verdict {
+        classify_reply(reply)
+    }
+}
 
 /// Sends one `leave_accrual_record/:leave_id` PATCH (`leave_id` and `user_id_type` are checked
 /// to be plain ids before they are queued).

@@ -4,10 +4,40 @@
 //! (`{"user_approval": {...}}` with that one item), sent as stored. The item's `idempotent_id` makes
 //! a re-send create nothing twice.
 
+use super::{Lane, Sending};
+use crate::config::SenderConfig;
 use crate::feishu::{classify, FeishuClient, Reply, Verdict};
+use crate::queue::{Claimed, KindRules};
+
+/// The queue kind of approval items (named where they are queued).
+pub use crate::hr::approvals::KIND;
 
 /// Path of approval results (`user_approvals`).
 pub const PATH: &str = "/open-apis/attendance/v1/user_approvals";
+
+/// The approvals lane (registered in [`super::ALL`]).
+pub struct Approvals;
+
+impl KindRules for Approvals {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+}
+
+impl Lane for Approvals {
+    /// One item per call.
+    fn batch_limit(&self, _cfg: &SenderConfig) -> usize {
+        1
+    }
+
+    fn send<'a>(&'a self, client: &'a FeishuClient, rows: &'a [Claimed]) -> Sending<'a> {
+        Box::pin(create(client, rows[0].payload.clone()))
+    }
+
+    fn classify(&self, reply: &Reply) -> Verdict {
+        classify_reply(reply)
+    }
+}
 
 /// Sends one `user_approvals` request (`body`: `{"user_approval": {...}}`).
 pub async fn create(client: &FeishuClient, body: String) -> Reply {

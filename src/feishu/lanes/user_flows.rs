@@ -13,9 +13,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::feishu::{FeishuClient, Reply};
+use super::{Lane, Sending};
+use crate::config::SenderConfig;
+use crate::feishu::{classify, FeishuClient, Reply, Verdict};
 use crate::punch::{state_name, verify_name, Normalised, Punch};
-use crate::queue::{NewRecord, Status};
+use crate::queue::{Claimed, KindRules, NewRecord, Remap, Status};
 
 /// The queue kind of punches.
 pub const KIND: &str = "user_flow";
@@ -26,6 +28,51 @@ pub const PATH: &str = "/open-apis/attendance/v1/user_flows/batch_create";
 /// 2022-01-01T00:00:00+08:00: the platform imports no punch before this instant (UTC+8 is the
 /// platform's own reference; using the earliest interpretation keeps us on the safe side).
 pub const EARLIEST_IMPORTABLE: i64 = 1_640_966_400;
+
+/// The punch lane (registered in [`super::ALL`]).
+pub struct UserFlows;
+
+impl KindRules for UserFlows {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    /// From 2022-01-01 ([`EARLIEST_IMPORTABLE`]) to `latest`.
+    fn sendable(&self, event_time: i64, latest: i64) -> bool {
+        (EARLIEST_IMPORTABLE..=latest).contains(&event_time)
+    }
+
+    fn remap(&self) -> Option<Remap> {
+        Some(with_user)
+    }
+}
+
+impl Lane for UserFlows {
+    fn batch_limit(&self, cfg: &SenderConfig) -> usize {
+        cfg.batch_size
+    }
+
+    fn send<'a>(&'a self, client: &'a FeishuClient, rows: &'a [Claimed]) -> Sending<'a> {
+        Box::pin(async move {
+            let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
+            batch_create(client, &payloads).await
+        })
+    }
+
+    fn classify(&self, reply: &Reply) -> Verdict {
+        classify(reply)
+    }
+
+    /// None: a refused batch's `data` is not kept with its punches.
+    fn failure_detail(&self, _reply: &Reply) -> Option<String> {
+        None
+    }
+
+    /// No: punches come by the thousand; their figures are in `status` and `/metrics`.
+    fn logs_deliveries(&self) -> bool {
+        false
+    }
+}
 
 /// The `user_flow` record as sent to `user_flows/batch_create`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
