@@ -55,6 +55,8 @@ pub(super) fn backoff(cfg: &SenderConfig, attempts: i64) -> Duration {
         .min(Duration::from_secs(cfg.retry_max_secs))
 }
 
+/// Marks the lane blocked by an application-level failure: one ERROR with the fix per distinct
+/// problem, and the fix shown by `status` until the next reply that is not such a failure.
 pub(super) fn block(sh: &Shared, problem: AppProblem, reply: &Reply) {
     let mut logged = sh.blocked_logged.lock().unwrap_or_else(|p| p.into_inner());
     if *logged != Some(problem) {
@@ -75,6 +77,7 @@ pub(super) fn block(sh: &Shared, problem: AppProblem, reply: &Reply) {
     });
 }
 
+/// Clears the blocked state after a reply that is not an application-level failure.
 pub(super) fn unblock(sh: &Shared) {
     let mut logged = sh.blocked_logged.lock().unwrap_or_else(|p| p.into_inner());
     if logged.take().is_some() {
