@@ -46,10 +46,10 @@
 //! runtime's threads.
 //!
 //! # Files
-//! [`open`](self::open) (file, pragmas, migrations, the database thread), [`insert`](self::insert) (the one
-//! insert path), [`claim`](self::claim), [`outcome`](self::outcome) (acknowledgements and pruning),
-//! [`remap`](self::remap) (what the queue knows of a kind; unmapped rows), [`dlq`](self::dlq) (dead letters), [`counts`](self::counts)
-//! (the read model behind `status` and `/metrics`), [`runtime`](self::runtime) (the daemon's snapshots).
+//! `open` (file, pragmas, migrations, the database thread), `insert` (the one
+//! insert path), `claim`, `outcome` (acknowledgements and pruning),
+//! `remap` (what the queue knows of a kind; unmapped rows), `dlq` (dead letters), `counts`
+//! (the read model behind `status` and `/metrics`), `runtime` (the daemon's snapshots).
 
 mod claim;
 mod counts;

@@ -3,16 +3,16 @@
 //! ([`crate::feishu::lanes::ALL`]); it is generic over [`Lane`] and names no endpoint.
 //!
 //! How it works:
-//! - **Batching** ([`claim`]): up to the lane's limit of records per request ([`Lane::batch_limit`]:
+//! - **Batching** (`claim`): up to the lane's limit of records per request ([`Lane::batch_limit`]:
 //!   `sender.batch_size` (≤ 50) punches, 50 report rows, one approval item or accrual update). When
 //!   fewer are due, it waits up to `sender.linger_ms` for more (woken by each commit of its kind)
 //!   before sending a partial batch. With a backlog it claims full batches straight away. The lane
 //!   groups the claimed rows into requests ([`Lane::plan`]: report rows by rule, month and operator).
-//! - **Pacing** ([`pacing`]): one rate limiter (GCRA, no burst) per lane spaces requests at
+//! - **Pacing** (`pacing`): one rate limiter (GCRA, no burst) per lane spaces requests at
 //!   `sender.max_requests_per_second` (≤ 50; the platform's limit is per API); every request,
 //!   including the halves of a split batch, waits for it. Up to `sender.max_in_flight` requests run
 //!   at once, so the rate is reached even when each takes hundreds of milliseconds.
-//! - **Outcomes** ([`deliver`], classified by [`Lane::classify`]): delivered rows are acknowledged; the
+//! - **Outcomes** (`deliver`, classified by [`Lane::classify`]): delivered rows are acknowledged; the
 //!   rows a reply lists as failed become dead, the rest delivered; an invalid batch is split in halves
 //!   until the bad records are alone (and dead) and the others delivered; an idempotency conflict on a
 //!   single record means it is already there (delivered); transient failures return the rows to
@@ -26,7 +26,7 @@
 //! - **Shutdown**: stops claiming, lets requests in flight finish within a grace period, and returns the
 //!   rows of any request it had to abandon to pending. A crash instead leaves them in flight, and the
 //!   queue re-sends them on the next start; the idempotent id makes that harmless.
-//! - **Figures** ([`stats`]): counters, retries by reason, latency, last error, blocked state.
+//! - **Figures** (`stats`): counters, retries by reason, latency, last error, blocked state.
 
 mod claim;
 mod deliver;
