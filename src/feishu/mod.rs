@@ -4,7 +4,7 @@
 //! - [`client`]: a small client over `reqwest` (rustls): timeouts, `X-Tt-Logid`, the token added to
 //!   every call and a request re-sent once after a token error.
 //! - [`token`]: the tenant token cache, refreshed ahead of expiry.
-//! - [`classify`]: the shared tables that map a reply to a [`Verdict`] (retry, delivered, per-record
+//! - [`mod@classify`]: the shared tables that map a reply to a [`Verdict`] (retry, delivered, per-record
 //!   failure, invalid batch, rate limited, or an application-level failure no retry can fix).
 //! - [`lanes`]: one file per endpoint (`user_flows/batch_create`, `user_approvals`,
 //!   `archive_rule/upload_report`, `leave_accrual_record`): its path, body, batch limit, grouping and

@@ -83,7 +83,7 @@ pub const PERMANENT: [i64; 22] = [
 /// APIs use differently (1220001 "no tenant ID", 1220002 "invalid granting unit", 1220005 "data
 /// object not found"): 1220010 "granting record already exists" counts as delivered; 1220001 blocks
 /// the app; the 400 codes of its table are permanent; its 500 codes are retried. Rate limits,
-/// tokens and credentials as [`classify`]; a missing scope is `attendance:rule`.
+/// tokens and credentials as [`classify()`]; a missing scope is `attendance:rule`.
 pub fn classify_reply(reply: &Reply) -> Verdict {
     if reply.http_status == 429 || matches!(reply.code, None | Some(0) | Some(99991400)) {
         return classify(reply);

@@ -47,7 +47,7 @@ pub async fn create(client: &FeishuClient, body: String) -> Reply {
 
 /// Classifies a reply to `user_approvals`: 1225001 (the item failed the platform's checks; the reply
 /// carries `{TripErrorRecords, OvertimeWorkErrorRecords, LeaveErrorRecords, OutErrorRecords}`) is
-/// invalid; the rest as [`classify`].
+/// invalid; the rest as [`classify()`].
 pub fn classify_reply(reply: &Reply) -> Verdict {
     match reply.code {
         Some(1225001) => Verdict::Invalid,

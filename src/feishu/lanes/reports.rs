@@ -143,7 +143,7 @@ fn string_list(v: &serde_json::Value) -> Vec<String> {
 }
 
 /// Classifies a reply to `archive_rule/upload_report`: code 0 with `invalid_member_id` or
-/// `invalid_code` is [`Verdict::ReportInvalid`]; the rest as [`classify`].
+/// `invalid_code` is [`Verdict::ReportInvalid`]; the rest as [`classify()`].
 pub fn classify_reply(reply: &Reply) -> Verdict {
     if reply.code == Some(0) {
         let members = string_list(&reply.data["invalid_member_id"]);
