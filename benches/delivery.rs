@@ -31,6 +31,7 @@ use anyhow::{bail, ensure, Context};
 use chrono::{NaiveDate, NaiveDateTime};
 use clockbridge::config::Config;
 use clockbridge::daemon::{self, RunOptions};
+use clockbridge::feishu::lanes::user_flows;
 use clockbridge::punch::{normalise, Punch};
 use clockbridge::queue::{InsertStatus, NewRecord, Queue};
 use clockbridge::standin::{Fault, Standin, StandinConfig};
@@ -134,7 +135,7 @@ fn punch(i: usize, users: usize) -> Punch {
 fn record(i: usize, users: usize, now: chrono::DateTime<chrono::Utc>) -> NewRecord {
     let p = punch(i, users);
     let uid = p.device_user_id.clone();
-    NewRecord::from_punch(&normalise(p, TZ, DEVICE, Some(&uid), now, 3600))
+    user_flows::record(&normalise(p, TZ, DEVICE, Some(&uid), now, 3600))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -664,7 +665,7 @@ async fn stage_rates(n: usize, users: usize) -> anyhow::Result<Stages> {
     let mut records = Vec::with_capacity(n);
     for p in punches {
         let uid = p.device_user_id.clone();
-        records.push(NewRecord::from_punch(&normalise(
+        records.push(user_flows::record(&normalise(
             p,
             TZ,
             DEVICE,

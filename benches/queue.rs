@@ -6,8 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clockbridge::feishu::lanes::user_flows;
+use clockbridge::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
 use clockbridge::punch::{normalise, Punch};
-use clockbridge::queue::{NewRecord, Queue, KIND_USER_FLOW};
+use clockbridge::queue::{NewRecord, Queue};
 
 fn records(from: usize, n: usize) -> Vec<NewRecord> {
     let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
@@ -26,7 +28,7 @@ fn records(from: usize, n: usize) -> Vec<NewRecord> {
                 state_text: None,
             };
             let user = p.device_user_id.clone();
-            NewRecord::from_punch(&normalise(
+            user_flows::record(&normalise(
                 p,
                 chrono_tz::Asia::Shanghai,
                 "HQ",
@@ -62,17 +64,18 @@ async fn measure(rows: usize) -> Figures {
         }
         // a realistic mix: the newest 10,000 rows pending, the rest delivered
         let delivered_upto = rows.saturating_sub(10_000);
-        q.call(move |c| {
-            c.execute(
-                "UPDATE outbox SET status = 2, delivered_at = 1 WHERE id <= ?1",
-                [delivered_upto as i64],
-            )?;
-            // steady state: the big set-up transaction is checkpointed, as it would be long since
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })
-        .await
+        // set-up only: the queue has no API for a bulk status change, so a second connection does it
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c.execute(
+            "UPDATE outbox SET status = 2, delivered_at = 1 WHERE id <= ?1",
+            [delivered_upto as i64],
+        )
         .unwrap();
+        drop(q);
+        // steady state: the big set-up transaction is checkpointed, as it would be long since
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
     }
     let t = Instant::now();
     let (q, _) = Queue::open(&path).unwrap();

@@ -3,7 +3,8 @@
 //!
 //! Start order: open the queue (re-queueing rows that were in flight at a crash), load the mapping and
 //! release unmapped punches it now covers, start the ingest writer, the sender, then the sources.
-//! HR data has its own senders (one per endpoint, [`crate::sender::Lane`]) and, when `[inbox]` names
+//! Every lane ([`crate::feishu::lanes::ALL`]: one per platform endpoint) gets its own sender; the
+//! punch lane's is fed by the ingest writer, the others by `submit` and, when `[inbox]` names
 //! directories, the inbox watcher ([`crate::hr::inbox`]).
 //! Stop order: sources first (no new punches), then the ingest writer drains and commits what the sources
 //! handed over, then the sender finishes or returns its in-flight requests within the grace period.
@@ -18,12 +19,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::feishu::lanes::{self, PUNCHES};
 use crate::feishu::FeishuClient;
 use crate::hr::inbox::{InboxSnapshot, InboxStats};
 use crate::ingest::{run_writer, DeviceInfo, PunchSink};
 use crate::mapping::{Mapping, MappingError, MappingHandle};
 use crate::queue::{Queue, QueueError};
-use crate::sender::{Lane, Sender, SenderSnapshot, SenderStats};
+use crate::sender::{Sender, SenderContext, SenderSnapshot, SenderStats};
 use crate::sources::{run_device_with_queue, DeviceSnapshot, DeviceStats};
 
 /// Key of the daemon's snapshot in the queue's `runtime` table.
@@ -55,7 +57,8 @@ pub struct RuntimeSnapshot {
     pub devices: HashMap<String, DeviceSnapshot>,
     pub sender: SenderSnapshot,
     pub mapping_rows: Option<usize>,
-    /// The HR senders, by queue kind (`user_approval`, `archive_report`, `leave_accrual`).
+    /// The senders of every lane but the punch lane (`sender`), by queue kind (`user_approval`,
+    /// `archive_report`, `leave_accrual`).
     #[serde(default)]
     pub senders: BTreeMap<String, SenderSnapshot>,
     /// The inbox directories, by `[inbox]` key.
@@ -91,12 +94,12 @@ pub struct Running {
     pub sender_stats: Arc<SenderStats>,
     pub client: Arc<FeishuClient>,
     pub mapping: MappingHandle,
-    /// Counters of the HR senders, by queue kind.
+    /// Counters of every lane's sender but the punch lane's ([`Running::sender_stats`]), by queue
+    /// kind.
     pub lane_stats: BTreeMap<&'static str, Arc<SenderStats>>,
-    /// Wakes each HR sender (after records of its kind were queued), by queue kind.
+    /// Wakes each lane's sender (after records of its kind were queued), by queue kind.
     pub lane_wakes: HashMap<&'static str, Arc<Notify>>,
     pub inbox_stats: InboxStats,
-    hr_senders: Vec<JoinHandle<()>>,
     reload: Arc<Notify>,
     sources_stop: CancellationToken,
     writer_stop: CancellationToken,
@@ -104,7 +107,7 @@ pub struct Running {
     housekeeping_stop: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
-    sender: JoinHandle<()>,
+    senders: Vec<JoinHandle<()>>,
     housekeeping: Vec<JoinHandle<()>>,
     started_at: i64,
     sink: Option<PunchSink>,
@@ -185,8 +188,7 @@ impl Running {
         self.writer_stop.cancel();
         let _ = (&mut self.writer).await;
         self.sender_stop.cancel();
-        let _ = (&mut self.sender).await;
-        for s in self.hr_senders.drain(..) {
+        for s in self.senders.drain(..) {
             let _ = s.await;
         }
         self.housekeeping_stop.cancel();
@@ -254,7 +256,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         );
     }
     let mapping = MappingHandle::new(Mapping::load(&cfg.mapping)?, cfg.mapping.clone());
-    let released = queue.release_unmapped(mapping.current()).await?;
+    let released = release_unmapped(&queue, &mapping).await?;
     if released > 0 {
         tracing::info!(
             punches = released,
@@ -297,36 +299,28 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         ))
     };
     let sender_stop = CancellationToken::new();
-    let sender = tokio::spawn(
-        Sender::new(
-            queue.clone(),
-            client.clone(),
-            cfg.sender.clone(),
-            wake.clone(),
-            sender_stats.clone(),
-            sender_stop.clone(),
-        )
-        .run(opts.grace),
-    );
+    let ctx = SenderContext {
+        queue: queue.clone(),
+        client: client.clone(),
+        cfg: cfg.sender.clone(),
+        shutdown: sender_stop.clone(),
+    };
     let mut lane_stats = BTreeMap::new();
     let mut lane_wakes = HashMap::new();
-    let mut hr_senders = Vec::new();
-    for lane in Lane::HR {
-        let (stats, wake) = (Arc::new(SenderStats::default()), Arc::new(Notify::new()));
-        lane_stats.insert(lane.kind(), stats.clone());
+    let mut senders = Vec::new();
+    for &lane in lanes::ALL {
+        // the punch lane shares the daemon's main figures and wake-up with the ingest writer; every
+        // other lane has its own and bumps the main progress signal too
+        let (stats, wake, progress) = if lane.kind() == PUNCHES.kind() {
+            (sender_stats.clone(), wake.clone(), None)
+        } else {
+            let stats = Arc::new(SenderStats::default());
+            lane_stats.insert(lane.kind(), stats.clone());
+            (stats, Arc::new(Notify::new()), Some(sender_stats.clone()))
+        };
         lane_wakes.insert(lane.kind(), wake.clone());
-        hr_senders.push(tokio::spawn(
-            Sender::for_lane(
-                lane,
-                queue.clone(),
-                client.clone(),
-                cfg.sender.clone(),
-                wake,
-                stats,
-                Some(sender_stats.clone()),
-                sender_stop.clone(),
-            )
-            .run(opts.grace),
+        senders.push(tokio::spawn(
+            Sender::new(lane, ctx.clone(), wake, stats, progress).run(opts.grace),
         ));
     }
     let sources_stop = CancellationToken::new();
@@ -428,7 +422,6 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         lane_stats,
         lane_wakes,
         inbox_stats,
-        hr_senders,
         reload,
         sources_stop,
         writer_stop,
@@ -436,7 +429,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         housekeeping_stop,
         sources,
         writer,
-        sender,
+        senders,
         housekeeping,
         started_at,
         sink: Some(sink),
@@ -473,7 +466,7 @@ async fn reload_loop(
                     tracing::info!("mapping: table reloaded");
                 }
                 if changed || asked {
-                    match queue.release_unmapped(mapping.current()).await {
+                    match release_unmapped(&queue, &mapping).await {
                         Ok(0) => {}
                         Ok(n) => {
                             tracing::info!(
@@ -494,6 +487,15 @@ async fn reload_loop(
             }
         }
     }
+}
+
+/// Releases the unmapped rows the current mapping covers, for every lane that re-maps.
+async fn release_unmapped(queue: &Queue, mapping: &MappingHandle) -> Result<usize, QueueError> {
+    let mut released = 0;
+    for &lane in lanes::ALL {
+        released += queue.release_unmapped(lane, mapping.current()).await?;
+    }
+    Ok(released)
 }
 
 async fn prune_loop(queue: Queue, retention_days: u64, every: Duration, stop: CancellationToken) {

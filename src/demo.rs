@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
 use crate::daemon::{self, RunOptions};
-use crate::queue::KIND_USER_APPROVAL;
+use crate::hr::approvals::KIND as KIND_USER_APPROVAL;
 use crate::standin::{Standin, StandinConfig};
 use crate::zksim::{self, RecordSize, SimConfig, SimRecord, SimUser, UserSize};
 

@@ -143,13 +143,12 @@ impl DbProbe {
         let asked = Instant::now();
         let since = *lock_slot(&self.unanswered_since).get_or_insert(asked);
         let slot = self.unanswered_since.clone();
-        let question = queue.call(move |_| {
+        let question = queue.ping(move || {
             // answered: so was every question asked before this one
             let mut oldest = lock_slot(&slot);
             if *oldest <= Some(asked) {
                 *oldest = None;
             }
-            Ok(())
         });
         match tokio::time::timeout(wait, question).await {
             Ok(answer) => answer.map_err(|e| e.to_string()),
@@ -794,9 +793,8 @@ mod tests {
         let busy = {
             let q = queue.clone();
             tokio::spawn(async move {
-                q.call(move |_| {
+                q.ping(move || {
                     let _ = held.recv_timeout(Duration::from_secs(30));
-                    Ok(())
                 })
                 .await
             })

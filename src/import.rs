@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, DeviceConfig};
+use crate::feishu::lanes::user_flows;
 use crate::formats::{sample, LineParser};
 use crate::mapping::{Mapping, MappingError};
 use crate::punch::normalise;
@@ -455,7 +456,7 @@ fn read_file(
                     Ok(Some(p)) => {
                         let user = mapping.lookup(&p.device_id, &p.device_user_id);
                         let n = normalise(p, tz, &location, user.as_deref(), now, max_future_secs);
-                        batch.push(NewRecord::from_punch(&n));
+                        batch.push(user_flows::record(&n));
                         if batch.len() == BATCH {
                             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                             if tx.blocking_send(Batch { records: full }).is_err() {

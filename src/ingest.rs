@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::DeviceConfig;
+use crate::feishu::lanes::user_flows;
 use crate::mapping::MappingHandle;
 use crate::punch::{normalise, Punch};
 use crate::queue::{InsertStatus, NewRecord, Queue};
@@ -185,7 +186,7 @@ pub async fn run_writer(
                 now,
                 max_future_secs,
             );
-            records.push(NewRecord::from_punch(&n));
+            records.push(user_flows::record(&n));
         }
         let records = Arc::new(records);
         let statuses = insert_until_committed(&queue, &records, &devices).await;

@@ -441,7 +441,12 @@ async fn dlq(cfg: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
             let mapping = std::sync::Arc::new(clockbridge::mapping::Mapping::load(&cfg.mapping)?);
             let latest = chrono::Utc::now().timestamp() + cfg.queue.max_future_secs;
             let r = queue
-                .retry_dead_selected(filter.selection(true)?, Some(mapping), latest)
+                .retry_dead_selected(
+                    clockbridge::feishu::lanes::rules,
+                    filter.selection(true)?,
+                    Some(mapping),
+                    latest,
+                )
                 .await?;
             println!(
                 "dlq: {} pending again (the daemon sends them within seconds), {} waiting for a user mapping, {} left dead (punch time still before 2022 or in the future, or a newer value of the same report row or accrual record is queued)",

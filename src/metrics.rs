@@ -63,7 +63,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::ingest::DeviceInfo;
-use crate::queue::{now_ms, read_counts, read_oldest_outstanding, Counts, Queue, StateCounts};
+use crate::queue::{now_ms, Counts, Queue, QueueReading, StateCounts};
 use crate::sender::{SenderSnapshot, SenderStats, LATENCY_BUCKETS_MS};
 use crate::sources::DeviceSnapshot;
 
@@ -99,7 +99,8 @@ pub struct Scrape {
     pub queue: Option<QueueFigures>,
     pub sender: SenderFigures,
     pub devices: BTreeMap<String, DeviceSnapshot>,
-    /// The HR senders, by queue kind (filled in by the caller; empty in [`gather`]).
+    /// The senders of the lanes other than punches (the HR senders), by queue kind (filled in by the
+    /// caller; empty in [`gather`]).
     pub lanes: BTreeMap<String, SenderSnapshot>,
 }
 
@@ -113,11 +114,14 @@ pub async fn gather(
     started_at: i64,
     queue_timeout: Duration,
 ) -> Scrape {
-    let asked = queue.call(|conn| Ok((read_counts(conn)?, read_oldest_outstanding(conn)?)));
-    let queue = match tokio::time::timeout(queue_timeout, asked).await {
-        Ok(Ok((counts, oldest))) => Some(QueueFigures {
+    let queue = match tokio::time::timeout(queue_timeout, queue.reading()).await {
+        Ok(Ok(QueueReading {
             counts,
-            oldest_outstanding_age_secs: oldest.map(|t| (now_ms() - t).max(0) as f64 / 1000.0),
+            oldest_outstanding_at,
+        })) => Some(QueueFigures {
+            counts,
+            oldest_outstanding_age_secs: oldest_outstanding_at
+                .map(|t| (now_ms() - t).max(0) as f64 / 1000.0),
         }),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: the queue figures could not be read");
@@ -314,8 +318,8 @@ impl Scrape {
                 .iter()
                 .map(|(k, c)| (k.as_str(), *c))
                 .collect();
-            for kind in crate::queue::KINDS {
-                kinds.entry(kind).or_default();
+            for lane in crate::feishu::lanes::ALL {
+                kinds.entry(lane.kind()).or_default();
             }
             for (kind, c) in &kinds {
                 for (state, n) in STATES.iter().zip(by_state(c)) {
@@ -599,7 +603,7 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::KIND_USER_FLOW;
+    use crate::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
 
     fn sample() -> Scrape {
         let mut counts = Counts::default();

@@ -1,9 +1,10 @@
-//! The punch model and its normalisation into a Feishu `user_flow` record.
+//! The punch model: what a clock says, its time resolved in the device's time zone, and its
+//! idempotent key.
 //!
 //! A [`Punch`] is what a clock says: which device, which device user, the device-local wall-clock time,
-//! and the optional state / verify / work-code columns. [`normalise`] turns it into a [`Normalised`]
-//! record with every field the platform requires, resolves the local time in the device's IANA time zone
-//! and checks that the platform can import it.
+//! and the optional state / verify / work-code columns. [`normalise`] resolves the local time in the
+//! device's IANA time zone, computes the key and notes the mapped user and the location; the
+//! platform's record is built from it by its lane ([`crate::feishu::lanes::user_flows`]).
 //!
 //! Guarantees:
 //! - [`Punch::idempotent_key`] is a pure function of the physical punch (device id, device user id,
@@ -11,17 +12,13 @@
 //!   re-read device log — always yields the same key. It deliberately ignores the state and verify columns
 //!   (some firmware swaps them between channels) and the configured time zone (fixing a wrong zone must not
 //!   turn old punches into new ones).
-//! - Punches the platform cannot import (before 2022-01-01) or far in the future are not sent: they become
-//!   dead letters with the reason, so nothing disappears silently.
+//! - A punch further in the future than the configured tolerance is marked ([`Normalised::far_future`]):
+//!   the device clock is probably wrong, and it is kept as a dead letter rather than sent.
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-/// 2022-01-01T00:00:00+08:00: the platform imports no punch before this instant (UTC+8 is the
-/// platform's own reference; using the earliest interpretation keeps us on the safe side).
-pub const EARLIEST_IMPORTABLE: i64 = 1_640_966_400;
 
 /// One punch as read from a clock, before any mapping or time-zone resolution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,16 +65,6 @@ impl Punch {
         }
         out
     }
-
-    /// A readable record id for `user_flow.external_id`: `device/user/YYYYMMDDHHMMSS`.
-    pub fn external_id(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.device_id,
-            self.device_user_id,
-            self.local_time.format("%Y%m%d%H%M%S")
-        )
-    }
 }
 
 /// Human name of a ZKTeco-style punch state code.
@@ -105,32 +92,6 @@ pub fn verify_name(code: i64) -> Option<&'static str> {
         25 => "palm",
         _ => return None,
     })
-}
-
-/// The `user_flow.comment` for a punch: device, state and verification, e.g.
-/// `clockbridge door-1: check-in, fingerprint`. Unknown codes are kept as numbers, never dropped.
-pub fn comment(p: &Punch) -> String {
-    let mut parts = Vec::new();
-    match (p.state, &p.state_text) {
-        (Some(s), _) => parts.push(
-            state_name(s)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("state {s}")),
-        ),
-        (None, Some(t)) => parts.push(t.clone()),
-        (None, None) => parts.push("punch".to_string()),
-    }
-    if let Some(v) = p.verify {
-        parts.push(
-            verify_name(v)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("verify {v}")),
-        );
-    }
-    if let Some(w) = &p.workcode {
-        parts.push(format!("work code {w}"));
-    }
-    format!("clockbridge {}: {}", p.device_id, parts.join(", "))
 }
 
 /// Resolves a device-local time in `tz` to a UTC instant.
@@ -168,68 +129,24 @@ impl FixSeconds for chrono_tz::TzOffset {
     }
 }
 
-/// Why a punch is not sent but kept as a dead letter straight away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsendable {
-    /// Before 2022-01-01: the platform cannot import it.
-    Before2022,
-    /// Further in the future than the configured tolerance: the device clock is probably wrong.
-    FarFuture,
-}
-
-impl Unsendable {
-    /// Stable reason code, stored with the dead letter.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Unsendable::Before2022 => "before_2022",
-            Unsendable::FarFuture => "far_future",
-        }
-    }
-    /// What the operator should know.
-    pub fn message(self) -> &'static str {
-        match self {
-            Unsendable::Before2022 => {
-                "punch is before 2022-01-01, which the platform cannot import: check the device clock"
-            }
-            Unsendable::FarFuture => {
-                "punch is far in the future: check the device clock and its timezone setting"
-            }
-        }
-    }
-}
-
-/// The `user_flow` record as sent to `user_flows/batch_create`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserFlow {
-    pub user_id: String,
-    pub creator_id: String,
-    pub location_name: String,
-    /// Unix seconds, as a string (the platform's type).
-    pub check_time: String,
-    pub comment: String,
-    pub device_id: String,
-    pub external_id: String,
-    pub idempotent_id: String,
-    /// 7 = open-platform import.
-    #[serde(rename = "type")]
-    pub flow_type: i32,
-}
-
-/// A punch after normalisation, ready for the queue.
+/// A punch after normalisation: its instant, its key, and what the platform's record needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normalised {
     pub punch: Punch,
     pub idempotent_key: String,
     /// Unix seconds.
     pub check_time: i64,
-    /// The record to send; `user_id` / `creator_id` are empty until the user is mapped.
-    pub flow: UserFlow,
-    /// `Some` when the punch must not be sent (it is stored as a dead letter).
-    pub unsendable: Option<Unsendable>,
+    /// The device's `location_name`.
+    pub location_name: String,
+    /// The Feishu user id, once the mapping knows the device user (`None`: unmapped).
+    pub user_id: Option<String>,
+    /// More than the configured tolerance ahead of the gateway's clock: the device clock is probably
+    /// wrong.
+    pub far_future: bool,
 }
 
-/// Normalises a punch: resolves its time in `tz`, builds the `user_flow` record (with the Feishu user id
-/// when `user_id` is known) and checks the time window. `now` and `max_future_secs` bound the future.
+/// Normalises a punch: resolves its time in `tz`, computes its key, and notes the location and the
+/// Feishu user id (when `user_id` is known). `now` and `max_future_secs` bound the future.
 pub fn normalise(
     punch: Punch,
     tz: Tz,
@@ -238,34 +155,29 @@ pub fn normalise(
     now: DateTime<Utc>,
     max_future_secs: i64,
 ) -> Normalised {
-    let instant = resolve_local(tz, punch.local_time);
-    let check_time = instant.timestamp();
-    let unsendable = if check_time < EARLIEST_IMPORTABLE {
-        Some(Unsendable::Before2022)
-    } else if check_time > now.timestamp() + max_future_secs {
-        Some(Unsendable::FarFuture)
-    } else {
-        None
-    };
-    let idempotent_key = punch.idempotent_key();
-    let uid = user_id.unwrap_or("").to_string();
-    let flow = UserFlow {
-        user_id: uid.clone(),
-        creator_id: uid,
-        location_name: location_name.to_string(),
-        check_time: check_time.to_string(),
-        comment: comment(&punch),
-        device_id: punch.device_id.clone(),
-        external_id: punch.external_id(),
-        idempotent_id: idempotent_key.clone(),
-        flow_type: 7,
-    };
+    let check_time = resolve_local(tz, punch.local_time).timestamp();
     Normalised {
-        punch,
-        idempotent_key,
+        idempotent_key: punch.idempotent_key(),
         check_time,
-        flow,
-        unsendable,
+        location_name: location_name.to_string(),
+        user_id: user_id.filter(|u| !u.is_empty()).map(str::to_string),
+        far_future: check_time > now.timestamp() + max_future_secs,
+        punch,
+    }
+}
+
+/// A punch for tests: state 0 (check-in), verify 1 (fingerprint), at local time `t`
+/// (`YYYY-MM-DD HH:MM:SS`).
+#[cfg(test)]
+pub(crate) fn sample(dev: &str, user: &str, t: &str) -> Punch {
+    Punch {
+        device_id: dev.into(),
+        device_user_id: user.into(),
+        local_time: NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").unwrap(),
+        state: Some(0),
+        verify: Some(1),
+        workcode: None,
+        state_text: None,
     }
 }
 
@@ -273,18 +185,7 @@ pub fn normalise(
 mod tests {
     use super::*;
     use chrono::NaiveDate;
-
-    fn punch(dev: &str, user: &str, t: &str) -> Punch {
-        Punch {
-            device_id: dev.into(),
-            device_user_id: user.into(),
-            local_time: NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").unwrap(),
-            state: Some(0),
-            verify: Some(1),
-            workcode: None,
-            state_text: None,
-        }
-    }
+    use sample as punch;
 
     #[test]
     fn idempotent_key_is_a_pure_function_of_the_physical_punch() {
@@ -317,7 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn normalise_fills_every_required_field_in_shanghai_time() {
+    fn normalise_resolves_the_time_in_shanghai_and_keeps_the_user() {
         let now = Utc::now();
         let n = normalise(
             punch("door-1", "1", "2026-03-02 08:59:59"),
@@ -327,9 +228,8 @@ mod tests {
             now,
             3600,
         );
-        assert_eq!(n.flow.user_id, "abd754f7");
-        assert_eq!(n.flow.creator_id, "abd754f7");
-        assert_eq!(n.flow.location_name, "HQ 1F door");
+        assert_eq!(n.user_id.as_deref(), Some("abd754f7"));
+        assert_eq!(n.location_name, "HQ 1F door");
         // 2026-03-02 08:59:59 +08:00 = 00:59:59 UTC
         let expect = NaiveDate::from_ymd_opt(2026, 3, 2)
             .unwrap()
@@ -338,59 +238,18 @@ mod tests {
             .and_utc()
             .timestamp();
         assert_eq!(n.check_time, expect);
-        assert_eq!(n.flow.check_time, expect.to_string());
-        assert_eq!(n.flow.comment, "clockbridge door-1: check-in, fingerprint");
-        assert_eq!(n.flow.external_id, "door-1/1/20260302085959");
-        assert_eq!(n.flow.idempotent_id, n.idempotent_key);
-        assert_eq!(n.unsendable, None);
-    }
-
-    #[test]
-    fn unknown_state_codes_are_kept_in_the_comment() {
-        let mut p = punch("door-1", "1", "2026-03-02 08:59:59");
-        p.state = Some(255);
-        p.verify = Some(99);
-        p.workcode = Some("7".into());
-        assert_eq!(
-            comment(&p),
-            "clockbridge door-1: state 255, verify 99, work code 7"
-        );
-    }
-
-    #[test]
-    fn punches_before_2022_and_far_future_are_unsendable() {
-        let now = Utc::now();
-        let old = normalise(
-            punch("d", "1", "2021-12-31 23:59:59"),
+        assert_eq!(n.idempotent_key, n.punch.idempotent_key());
+        assert!(!n.far_future);
+        // an empty user id is no user
+        let n = normalise(
+            punch("door-1", "1", "2026-03-02 08:59:59"),
             chrono_tz::Asia::Shanghai,
-            "x",
-            Some("u"),
+            "HQ",
+            Some(""),
             now,
             3600,
         );
-        assert_eq!(old.unsendable, Some(Unsendable::Before2022));
-        let first = normalise(
-            punch("d", "1", "2022-01-01 00:00:00"),
-            chrono_tz::Asia::Shanghai,
-            "x",
-            Some("u"),
-            now,
-            3600,
-        );
-        assert_eq!(first.unsendable, None);
-        let future_local = (now + chrono::Duration::days(3)).naive_utc();
-        let fut = normalise(
-            Punch {
-                local_time: future_local,
-                ..punch("d", "1", "2026-01-01 00:00:00")
-            },
-            chrono_tz::UTC,
-            "x",
-            Some("u"),
-            now,
-            3600,
-        );
-        assert_eq!(fut.unsendable, Some(Unsendable::FarFuture));
+        assert_eq!(n.user_id, None);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! interval and sends `WATCHDOG=1` only if both checks pass:
 //!
 //! 1. **The database thread answers.** Every tick asks the queue's thread for the (O(devices)) counts
-//!    through [`Queue::call`], keeping at most one question outstanding. The check fails when a
+//!    through [`Queue::counts`], keeping at most one question outstanding. The check fails when a
 //!    question has waited longer than [`DB_ANSWER_LIMIT`] (30 s: three times the 10 s SQLite busy
 //!    timeout, so a few statements waiting on another process's write lock are not a failure), or at
 //!    once when the thread is gone ([`QueueError::Closed`]). An SQLite error is an answer: the thread

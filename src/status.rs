@@ -4,8 +4,9 @@
 //! `--json` prints one object. Its members are a contract for operators' scripts: `queue` has the integer
 //! counts `pending`, `in_flight`, `delivered`, `dead`, `unmapped`; `devices` lists each configured device
 //! with its source figures and its own queue counts; `sender`, `daemon` and `dead_letters` follow.
-//! `kinds` has the same five counts for every record kind (`user_flow`, `user_approval`,
-//! `archive_report`, `leave_accrual`, always present); `senders` the HR senders' figures by kind and
+//! `kinds` has the same five counts for every record kind (one per lane in
+//! [`crate::feishu::lanes::ALL`]: `user_flow`, `user_approval`, `archive_report`, `leave_accrual`,
+//! always present); `senders` the other lanes' senders' figures by kind (the HR senders) and
 //! `inbox` the `[inbox]` directories' figures (both empty when the daemon never ran).
 //! Members may be added, never renamed. Every time in it is Unix seconds.
 
@@ -32,7 +33,8 @@ pub struct Status {
     pub kinds: std::collections::BTreeMap<String, StateCounts>,
     pub devices: Vec<DeviceStatus>,
     pub sender: Option<SenderSnapshot>,
-    /// The HR senders (one per endpoint), by queue kind, from the daemon's last snapshot.
+    /// The senders of the lanes other than punches (one per endpoint), by queue kind, from the
+    /// daemon's last snapshot.
     pub senders: std::collections::BTreeMap<String, SenderSnapshot>,
     /// The inbox directories, by `[inbox]` key, from the daemon's last snapshot.
     pub inbox: std::collections::BTreeMap<String, crate::hr::inbox::InboxSnapshot>,
@@ -140,8 +142,8 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         kinds: {
             let mut k: std::collections::BTreeMap<String, StateCounts> =
                 counts.by_kind.into_iter().collect();
-            for kind in crate::queue::KINDS {
-                k.entry(kind.to_string()).or_default();
+            for lane in crate::feishu::lanes::ALL {
+                k.entry(lane.kind().to_string()).or_default();
             }
             k
         },
@@ -250,7 +252,7 @@ pub fn render_text(s: &Status) -> String {
         .kinds
         .iter()
         .filter(|(k, c)| {
-            k.as_str() != crate::queue::KIND_USER_FLOW && **c != StateCounts::default()
+            k.as_str() != crate::feishu::lanes::PUNCHES.kind() && **c != StateCounts::default()
         })
         .collect();
     if !hr.is_empty() {

@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-use clockbridge::queue::{ErrorInfo, Queue, KIND_USER_FLOW};
+use clockbridge::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
+use clockbridge::queue::{ErrorInfo, Queue};
 use clockbridge::standin::StandinConfig;
 
 use crate::crash::prefill;

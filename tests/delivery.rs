@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use clockbridge::queue::{Queue, KIND_USER_FLOW};
+use clockbridge::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
+use clockbridge::queue::Queue;
 use clockbridge::standin::StandinConfig;
 use tokio::io::AsyncWriteExt;
 

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clockbridge::daemon::Running;
+use clockbridge::feishu::lanes::accruals::KIND as KIND_LEAVE_ACCRUAL;
+use clockbridge::feishu::lanes::approvals::KIND as KIND_USER_APPROVAL;
+use clockbridge::feishu::lanes::reports::KIND as KIND_ARCHIVE_REPORT;
 use clockbridge::hr::{submit_file, HrKind, ReportArgs, SubmitReport};
-use clockbridge::queue::{
-    StateCounts, KIND_ARCHIVE_REPORT, KIND_LEAVE_ACCRUAL, KIND_USER_APPROVAL,
-};
+use clockbridge::queue::StateCounts;
 use clockbridge::standin::{AccrualRecord, Api, DedupMode, Fault, StandinConfig};
 use serde_json::{json, Value};
 
@@ -279,6 +280,7 @@ async fn approval_refusals_become_dead_letters_with_the_platforms_code_and_the_r
     let retried = running
         .queue
         .retry_dead_selected(
+            clockbridge::feishu::lanes::rules,
             clockbridge::queue::DeadSelection {
                 reason: Some("1225001".into()),
                 ..Default::default()
@@ -686,6 +688,7 @@ async fn leave_accrual_permanent_errors_are_dead_letters_and_granting_record_exi
     running
         .queue
         .retry_dead_selected(
+            clockbridge::feishu::lanes::rules,
             clockbridge::queue::DeadSelection {
                 reason: Some("1220005".into()),
                 ..Default::default()

@@ -1,8 +1,10 @@
 //! The official Python SDK (`lark-oapi`) parses every request body clockbridge sends, for all four
 //! endpoints, into its own request-body models, with no unknown field and no mistyped value.
 
+use clockbridge::feishu::lanes::accruals::KIND as KIND_LEAVE_ACCRUAL;
+use clockbridge::feishu::lanes::approvals::KIND as KIND_USER_APPROVAL;
+use clockbridge::feishu::lanes::reports::KIND as KIND_ARCHIVE_REPORT;
 use clockbridge::hr::{submit_file, HrKind, ReportArgs};
-use clockbridge::queue::{KIND_ARCHIVE_REPORT, KIND_LEAVE_ACCRUAL, KIND_USER_APPROVAL};
 use clockbridge::standin::{AccrualRecord, Api, StandinConfig};
 use serde_json::json;
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use clockbridge::config::Config;
 use clockbridge::daemon::{self, RunOptions, Running};
+use clockbridge::feishu::lanes::user_flows;
 use clockbridge::punch::{normalise, Punch};
 use clockbridge::queue::NewRecord;
 use clockbridge::standin::{Standin, StandinConfig};
@@ -168,7 +169,7 @@ pub fn records(ps: &[Punch]) -> Vec<NewRecord> {
     ps.iter()
         .map(|p| {
             let user = p.device_user_id.clone();
-            NewRecord::from_punch(&normalise(
+            user_flows::record(&normalise(
                 p.clone(),
                 chrono_tz::Asia::Shanghai,
                 "HQ",

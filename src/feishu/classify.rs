@@ -1,4 +1,6 @@
-//! Classification of every platform reply into what the sender must do with the batch.
+//! Classification of every platform reply into what the sender must do with the batch: the shared
+//! tables every write endpoint follows. An endpoint whose page gives codes a meaning of its own
+//! classifies in its lane (`lanes/*.rs`) and falls back to [`classify`].
 //!
 //! Sources: the `user_flows/batch_create` error table (1220001, 1220002, 1220004, 1220005, 1225000,
 //! 1220600), the integration guide's table of `msg` texts (`no row affected` → retry, `the object already
@@ -7,6 +9,7 @@
 
 use std::time::Duration;
 
+use super::token::is_token_error;
 use super::Reply;
 
 /// Why the whole app is blocked: no record can get through until the operator fixes this.
@@ -80,14 +83,6 @@ pub enum Verdict {
     AppBlocked(AppProblem),
 }
 
-/// `Some(true)` when the reply is a tenant-token error that a fresh token fixes.
-pub(crate) fn classify_token(reply: &Reply) -> Option<bool> {
-    match reply.code {
-        Some(99991661) | Some(99991663) | Some(99991664) | Some(99991671) => Some(true),
-        _ => None,
-    }
-}
-
 /// Parses the per-record failure list of a batch_create reply: `[u1-c1, u2-c2]`. Returns `None` when
 /// `msg` is not such a list.
 pub fn parse_failed_list(msg: &str) -> Option<Vec<String>> {
@@ -123,7 +118,7 @@ pub fn classify(reply: &Reply) -> Verdict {
     }
     let code = reply.code.unwrap_or_default();
     // token errors left after the client's own refresh-and-retry: transient
-    if classify_token(reply).is_some() {
+    if is_token_error(reply.code) {
         return Verdict::Retry;
     }
     match code {
@@ -173,86 +168,20 @@ pub fn classify(reply: &Reply) -> Verdict {
     Verdict::Retry
 }
 
-/// Classifies a reply to `user_approvals`: 1225001 (the item failed the platform's checks; the reply
-/// carries `{TripErrorRecords, OvertimeWorkErrorRecords, LeaveErrorRecords, OutErrorRecords}`) is
-/// invalid; the rest as [`classify`].
-pub fn classify_approval(reply: &Reply) -> Verdict {
-    match reply.code {
-        Some(1225001) => Verdict::Invalid,
-        _ => classify(reply),
-    }
-}
-
-fn string_list(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Classifies a reply to `archive_rule/upload_report`: code 0 with `invalid_member_id` or
-/// `invalid_code` is [`Verdict::ReportInvalid`]; the rest as [`classify`].
-pub fn classify_report(reply: &Reply) -> Verdict {
-    if reply.code == Some(0) {
-        let members = string_list(&reply.data["invalid_member_id"]);
-        let codes = string_list(&reply.data["invalid_code"]);
-        if !members.is_empty() || !codes.is_empty() {
-            return Verdict::ReportInvalid { members, codes };
-        }
-        return Verdict::Delivered;
-    }
-    classify(reply)
-}
-
-/// Codes of the leave accrual page that refuse the update for good (HTTP 400 in its table).
-pub const ACCRUAL_PERMANENT: [i64; 22] = [
-    1220016, 1220003, 1220006, 1220002, 1220004, 1220005, 1220007, 1220008, 1220009, 1220024,
-    1220025, 1220026, 1220027, 1220029, 1220030, 1220017, 1220020, 1220021, 1220022, 1220031,
-    1220032, 1220600,
-];
-
-/// Classifies a reply to the leave accrual PATCH. Its page gives its own meaning to codes the other
-/// APIs use differently (1220001 "no tenant ID", 1220002 "invalid granting unit", 1220005 "data
-/// object not found"): 1220010 "granting record already exists" counts as delivered; 1220001 blocks
-/// the app; the 400 codes of its table are permanent; its 500 codes are retried. Rate limits,
-/// tokens and credentials as [`classify`]; a missing scope is `attendance:rule`.
-pub fn classify_accrual(reply: &Reply) -> Verdict {
-    if reply.http_status == 429 || matches!(reply.code, None | Some(0) | Some(99991400)) {
-        return classify(reply);
-    }
-    if reply
-        .msg
-        .to_ascii_lowercase()
-        .contains("feishu people enterprise edition")
-    {
-        return Verdict::AppBlocked(AppProblem::EditionRequired);
-    }
-    let code = reply.code.unwrap_or_default();
-    match code {
-        1220010 => Verdict::AlreadyExists,
-        1220001 => Verdict::AppBlocked(AppProblem::TenantMissing),
-        99991672 | 99991679 => Verdict::AppBlocked(AppProblem::RuleScopeMissing),
-        c if ACCRUAL_PERMANENT.contains(&c) => Verdict::Invalid,
-        1220011..=1220015 | 1220018 | 1220019 | 1220028 | 1229999 => Verdict::Retry,
-        _ => classify(reply),
+/// A reply with this HTTP status, code and message (for the classification tests of every lane).
+#[cfg(test)]
+pub(crate) fn reply(status: u16, code: Option<i64>, msg: &str) -> Reply {
+    Reply {
+        http_status: status,
+        code,
+        msg: msg.into(),
+        ..Reply::default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reply(status: u16, code: Option<i64>, msg: &str) -> Reply {
-        Reply {
-            http_status: status,
-            code,
-            msg: msg.into(),
-            ..Reply::default()
-        }
-    }
 
     #[test]
     fn success_and_per_record_failures() {
@@ -357,78 +286,6 @@ mod tests {
     fn token_errors_left_after_the_refresh_are_transient() {
         assert_eq!(
             classify(&reply(400, Some(99991663), "invalid token")),
-            Verdict::Retry
-        );
-    }
-
-    #[test]
-    fn approval_error_records_are_invalid() {
-        assert_eq!(
-            classify_approval(&reply(400, Some(1225001), "param is invalis")),
-            Verdict::Invalid
-        );
-        assert_eq!(
-            classify_approval(&reply(500, Some(1225000), "internal server error")),
-            Verdict::Retry
-        );
-        assert_eq!(
-            classify_approval(&reply(400, Some(1220600), "the object already exists")),
-            Verdict::AlreadyExists
-        );
-    }
-
-    #[test]
-    fn report_replies_list_invalid_members_and_codes() {
-        let mut r = reply(200, Some(0), "success");
-        assert_eq!(classify_report(&r), Verdict::Delivered);
-        r.data = serde_json::json!({"invalid_code": ["c9"], "invalid_member_id": ["m2"]});
-        assert_eq!(
-            classify_report(&r),
-            Verdict::ReportInvalid {
-                members: vec!["m2".into()],
-                codes: vec!["c9".into()]
-            }
-        );
-        assert_eq!(
-            classify_report(&reply(400, Some(1220600), "archive_rule_id not exist")),
-            Verdict::Invalid
-        );
-    }
-
-    #[test]
-    fn accrual_codes_follow_their_own_table() {
-        assert_eq!(
-            classify_accrual(&reply(400, Some(1220010), "Granting record already exists")),
-            Verdict::AlreadyExists
-        );
-        for c in [1220025, 1220026, 1220027, 1220005, 1220002, 1220031] {
-            assert_eq!(
-                classify_accrual(&reply(400, Some(c), "x")),
-                Verdict::Invalid,
-                "{c}"
-            );
-        }
-        for c in [1220012, 1220015, 1229999] {
-            assert_eq!(
-                classify_accrual(&reply(500, Some(c), "x")),
-                Verdict::Retry,
-                "{c}"
-            );
-        }
-        assert_eq!(
-            classify_accrual(&reply(400, Some(1220001), "No tenant ID")),
-            Verdict::AppBlocked(AppProblem::TenantMissing)
-        );
-        assert_eq!(
-            classify_accrual(&reply(400, Some(99991672), "scope")),
-            Verdict::AppBlocked(AppProblem::RuleScopeMissing)
-        );
-        assert!(matches!(
-            classify_accrual(&reply(429, Some(99991400), "limit")),
-            Verdict::RateLimited { .. }
-        ));
-        assert_eq!(
-            classify_accrual(&reply(400, Some(99991663), "token")),
             Verdict::Retry
         );
     }

@@ -17,8 +17,10 @@ use serde_json::{Map, Value};
 
 use super::input::Unit;
 use super::{all_or_issues, cell_int, derive_key, from_json, hr_record, Check, Issue};
-use crate::queue::{NewRecord, KIND_LEAVE_ACCRUAL};
+use crate::queue::NewRecord;
 
+/// The queue kind of accrual updates (one PATCH each), sent by `crate::feishu::lanes::accruals`.
+pub const KIND: &str = "leave_accrual";
 /// The queue's `device_id` of accrual rows.
 pub const SOURCE: &str = "hr-accruals";
 /// `user_id_type` values the page lists.
@@ -290,7 +292,7 @@ pub fn records(units: &[Unit]) -> Result<Vec<NewRecord>, Vec<Issue>> {
         let record = q.body.leave_granting_record_id.clone().unwrap_or_default();
         let employment = q.body.employment_id.clone().unwrap_or_default();
         out.push(hr_record(
-            KIND_LEAVE_ACCRUAL,
+            KIND,
             derive_key(&["clockbridge-accrual-v1", &payload]),
             // the ordering key: the granting record this update overwrites
             format!("{}/{record}", q.leave_id),

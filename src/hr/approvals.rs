@@ -15,8 +15,11 @@ use serde_json::{Map, Value};
 
 use super::input::Unit;
 use super::{all_or_issues, cell_int, derive_key, from_json, hr_record, Check, Issue};
-use crate::queue::{NewRecord, KIND_USER_APPROVAL};
+use crate::queue::NewRecord;
 
+/// The queue kind of approval items (one leave, outing, overtime or trip each), sent by
+/// `crate::feishu::lanes::approvals`.
+pub const KIND: &str = "user_approval";
 /// The queue's `device_id` of approval rows.
 pub const SOURCE: &str = "hr-approvals";
 
@@ -739,7 +742,7 @@ pub fn records(units: &[Unit]) -> Result<Vec<NewRecord>, Vec<Issue>> {
                 user_approval: Some(approval.with_single(item)),
             };
             out.push(hr_record(
-                KIND_USER_APPROVAL,
+                KIND,
                 idem,
                 ukey,
                 SOURCE.to_string(),

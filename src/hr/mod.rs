@@ -58,9 +58,9 @@ impl HrKind {
     /// The queue kind of its records.
     pub fn queue_kind(self) -> &'static str {
         match self {
-            HrKind::Approvals => crate::queue::KIND_USER_APPROVAL,
-            HrKind::ArchiveReport => crate::queue::KIND_ARCHIVE_REPORT,
-            HrKind::LeaveAccruals => crate::queue::KIND_LEAVE_ACCRUAL,
+            HrKind::Approvals => approvals::KIND,
+            HrKind::ArchiveReport => reports::KIND,
+            HrKind::LeaveAccruals => accruals::KIND,
         }
     }
 

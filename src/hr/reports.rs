@@ -17,8 +17,10 @@ use serde_json::{Map, Value};
 
 use super::input::Unit;
 use super::{all_or_issues, derive_key, from_json, hr_record, Check, Issue, ReportArgs};
-use crate::queue::{NewRecord, KIND_ARCHIVE_REPORT};
+use crate::queue::NewRecord;
 
+/// The queue kind of report rows (one row each), sent by `crate::feishu::lanes::reports`.
+pub const KIND: &str = "archive_report";
 /// Rows per call (the page: `archive_report_datas`, 1 to 50).
 pub const MAX_ROWS_PER_CALL: usize = 50;
 /// Fields per row (the page: `field_datas`, 1 to 200).
@@ -66,22 +68,6 @@ pub struct QueuedRow {
     pub month: String,
     pub operator_id: String,
     pub row: ReportRow,
-}
-
-impl QueuedRow {
-    /// The request body for rows of one group.
-    pub fn body(rows: &[QueuedRow]) -> Option<UploadReportBody> {
-        let first = rows.first()?;
-        Some(UploadReportBody {
-            month: Some(first.month.clone()),
-            operator_id: Some(first.operator_id.clone()),
-            archive_rule_id: Some(first.archive_rule_id.clone()),
-            archive_report_datas: Some(rows.iter().map(|r| r.row.clone()).collect()),
-        })
-    }
-    pub fn group(&self) -> (&str, &str, &str) {
-        (&self.archive_rule_id, &self.month, &self.operator_id)
-    }
 }
 
 /// Checks one row (prefix `p`).
@@ -280,7 +266,7 @@ pub fn records(units: &[Unit], args: &ReportArgs) -> Result<Vec<NewRecord>, Vec<
                 .map(|t| t.and_utc().timestamp())
                 .unwrap_or(0);
             out.push(hr_record(
-                KIND_ARCHIVE_REPORT,
+                KIND,
                 derive_key(&["clockbridge-report-v1", &payload]),
                 // the ordering key: the report row this value overwrites
                 format!("{rule}/{month}/{member}/{start}/{end}"),

@@ -1,6 +1,9 @@
 //! Unit tests of the queue's state machine.
 
 use super::*;
+use crate::feishu::lanes::user_flows::{self, KIND as KIND_USER_FLOW};
+use crate::feishu::lanes::{reports::KIND as KIND_ARCHIVE_REPORT, rules};
+use crate::mapping::Mapping;
 use crate::punch::{normalise, Punch};
 
 fn rec(dev: &str, user: &str, t: &str, mapped: bool) -> NewRecord {
@@ -21,7 +24,7 @@ fn rec(dev: &str, user: &str, t: &str, mapped: bool) -> NewRecord {
         chrono::Utc::now(),
         3600,
     );
-    NewRecord::from_punch(&n)
+    user_flows::record(&n)
 }
 
 fn open() -> (tempfile::TempDir, Queue) {
@@ -166,7 +169,7 @@ async fn unmapped_rows_are_released_when_the_mapping_gains_the_user() {
 
     let table = crate::mapping::load_table_from_str("77,feishu-77\n").unwrap();
     let n = q
-        .release_unmapped(Arc::new(Mapping::Table(table)))
+        .release_unmapped(&user_flows::UserFlows, Arc::new(Mapping::Table(table)))
         .await
         .unwrap();
     assert_eq!(n, 2);
@@ -205,7 +208,7 @@ async fn dead_rows_can_be_retried() {
     q.mark_dead(vec![c[0].id], "rejected".into(), ErrorInfo::default())
         .await
         .unwrap();
-    assert_eq!(q.retry_dead(None).await.unwrap(), 1);
+    assert_eq!(q.retry_dead(rules, None).await.unwrap(), 1);
     let c = q.claim(KIND_USER_FLOW, 1).await.unwrap();
     assert_eq!(c[0].attempts, 2);
 }
@@ -273,7 +276,7 @@ async fn start_up_and_status_queries_use_small_partial_indexes() {
                 "UPDATE outbox SET status = 0 WHERE status = 1",
                 "SELECT min(created_at) FROM outbox WHERE status = 0",
                 "SELECT min(created_at) FROM outbox WHERE status = 1",
-                "SELECT DISTINCT device_id, subject FROM outbox WHERE status = 4",
+                "SELECT DISTINCT device_id, subject FROM outbox WHERE status = 4 AND kind = 'user_flow'",
                 "SELECT id FROM outbox WHERE status = 3 ORDER BY id DESC LIMIT 20",
             ] {
                 let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
@@ -385,7 +388,7 @@ async fn a_dead_value_with_a_newer_one_is_not_retried() {
         .await
         .unwrap();
     let r = q
-        .retry_dead_selected(DeadSelection::default(), None, i64::MAX)
+        .retry_dead_selected(rules, DeadSelection::default(), None, i64::MAX)
         .await
         .unwrap();
     assert_eq!(r.pending, 1, "alone, it is retried");
@@ -397,7 +400,7 @@ async fn a_dead_value_with_a_newer_one_is_not_retried() {
         .await
         .unwrap();
     let r = q
-        .retry_dead_selected(DeadSelection::default(), None, i64::MAX)
+        .retry_dead_selected(rules, DeadSelection::default(), None, i64::MAX)
         .await
         .unwrap();
     assert_eq!((r.pending, r.kept), (0, 1), "a newer value is queued");

@@ -548,7 +548,7 @@ fn accrual(shared: &Shared, parts: &hyper::http::request::Parts, body: &[u8]) ->
     let leave_id = parts
         .uri
         .path()
-        .strip_prefix(crate::feishu::LEAVE_ACCRUAL_PATH)
+        .strip_prefix(crate::feishu::lanes::accruals::PATH)
         .and_then(|p| p.strip_prefix('/'))
         .unwrap_or("");
     let uid_type = query_param(parts.uri.query(), "user_id_type").unwrap_or("open_id");
@@ -666,7 +666,7 @@ mod tests {
         let url = format!(
             "{}{}?employee_type=employee_id",
             s.base_url(),
-            crate::feishu::USER_APPROVALS_PATH
+            crate::feishu::lanes::approvals::PATH
         );
         let out = json!({"uniq_id": "9496E43696967658A512969523E89870", "unit": 1, "interval": 3600,
             "start_time": "2021-01-04 09:00:00", "end_time": "2021-01-04 19:00:00",
@@ -717,7 +717,7 @@ mod tests {
         let url = format!(
             "{}{}?employee_type=employee_id",
             s.base_url(),
-            crate::feishu::UPLOAD_REPORT_PATH
+            crate::feishu::lanes::reports::PATH
         );
         let row = |m: &str| {
             json!({"member_id": m, "start_time": "20240901", "end_time": "20240930",
@@ -757,7 +757,7 @@ mod tests {
             format!(
                 "{}{}/lt?user_id_type={q}",
                 s.base_url(),
-                crate::feishu::LEAVE_ACCRUAL_PATH
+                crate::feishu::lanes::accruals::PATH
             )
         };
         let body = |id: &str, q: &str| {

@@ -706,12 +706,12 @@ async fn handle(
         Ok(shared.finish(reply, &log_id))
     } else if req.method() == Method::POST && path == BATCH_CREATE_PATH {
         handle_batch(&shared, req, &log_id).await
-    } else if req.method() == Method::POST && path == crate::feishu::USER_APPROVALS_PATH {
+    } else if req.method() == Method::POST && path == crate::feishu::lanes::approvals::PATH {
         hr::handle_hr(&shared, Api::UserApprovals, req, &log_id).await
-    } else if req.method() == Method::POST && path == crate::feishu::UPLOAD_REPORT_PATH {
+    } else if req.method() == Method::POST && path == crate::feishu::lanes::reports::PATH {
         hr::handle_hr(&shared, Api::UploadReport, req, &log_id).await
     } else if req.method() == Method::PATCH
-        && path.starts_with(&format!("{}/", crate::feishu::LEAVE_ACCRUAL_PATH))
+        && path.starts_with(&format!("{}/", crate::feishu::lanes::accruals::PATH))
     {
         hr::handle_hr(&shared, Api::LeaveAccrual, req, &log_id).await
     } else {

@@ -1,0 +1,346 @@
+//! The HTTP client for the open platform: one `reqwest` client (rustls, kept-alive connections),
+//! a timeout on every request, the tenant token added to every call, and every reply read into a
+//! [`Reply`] whatever its HTTP status.
+//!
+//! Guarantees:
+//! - Every request has a timeout (`feishu.request_timeout_secs`); the body's `code` is read whatever
+//!   the HTTP status; the `X-Tt-Logid` header (or the body's `error.log_id`) is kept with the reply.
+//! - On a token error the cached token is dropped, a new one fetched and the request re-sent once
+//!   ([`FeishuClient::send`]).
+//! - The app secret and tokens never appear in an error, a log line or `Debug` output.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::token::{is_token_error, TokenCache, TOKEN_PATH};
+use crate::config::{EmployeeType, FeishuConfig, Secret};
+
+/// A failure to get an answer from the platform at all (no classification possible from a body).
+#[derive(Debug, thiserror::Error)]
+pub enum FeishuError {
+    /// Timeout, refused connection, reset, TLS failure...
+    #[error("feishu {url}: request failed: {reason}")]
+    Transport { url: String, reason: String },
+}
+
+/// One reply of the platform, raw but parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub http_status: u16,
+    /// The body's `code` (None when the body was not JSON with a code).
+    pub code: Option<i64>,
+    pub msg: String,
+    /// From `X-Tt-Logid`, or the body's `error.log_id`.
+    pub log_id: Option<String>,
+    /// `x-ogw-ratelimit-reset`, seconds.
+    pub ratelimit_reset: Option<u64>,
+    /// The body's `data`.
+    pub data: serde_json::Value,
+}
+
+impl Reply {
+    /// `log id X` for messages, or `no log id`.
+    pub fn log_id_text(&self) -> String {
+        self.log_id.clone().unwrap_or_else(|| "none".to_string())
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    code: Option<i64>,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    #[serde(default)]
+    error: Option<EnvelopeError>,
+    #[serde(default)]
+    tenant_access_token: Option<String>,
+    #[serde(default)]
+    expire: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeError {
+    #[serde(default)]
+    log_id: Option<String>,
+}
+
+/// The client. Cheap to share behind an `Arc`.
+pub struct FeishuClient {
+    http: reqwest::Client,
+    base_url: String,
+    app_id: String,
+    app_secret: Secret,
+    employee_type: EmployeeType,
+    token: TokenCache,
+}
+
+impl std::fmt::Debug for FeishuClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeishuClient")
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FeishuClient {
+    /// A client for `cfg`, keeping up to `max_idle` connections open.
+    pub fn new(cfg: &FeishuConfig, max_idle: usize) -> Result<FeishuClient, FeishuError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.request_timeout())
+            .connect_timeout(Duration::from_secs(10).min(cfg.request_timeout()))
+            .pool_max_idle_per_host(max_idle)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("clockbridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FeishuError::Transport {
+                url: cfg.base_url.clone(),
+                reason: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(FeishuClient {
+            http,
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            app_id: cfg.app_id.clone(),
+            app_secret: cfg.app_secret.clone(),
+            employee_type: cfg.employee_type,
+            token: TokenCache::default(),
+        })
+    }
+
+    /// The configured `feishu.employee_type` (the `employee_type` query parameter of the attendance
+    /// write calls).
+    pub fn employee_type(&self) -> EmployeeType {
+        self.employee_type
+    }
+
+    /// How many times a token was fetched (for tests and status).
+    pub fn token_fetches(&self) -> u64 {
+        self.token.fetches()
+    }
+
+    /// A valid tenant token: the cached one, or a fresh one when it is near expiry.
+    pub async fn token(&self) -> Result<String, Reply> {
+        self.token.get(|| self.fetch_token()).await
+    }
+
+    async fn fetch_token(&self) -> Result<(String, u64), Reply> {
+        let url = format!("{}{}", self.base_url, TOKEN_PATH);
+        let body = serde_json::json!({
+            "app_id": self.app_id,
+            "app_secret": self.app_secret.expose(),
+        });
+        let resp = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/json; charset=utf-8")
+            .json(&body)
+            .send()
+            .await;
+        let (reply, env) = match read_reply(resp).await {
+            Ok(x) => x,
+            Err(reason) => {
+                return Err(Reply {
+                    msg: format!("tenant token request failed: {reason}"),
+                    ..Reply::default()
+                })
+            }
+        };
+        match (
+            reply.code,
+            env.and_then(|e| e.tenant_access_token.zip(e.expire)),
+        ) {
+            (Some(0), Some(token)) => Ok(token),
+            _ => Err(reply),
+        }
+    }
+
+    /// Drops the cached token if it is still `bad` (another task may have refreshed it already).
+    pub async fn drop_token(&self, bad: &str) {
+        self.token.drop_if(bad).await
+    }
+
+    /// Sends one write request: `method` to `path_and_query` (appended to `feishu.base_url`) with the
+    /// JSON `body`. Handles token errors (drop, refetch, re-send once). Returns the reply of the last
+    /// attempt, a token failure as a reply, or a transport failure as a reply with no code.
+    pub async fn send(&self, method: reqwest::Method, path_and_query: &str, body: String) -> Reply {
+        let url = format!("{}{}", self.base_url, path_and_query);
+        let mut retried = false;
+        loop {
+            let token = match self.token().await {
+                Ok(t) => t,
+                Err(reply) => return reply,
+            };
+            let resp = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(&token)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .body(body.clone())
+                .send()
+                .await;
+            let reply = match read_reply(resp).await {
+                Ok((r, _)) => r,
+                Err(reason) => Reply {
+                    msg: reason,
+                    ..Reply::default()
+                },
+            };
+            if is_token_error(reply.code) && !retried {
+                tracing::warn!(
+                    code = reply.code,
+                    log_id = %reply.log_id_text(),
+                    "feishu: tenant token rejected; fetching a new one and re-sending once"
+                );
+                self.drop_token(&token).await;
+                retried = true;
+                continue;
+            }
+            return reply;
+        }
+    }
+}
+
+/// Reads an HTTP reply into a [`Reply`]; Err is a transport-level failure description.
+async fn read_reply(
+    resp: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(Reply, Option<Envelope>), String> {
+    let resp = resp.map_err(describe_reqwest)?;
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let log_id = header("x-tt-logid");
+    let reset = header("x-ogw-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+    let bytes = resp.bytes().await.map_err(describe_reqwest)?;
+    let env: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+    let mut reply = Reply {
+        http_status: status,
+        log_id,
+        ratelimit_reset: reset,
+        ..Reply::default()
+    };
+    match &env {
+        Some(e) => {
+            reply.code = e.code;
+            reply.msg = e.msg.clone();
+            reply.data = e.data.clone();
+            if reply.log_id.is_none() {
+                reply.log_id = e.error.as_ref().and_then(|e| e.log_id.clone());
+            }
+        }
+        None => {
+            let text = String::from_utf8_lossy(&bytes);
+            let short: String = text.chars().take(200).collect();
+            reply.msg =
+                format!("HTTP {status} with a body that is not the platform's JSON: {short:?}");
+        }
+    }
+    Ok((reply, env))
+}
+
+fn describe_reqwest(e: reqwest::Error) -> String {
+    // without the URL (it carries no secret, but keep lines short) and with the source chain
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "reply broken off"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_string();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feishu::lanes::user_flows::batch_create;
+    use crate::feishu::{classify, AppProblem, Verdict};
+    use crate::standin::{Standin, StandinConfig};
+
+    fn cfg(base: &str, secret: &str) -> FeishuConfig {
+        FeishuConfig {
+            base_url: base.into(),
+            app_id: "cli_standin".into(),
+            app_secret: Secret::new(secret),
+            app_secret_file: None,
+            employee_type: EmployeeType::EmployeeId,
+            request_timeout_secs: 5,
+        }
+    }
+
+    const RECORD: &str = r#"{"user_id":"u1","creator_id":"u1","location_name":"HQ","check_time":"1772413199","comment":"c","idempotent_id":"k1"}"#;
+
+    #[tokio::test]
+    async fn token_is_cached_and_refreshed_ahead_of_expiry() {
+        let s = Standin::start(StandinConfig {
+            token_ttl_secs: 1,
+            ..StandinConfig::default()
+        })
+        .await
+        .unwrap();
+        let c = FeishuClient::new(&cfg(&s.base_url(), "standin-secret"), 4).unwrap();
+        let t1 = c.token().await.unwrap();
+        assert_eq!(c.token().await.unwrap(), t1);
+        assert_eq!(c.token_fetches(), 1);
+        // a 1 s token is refreshed 0.1 s before it expires: after 0.95 s the client asks again
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        let reply = batch_create(&c, &[RECORD]).await;
+        assert_eq!(reply.code, Some(0), "{reply:?}");
+        assert_eq!(c.token_fetches(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_dropped_and_the_request_resent_once() {
+        let s = Standin::start(StandinConfig::default()).await.unwrap();
+        let c = FeishuClient::new(&cfg(&s.base_url(), "standin-secret"), 4).unwrap();
+        assert_eq!(batch_create(&c, &[RECORD]).await.code, Some(0));
+        s.revoke_tokens();
+        let reply = batch_create(&c, &[RECORD]).await;
+        assert_eq!(reply.code, Some(0), "{reply:?}");
+        assert_eq!(c.token_fetches(), 2);
+        assert_eq!(s.stats().batch_requests, 3);
+    }
+
+    #[tokio::test]
+    async fn replies_carry_the_log_id_and_the_secret_never_shows() {
+        let s = Standin::start(StandinConfig::default()).await.unwrap();
+        let c = FeishuClient::new(&cfg(&s.base_url(), "wrong-secret-123"), 4).unwrap();
+        let reply = batch_create(&c, &[RECORD]).await;
+        assert_eq!(reply.code, Some(99991543));
+        assert!(reply.log_id.is_some());
+        assert_eq!(
+            classify(&reply),
+            Verdict::AppBlocked(AppProblem::Credentials)
+        );
+        let text = format!("{reply:?} {c:?}");
+        assert!(!text.contains("wrong-secret-123"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_dead_endpoint_is_a_transport_failure_to_retry() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let c = FeishuClient::new(&cfg(&format!("http://{addr}"), "x"), 4).unwrap();
+        let reply = batch_create(&c, &[RECORD]).await;
+        assert_eq!(reply.code, None);
+        assert!(reply.msg.contains("cannot connect"), "{}", reply.msg);
+        assert_eq!(classify(&reply), Verdict::Retry);
+    }
+}

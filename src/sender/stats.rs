@@ -1,0 +1,258 @@
+//! The sender's figures: counters per outcome, retries per reason, the latency of the platform's
+//! answers, the last error and the blocked state, and a progress signal others can await. Read by
+//! `status`, `/status`, `/metrics` and the systemd watchdog.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::feishu::token::is_token_error;
+use crate::feishu::Reply;
+
+/// Why records were put back for a retry (labels of the retry counters).
+pub const RETRY_REASONS: [&str; 5] = [
+    "no_row_affected",
+    "server_error",
+    "network",
+    "token",
+    "other",
+];
+
+/// The retry reason of a reply classified as [`crate::feishu::Verdict::Retry`] (an index into
+/// [`RETRY_REASONS`]).
+pub(super) fn retry_reason(reply: &Reply) -> usize {
+    let msg = reply.msg.to_ascii_lowercase();
+    match reply.code {
+        None => 2,
+        c if is_token_error(c) => 3,
+        Some(_) if msg.contains("no row affected") => 0,
+        Some(1225000 | 1226500) => 1,
+        Some(_) if reply.http_status >= 500 => 1,
+        Some(_) => 4,
+    }
+}
+
+/// Upper bounds (ms) of the upstream latency histogram's buckets; a last bucket holds the rest.
+pub const LATENCY_BUCKETS_MS: [u64; 10] = [25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
+
+/// How long the platform took to answer write requests: a fixed-bucket histogram of atomics.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// `counts[i]`: answers that took at most `LATENCY_BUCKETS_MS[i]` (not cumulative); the last
+    /// entry counts the slower ones.
+    counts: [AtomicU64; 11],
+    sum_ms: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let ms = d.as_millis() as u64;
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (Prometheus `le` semantics, the last is `+Inf`), and the sum in ms.
+    pub fn cumulative(&self) -> (Vec<u64>, u64) {
+        let mut acc = 0;
+        let v = self
+            .counts
+            .iter()
+            .map(|c| {
+                acc += c.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        (v, self.sum_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Counters and state of the sender, for `status`.
+#[derive(Debug)]
+pub struct SenderStats {
+    pub requests: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dead: AtomicU64,
+    pub retries: AtomicU64,
+    pub splits: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub app_blocked: AtomicU64,
+    /// Records put back for a retry, per [`RETRY_REASONS`] entry.
+    pub retries_by_reason: [AtomicU64; 5],
+    /// Unix ms of the claim loop's last turn. It turns at least every [`super::IDLE_RECHECK`] while idle; it
+    /// waits longer while uploads are paused (rate limit, blocked app) or every request slot is busy
+    /// (`crate::service` allows for that).
+    pub heartbeat: std::sync::atomic::AtomicI64,
+    /// Upstream latency of write requests.
+    pub latency: LatencyHistogram,
+    state: Mutex<SenderState>,
+    /// Bumped after every outcome recorded in the queue (and by ingest commits): lets tests and the
+    /// demo await progress instead of sleeping.
+    progress: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SenderStats {
+    fn default() -> Self {
+        SenderStats {
+            requests: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            splits: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            app_blocked: AtomicU64::new(0),
+            retries_by_reason: Default::default(),
+            heartbeat: std::sync::atomic::AtomicI64::new(0),
+            latency: LatencyHistogram::default(),
+            state: Mutex::new(SenderState::default()),
+            progress: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(super) struct SenderState {
+    pub(super) blocked: Option<String>,
+    pub(super) last_error: Option<LastError>,
+    pub(super) last_success_at: Option<i64>,
+}
+
+/// The last failure the platform (or the network) reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastError {
+    pub at: i64,
+    pub code: Option<i64>,
+    pub message: String,
+    pub log_id: Option<String>,
+}
+
+/// What `status` shows of the sender.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SenderSnapshot {
+    /// `ok`, or `blocked` while an application-level failure stops every upload.
+    pub state: String,
+    /// The fix, while blocked.
+    pub blocked_reason: Option<String>,
+    pub requests: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub retries: u64,
+    /// Retried records per reason (`no_row_affected`, `server_error`, `network`, `token`, `other`).
+    #[serde(default)]
+    pub retries_by_reason: std::collections::BTreeMap<String, u64>,
+    pub splits: u64,
+    pub rate_limited: u64,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<LastError>,
+}
+
+impl SenderStats {
+    /// Signals that the queue changed.
+    pub fn bump(&self) {
+        self.progress.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees every [`SenderStats::bump`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    pub(super) fn with_state<R>(&self, f: impl FnOnce(&mut SenderState) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(super) fn record_error(&self, reply: &Reply) {
+        self.with_state(|s| {
+            s.last_error = Some(LastError {
+                at: chrono::Utc::now().timestamp(),
+                code: reply.code,
+                message: reply.msg.clone(),
+                log_id: reply.log_id.clone(),
+            })
+        });
+    }
+
+    pub fn snapshot(&self) -> SenderSnapshot {
+        let st = self.with_state(|s| s.clone());
+        SenderSnapshot {
+            state: if st.blocked.is_some() {
+                "blocked".into()
+            } else {
+                "ok".into()
+            },
+            blocked_reason: st.blocked,
+            requests: self.requests.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            retries_by_reason: RETRY_REASONS
+                .iter()
+                .zip(&self.retries_by_reason)
+                .map(|(r, n)| (r.to_string(), n.load(Ordering::Relaxed)))
+                .collect(),
+            splits: self.splits.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            last_success_at: st.last_success_at,
+            last_error: st.last_error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_counted_by_reason() {
+        let r = |status, code: Option<i64>, msg: &str| Reply {
+            http_status: status,
+            code,
+            msg: msg.into(),
+            ..Reply::default()
+        };
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(400, Some(1220600), "no row affected"))],
+            "no_row_affected"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(500, Some(1225000), "x"))],
+            "server_error"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(502, Some(7), "x"))],
+            "server_error"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(0, None, "timed out"))],
+            "network"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(400, Some(99991663), "x"))],
+            "token"
+        );
+        assert_eq!(
+            RETRY_REASONS[retry_reason(&r(200, Some(12345), "x"))],
+            "other"
+        );
+    }
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_millis(10));
+        h.observe(Duration::from_millis(100));
+        h.observe(Duration::from_secs(60));
+        let (c, sum) = h.cumulative();
+        assert_eq!(c.len(), 11);
+        assert_eq!(c[0], 1); // <= 25 ms
+        assert_eq!(c[2], 2); // <= 100 ms
+        assert_eq!(c[9], 2); // <= 30 s
+        assert_eq!(c[10], 3); // +Inf
+        assert_eq!(sum, 60_110);
+    }
+}
