@@ -255,7 +255,7 @@ async fn a_file_the_daemon_dies_on_three_times_is_set_aside_with_a_report_instea
             until_within(LONG_PATIENCE, "a first committed chunk", &log, || {
                 let conn = clockbridge::queue::open_read_only(&queue).ok()?;
                 let c = clockbridge::queue::read_counts(&conn).ok()?;
-                let k = c.by_kind.get(clockbridge::queue::KIND_USER_APPROVAL)?;
+                let k = c.by_kind.get(clockbridge::feishu::lanes::approvals::KIND)?;
                 (k.pending + k.in_flight + k.delivered > 0).then_some(())
             })
             .await;
@@ -314,7 +314,7 @@ async fn a_file_the_daemon_dies_on_three_times_is_set_aside_with_a_report_instea
     );
     let (q, _) = clockbridge::queue::Queue::open(&env.queue_path()).unwrap();
     let c = q.counts().await.unwrap();
-    let k = c.by_kind[clockbridge::queue::KIND_USER_APPROVAL];
+    let k = c.by_kind[clockbridge::feishu::lanes::approvals::KIND];
     assert_eq!(k.pending + k.in_flight + k.delivered + k.dead, rows as u64);
 }
 
