@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use clockbridge::queue::{Queue, KIND_USER_FLOW};
-use clockbridge::standin::StandinConfig;
+use clockbridge_testkit::standin::StandinConfig;
 use tokio::io::AsyncWriteExt;
 
 use crate::util::*;

@@ -10,7 +10,7 @@ use clockbridge::hr::{submit_file, HrKind, ReportArgs, SubmitReport};
 use clockbridge::queue::{
     StateCounts, KIND_ARCHIVE_REPORT, KIND_LEAVE_ACCRUAL, KIND_USER_APPROVAL,
 };
-use clockbridge::standin::{AccrualRecord, Api, DedupMode, Fault, StandinConfig};
+use clockbridge_testkit::standin::{AccrualRecord, Api, DedupMode, Fault, StandinConfig};
 use serde_json::{json, Value};
 
 use crate::util::*;

@@ -3,7 +3,7 @@
 
 use clockbridge::hr::{submit_file, HrKind, ReportArgs};
 use clockbridge::queue::{KIND_ARCHIVE_REPORT, KIND_LEAVE_ACCRUAL, KIND_USER_APPROVAL};
-use clockbridge::standin::{AccrualRecord, Api, StandinConfig};
+use clockbridge_testkit::standin::{AccrualRecord, Api, StandinConfig};
 use serde_json::json;
 
 use crate::util::*;

@@ -1,4 +1,4 @@
-//! The ZKTeco simulator (`clockbridge::zksim`) read by the public Python client pyzk 0.9: proof that
+//! The ZKTeco simulator (`clockbridge_testkit::zksim`) read by the public Python client pyzk 0.9: proof that
 //! the simulator speaks the protocol the way public clients expect, so that clockbridge's own client
 //! can then be tested against it. Each test starts a simulator on loopback, runs a script from
 //! `tests/pyzk/` with the test venv's interpreter, and compares what pyzk printed (JSON) with what
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use chrono::{NaiveDateTime, TimeDelta};
-use clockbridge::zksim::{
+use clockbridge_testkit::zksim::{
     self, EventFormat, RecordSize, SimConfig, SimHandle, SimRecord, SimUser, UserSize,
 };
 use serde_json::Value;

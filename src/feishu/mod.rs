@@ -372,7 +372,7 @@ fn describe_reqwest(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::standin::{Standin, StandinConfig};
+    use clockbridge_testkit::standin::{Standin, StandinConfig};
 
     fn cfg(base: &str, secret: &str) -> FeishuConfig {
         FeishuConfig {

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::Config;
-use crate::daemon::{self, RunOptions};
-use crate::queue::KIND_USER_APPROVAL;
 use crate::standin::{Standin, StandinConfig};
 use crate::zksim::{self, RecordSize, SimConfig, SimRecord, SimUser, UserSize};
+use clockbridge::config::Config;
+use clockbridge::daemon::{self, RunOptions};
+use clockbridge::queue::KIND_USER_APPROVAL;
 
 /// The user missing from the mapping table until the demo adds it.
 const LATE_USER: &str = "9999";
@@ -254,7 +254,7 @@ location_name = "HQ lobby"
     let mut realtime_punch = None;
     let a_stats = running.devices["door-1"].stats.clone();
     let b_stats = running.devices["door-2"].stats.clone();
-    let lines_seen = |s: &crate::sources::DeviceStats| {
+    let lines_seen = |s: &clockbridge::sources::DeviceStats| {
         s.lines_read.load(std::sync::atomic::Ordering::Relaxed) as usize
     };
     // wait for both clocks' lines to be read and the queue to settle
