@@ -1,10 +1,12 @@
-//! `clockbridge demo`: the real pipeline (TCP sources, the ZKTeco source, ingest, SQLite queue,
-//! senders, Feishu client, the HR inbox) against two built-in simulated text clocks, a simulated ZKTeco
-//! terminal and the local stand-in of the platform, in a temporary directory. It shows in seconds what
-//! the daemon does with the cases that matter: a connection that drops and a clock that re-sends, a
-//! malformed line, a punch before 2022, a user the platform does not know, a user missing from the
-//! mapping until the table gains it, a ZKTeco terminal read incrementally with a comm key, its clock
-//! skew measured and a realtime punch, and HR approval files dropped in an inbox (one good, one bad).
+//! The demo (the testkit's `demo` binary): the real pipeline (TCP sources, the ZKTeco source,
+//! ingest, SQLite queue, senders, Feishu client, the HR inbox) against two built-in simulated text
+//! clocks, a simulated ZKTeco terminal and the local stand-in of the platform, in a temporary
+//! directory. It shows in seconds what the daemon does with the cases that matter: a connection that
+//! drops and a clock that re-sends, a malformed line, a punch before 2022, a user the platform does
+//! not know, a user missing from the mapping until the table gains it, a ZKTeco terminal read
+//! incrementally with a comm key, its clock skew measured and a realtime punch, and HR approval
+//! files dropped in an inbox (one good, one bad). It checks its own figures: [`run`] fails when one
+//! is not what the pipeline must give.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
