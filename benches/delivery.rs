@@ -34,7 +34,7 @@ use clockbridge::daemon::{self, RunOptions};
 use clockbridge::feishu::lanes::user_flows;
 use clockbridge::punch::{normalise, Punch};
 use clockbridge::queue::{InsertStatus, NewRecord, Queue};
-use clockbridge::standin::{Fault, Standin, StandinConfig};
+use clockbridge_testkit::standin::{Fault, Standin, StandinConfig};
 use tokio::io::AsyncWriteExt;
 
 /// Punches in the delivery run (unless `CLOCKBRIDGE_BENCH_PUNCHES` says otherwise).

@@ -1,5 +1,5 @@
 //! Reading a large ZKTeco attendance log: clockbridge's client (`clockbridge::zk`) against the public
-//! Python client pyzk, both reading the same simulated device (`clockbridge::zksim`) in the same run.
+//! Python client pyzk, both reading the same simulated device (`clockbridge_testkit::zksim`) in the same run.
 //!
 //! Run: `cargo bench --bench zk` (pyzk from the test venv: `scripts/test-venv.sh`, or
 //! `$CLOCKBRIDGE_PYTHON`). `CLOCKBRIDGE_BENCH_RECORDS` changes the size (default 100 000 records of
@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use clockbridge::zk::{Timeouts, ZkClient};
-use clockbridge::zksim::{self, generate_records, generate_users, RecordSize, SimConfig, UserSize};
+use clockbridge_testkit::zksim::{
+    self, generate_records, generate_users, RecordSize, SimConfig, UserSize,
+};
 
 const RUNS: usize = 3;
 
@@ -132,7 +134,7 @@ fn main() {
 
         // the whole source path: the daemon's zk source into the queue
         let dir = tempfile::tempdir().unwrap();
-        let standin = clockbridge::standin::Standin::start(Default::default()).await.unwrap();
+        let standin = clockbridge_testkit::standin::Standin::start(Default::default()).await.unwrap();
         let toml = format!(
             "[feishu]\nbase_url = \"{}\"\napp_id = \"cli_bench\"\napp_secret = \"bench\"\n[queue]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n\n[[devices]]\nid = \"door-zk\"\nkind = \"zk\"\naddress = \"{addr}\"\ntimezone = \"Asia/Shanghai\"\nrealtime = false\npoll_interval = \"1h\"\n",
             standin.base_url(),

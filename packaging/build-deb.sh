@@ -4,7 +4,7 @@
 # cargo-deb). Prints the package's contents.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked
+cargo build --release --locked -p clockbridge
 out=target/packaging
 mkdir -p "$out"
 bin=target/release/clockbridge

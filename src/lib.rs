@@ -2,16 +2,15 @@
 //!
 //! The flow, one module per step: clock → [`sources`] (lines parsed by [`formats`]) → [`ingest`]
 //! (normalised by [`punch`], users resolved by [`mapping`]) → [`queue`] (SQLite outbox) → [`sender`] →
-//! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`standin`] is a local
-//! stand-in for the platform used by tests, benchmarks and [`demo`]; [`import`] backfills exported
-//! log files into the same queue; [`service`] speaks systemd's notify protocol (readiness, watchdog);
-//! [`http`] and [`metrics`] serve `/healthz`, `/metrics` and `/status`; [`zksim`] is a simulated
-//! ZKTeco terminal (ZK binary protocol) for tests, benchmarks and trials.
-//! See `docs/architecture.md` for the delivery guarantees.
+//! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`import`] backfills
+//! exported log files into the same queue; [`service`] speaks systemd's notify protocol (readiness,
+//! watchdog); [`http`] and [`metrics`] serve `/healthz`, `/metrics` and `/status`.
+//! The test doubles (the platform stand-in, the ZKTeco simulator, the demo) are not part of this
+//! crate: they live in the workspace crate `clockbridge-testkit` (`testkit/`), which the product never
+//! ships. See `docs/architecture.md` for the delivery guarantees.
 
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod feishu;
 pub mod formats;
 pub mod hr;
@@ -26,7 +25,5 @@ pub mod queue;
 pub mod sender;
 pub mod service;
 pub mod sources;
-pub mod standin;
 pub mod status;
 pub mod zk;
-pub mod zksim;

@@ -1,10 +1,11 @@
-//! The commands a newcomer runs first: `check-config` and `status --json`.
+//! The commands a newcomer runs first: `check-config` and `status --json`; and the commands the product
+//! does not have.
 
 use std::process::Command;
 
 use clockbridge::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
 use clockbridge::queue::{ErrorInfo, Queue};
-use clockbridge::standin::StandinConfig;
+use clockbridge_testkit::standin::StandinConfig;
 
 use crate::crash::prefill;
 use crate::util::*;
@@ -173,36 +174,44 @@ async fn status_needs_no_secret() {
 }
 
 #[test]
-fn the_demo_shows_every_case_and_checks_its_own_figures() {
-    // the demo fails (exit 1) when a figure it prints is not what the pipeline must give
-    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
-        .args(["demo", "--punches", "20"])
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for want in [
-        "10 duplicates ignored, 1 malformed, 2 connection(s)",
-        "lobby-zk (ZKTeco, TCP 4370 protocol, comm key): 101 punches, 101 newly queued",
-        "its realtime event queued it",
-        "leaves.jsonl -> done/ (2 leave items delivered",
-        "more-leaves.jsonl -> rejected/, nothing of it queued (line 2: item.leaves[0].unit: 9",
-        "user 9999 was unmapped until the mapping gained it",
-        "dead letter: door-1 user 77: before_2022",
-        "0 written more than once",
-    ] {
-        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+fn the_test_doubles_are_not_commands_of_the_product() {
+    // the stand-in, the ZKTeco simulator and the demo live in clockbridge-testkit (its bins
+    // `standin`, `zk-sim`, `demo`); the binary the package installs has none of them, hidden or not
+    for cmd in ["standin", "zk-sim", "demo"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+            .arg(cmd)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains(&format!("unrecognized subcommand '{cmd}'")),
+            "{cmd}: {stderr}"
+        );
     }
-    // the terminal's clock is 42 s fast; the measurement may straddle a second
-    assert!(
-        ["+41", "+42", "+43"]
-            .iter()
-            .any(|s| stdout.contains(&format!("clock {s} s off the gateway's"))),
-        "{stdout}"
-    );
+    let text = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let help = text(&["--help"]);
+    assert!(help.contains("check-config"), "{help}");
+    // what packaging/build-deb.sh installs: the man page and the completions
+    for (what, body) in [
+        ("--help", help),
+        ("man", text(&["man"])),
+        ("completions bash", text(&["completions", "bash"])),
+    ] {
+        for cmd in ["standin", "zk-sim", "demo", "zk_sim"] {
+            assert!(
+                !body
+                    .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+                    .any(|w| w == cmd),
+                "{what} names {cmd}:\n{body}"
+            );
+        }
+    }
 }

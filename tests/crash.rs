@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clockbridge::queue::Queue;
-use clockbridge::standin::{DedupMode, StandinConfig};
+use clockbridge_testkit::standin::{DedupMode, StandinConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -285,7 +285,9 @@ async fn sighup_picks_up_a_new_mapping_and_releases_unmapped_punches() {
 /// terminal ever held reaches the platform exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_reading_and_clearing_a_zk_terminal_loses_and_duplicates_nothing() {
-    use clockbridge::zksim::{self, generate_records, generate_users, RecordSize, SimConfig};
+    use clockbridge_testkit::zksim::{
+        self, generate_records, generate_users, RecordSize, SimConfig,
+    };
 
     const DEVICE: &str = "gate-zk";
     let users = generate_users(20);

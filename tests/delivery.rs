@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clockbridge::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
 use clockbridge::queue::Queue;
-use clockbridge::standin::StandinConfig;
+use clockbridge_testkit::standin::StandinConfig;
 use tokio::io::AsyncWriteExt;
 
 use crate::util::*;

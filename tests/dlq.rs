@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 
-use clockbridge::standin::StandinConfig;
+use clockbridge_testkit::standin::StandinConfig;
 
 use crate::util::*;
 

@@ -11,7 +11,7 @@ use clockbridge::feishu::lanes::approvals::KIND as KIND_USER_APPROVAL;
 use clockbridge::feishu::lanes::reports::KIND as KIND_ARCHIVE_REPORT;
 use clockbridge::hr::{submit_file, HrKind, ReportArgs, SubmitReport};
 use clockbridge::queue::StateCounts;
-use clockbridge::standin::{AccrualRecord, Api, DedupMode, Fault, StandinConfig};
+use clockbridge_testkit::standin::{AccrualRecord, Api, DedupMode, Fault, StandinConfig};
 use serde_json::{json, Value};
 
 use crate::util::*;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use clockbridge::config::Config;
 use clockbridge::daemon::{self, RunOptions};
-use clockbridge::standin::StandinConfig;
+use clockbridge_testkit::standin::StandinConfig;
 use prometheus_parse::{Scrape, Value};
 use serde_json::Value as Json;
 use tokio::io::AsyncWriteExt;

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use clockbridge::standin::StandinConfig;
+use clockbridge_testkit::standin::StandinConfig;
 
 use crate::util::*;
 

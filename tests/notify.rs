@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use clockbridge::standin::{Standin, StandinConfig};
+use clockbridge_testkit::standin::{Standin, StandinConfig};
 
 /// The integration tests' helpers (this binary uses only the configuration writer).
 #[allow(dead_code)]

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use clockbridge::standin::{DedupMode, Fault, StandinConfig};
+use clockbridge_testkit::standin::{DedupMode, Fault, StandinConfig};
 
 use crate::util::*;
 

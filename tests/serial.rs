@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clockbridge::standin::StandinConfig;
+use clockbridge_testkit::standin::StandinConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{SerialPort, SerialStream};
 

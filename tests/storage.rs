@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::sync::atomic::Ordering;
 
-use clockbridge::standin::StandinConfig;
+use clockbridge_testkit::standin::StandinConfig;
 
 use crate::util::*;
 

@@ -1,4 +1,4 @@
-//! The ZKTeco simulator (`clockbridge::zksim`) read by the public Python client pyzk 0.9: proof that
+//! The ZKTeco simulator (`clockbridge_testkit::zksim`) read by the public Python client pyzk 0.9: proof that
 //! the simulator speaks the protocol the way public clients expect, so that clockbridge's own client
 //! can then be tested against it. Each test starts a simulator on loopback, runs a script from
 //! `tests/pyzk/` with the test venv's interpreter, and compares what pyzk printed (JSON) with what
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use chrono::{NaiveDateTime, TimeDelta};
-use clockbridge::zksim::{
+use clockbridge_testkit::zksim::{
     self, EventFormat, RecordSize, SimConfig, SimHandle, SimRecord, SimUser, UserSize,
 };
 use serde_json::Value;
@@ -203,9 +203,7 @@ fn staff() -> Vec<SimUser> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_reads_users_attendance_and_a_realtime_event_from_the_simulator() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     let users = staff();
     let records = varied_records(&["1001", "A-17", "1002", "88", "nobody-9"], 200);
     let sim = zksim::start(SimConfig {
@@ -259,9 +257,7 @@ async fn pyzk_reads_users_attendance_and_a_realtime_event_from_the_simulator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_reads_8_byte_records_through_the_uids_of_28_byte_users() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     let users = vec![
         SimUser {
             password: "12345".into(),
@@ -292,9 +288,7 @@ async fn pyzk_reads_8_byte_records_through_the_uids_of_28_byte_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_reads_16_byte_records_and_72_byte_users_without_a_comm_key_from_a_slow_device() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     let users = vec![
         SimUser::new(1, "1001", "Zhang Wei"),
         SimUser::new(2, "4822257", "Zhou"),
@@ -320,9 +314,7 @@ async fn pyzk_reads_16_byte_records_and_72_byte_users_without_a_comm_key_from_a_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_is_refused_with_a_wrong_comm_key_and_reads_nothing() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     let sim = zksim::start(SimConfig {
         comm_key: 45,
         users: staff(),
@@ -345,9 +337,7 @@ async fn pyzk_is_refused_with_a_wrong_comm_key_and_reads_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_parses_realtime_events_of_every_payload_size() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     for (records, format, user) in [
         (RecordSize::B16, EventFormat::Short12, "4822257"),
         (RecordSize::B8, EventFormat::Short12, "1001"),
@@ -387,9 +377,7 @@ async fn pyzk_parses_realtime_events_of_every_payload_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_reads_a_log_of_several_chunks_and_one_sent_directly() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     let records = varied_records(&["1001", "A-17", "1002"], 5000);
     let n = records.len();
     let log_chunks = (4 + n * 40).div_ceil(zksim::TCP_CHUNK) as u64;
@@ -423,9 +411,7 @@ async fn pyzk_reads_a_log_of_several_chunks_and_one_sent_directly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_clears_the_log() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     let sim = zksim::start(SimConfig {
         comm_key: 7,
         users: staff(),
@@ -445,9 +431,7 @@ async fn pyzk_clears_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_reads_and_sets_the_device_clock() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     let sim = zksim::start(SimConfig {
         clock_offset: -TimeDelta::hours(3) + TimeDelta::seconds(17),
         ..Default::default()
@@ -472,9 +456,7 @@ async fn pyzk_reads_and_sets_the_device_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzk_sees_new_records_and_a_new_serial_number_at_the_next_read() {
-    let Some(python) = python_with("zk") else {
-        return;
-    };
+    let python = python_with("zk");
     let first = varied_records(&["1001", "1002"], 50);
     let sim = zksim::start(SimConfig {
         users: staff(),

@@ -271,7 +271,7 @@ mod tests {
     use super::*;
     use crate::feishu::lanes::user_flows::batch_create;
     use crate::feishu::{classify, AppProblem, Verdict};
-    use crate::standin::{Standin, StandinConfig};
+    use clockbridge_testkit::standin::{Standin, StandinConfig};
 
     fn cfg(base: &str, secret: &str) -> FeishuConfig {
         FeishuConfig {

@@ -2,11 +2,12 @@
 //!
 //! # Why it exists
 //! ZKTeco terminals are polled over a binary protocol whose behaviour is documented only by public
-//! clients and captures (`shared/notes/zkteco-protocols.md`). clockbridge's client (`src/zk/`) must be
+//! clients (pyzk, node-zklib) and captures. clockbridge's client (`clockbridge::zk`) must be
 //! tested on logs of every record size, comm keys, realtime events, records appearing between polls
 //! and broken transfers, none of which a real terminal produces on demand. This module is the
 //! device side, written independently of the client (no shared codec), and proven faithful by the
-//! integration tests in `tests/zk_pyzk.rs`, which run the public Python client pyzk 0.9 against it.
+//! product's integration tests in `tests/zk_pyzk.rs`, which run the public Python client pyzk 0.9
+//! against it.
 //!
 //! # What it speaks
 //! TCP framing (`50 50 82 7d` + u32 length), the ones'-complement checksum (wrong ones are refused
@@ -37,14 +38,19 @@
 //! authentications, reads, chunks, clears, disable/enable and events.
 
 mod codec;
+mod config;
+mod conn;
+mod handle;
 mod model;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use codec::{comm_key_hash, decode_time, encode_time};
+pub use config::{ChunkDrop, SimConfig, SimCounters, SimError};
+pub use handle::SimHandle;
 pub use model::{
     generate_records, generate_users, EventFormat, LayoutError, RecordSize, SimRecord, SimUser,
     UserSize,
 };
-pub use server::{
-    start, ChunkDrop, SimConfig, SimCounters, SimError, SimHandle, MAX_REQUEST, TCP_CHUNK,
-};
+pub use server::{start, MAX_REQUEST, TCP_CHUNK};

@@ -1,10 +1,12 @@
-//! `clockbridge demo`: the real pipeline (TCP sources, the ZKTeco source, ingest, SQLite queue,
-//! senders, Feishu client, the HR inbox) against two built-in simulated text clocks, a simulated ZKTeco
-//! terminal and the local stand-in of the platform, in a temporary directory. It shows in seconds what
-//! the daemon does with the cases that matter: a connection that drops and a clock that re-sends, a
-//! malformed line, a punch before 2022, a user the platform does not know, a user missing from the
-//! mapping until the table gains it, a ZKTeco terminal read incrementally with a comm key, its clock
-//! skew measured and a realtime punch, and HR approval files dropped in an inbox (one good, one bad).
+//! The demo (the testkit's `demo` binary): the real pipeline (TCP sources, the ZKTeco source,
+//! ingest, SQLite queue, senders, Feishu client, the HR inbox) against two built-in simulated text
+//! clocks, a simulated ZKTeco terminal and the local stand-in of the platform, in a temporary
+//! directory. It shows in seconds what the daemon does with the cases that matter: a connection that
+//! drops and a clock that re-sends, a malformed line, a punch before 2022, a user the platform does
+//! not know, a user missing from the mapping until the table gains it, a ZKTeco terminal read
+//! incrementally with a comm key, its clock skew measured and a realtime punch, and HR approval
+//! files dropped in an inbox (one good, one bad). It checks its own figures: [`run`] fails when one
+//! is not what the pipeline must give.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -13,11 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::Config;
-use crate::daemon::{self, RunOptions};
-use crate::hr::approvals::KIND as KIND_USER_APPROVAL;
 use crate::standin::{Standin, StandinConfig};
 use crate::zksim::{self, RecordSize, SimConfig, SimRecord, SimUser, UserSize};
+use clockbridge::config::Config;
+use clockbridge::daemon::{self, RunOptions};
+use clockbridge::hr::approvals::KIND as KIND_USER_APPROVAL;
 
 /// The user missing from the mapping table until the demo adds it.
 const LATE_USER: &str = "9999";
@@ -254,7 +256,7 @@ location_name = "HQ lobby"
     let mut realtime_punch = None;
     let a_stats = running.devices["door-1"].stats.clone();
     let b_stats = running.devices["door-2"].stats.clone();
-    let lines_seen = |s: &crate::sources::DeviceStats| {
+    let lines_seen = |s: &clockbridge::sources::DeviceStats| {
         s.lines_read.load(std::sync::atomic::Ordering::Relaxed) as usize
     };
     // wait for both clocks' lines to be read and the queue to settle

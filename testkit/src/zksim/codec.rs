@@ -1,9 +1,11 @@
 //! The device side of the ZK binary protocol's wire format: TCP framing, checksum, comm-key hash,
 //! packed time, and the layouts of attendance records, user records, free sizes and realtime events.
 //!
-//! Written from `shared/notes/zkteco-protocols.md` (A1–A10) and checked against its test vectors. It
-//! shares nothing with the client in `src/zk/` on purpose: the simulator is an independent reading of
-//! the protocol, so a misreading in one is caught by the other (and both by pyzk).
+//! Written from the protocol as its public clients implement it (pyzk 0.9, node-zklib) and from
+//! captures of real terminals (the "notes A1–A10" tags below name the project's protocol notes on
+//! each topic), and checked against their test vectors. It shares nothing with the product's client
+//! (`clockbridge::zk`) on purpose: the simulator is an independent reading of the protocol, so a
+//! misreading in one is caught by the other (and both by pyzk).
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 

@@ -1,0 +1,47 @@
+//! `demo`: the real clockbridge pipeline against built-in simulated clocks (two text clocks and a
+//! ZKTeco terminal), an HR inbox and the local stand-in of the platform, in a temporary directory.
+//! Prints what happened and exits 1 when a figure is not what the pipeline must give (see
+//! `clockbridge_testkit::demo`). Run it with `cargo run --release -p clockbridge-testkit --bin demo`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "demo",
+    version,
+    about = "Run the real clockbridge pipeline against built-in simulated clocks and a local stand-in of the platform"
+)]
+struct Args {
+    /// Punches each simulated clock sends.
+    #[arg(long, default_value_t = 200)]
+    punches: usize,
+    /// Keep the demo's working directory (queue, config) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    clockbridge::logging::init("warn", "text");
+    let run = || -> anyhow::Result<String> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(clockbridge_testkit::demo::run(args.punches, args.keep))
+    };
+    match run() {
+        Ok(summary) => {
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("clockbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

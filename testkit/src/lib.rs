@@ -1,0 +1,18 @@
+//! clockbridge-testkit: the test doubles of clockbridge, kept out of the product.
+//!
+//! The product crate (`clockbridge`) ships to gateways as one binary; nothing here is in it. This
+//! crate holds what its tests, benchmarks and the demo need instead of real hardware and a real
+//! tenant:
+//! - [`standin`]: a local HTTP stand-in of the Feishu / Lark platform (tokens, `user_flows`, the
+//!   three HR endpoints) that enforces the platform's rules, records every write and injects faults;
+//! - [`zksim`]: a simulated ZKTeco terminal speaking the ZK binary protocol (TCP 4370), written
+//!   independently of the product's client;
+//! - [`demo`]: the real daemon (`clockbridge::daemon`) against simulated clocks and the stand-in.
+//!
+//! Binaries: `demo` (run the demo), `standin` (serve the stand-in) and `zk-sim` (serve a simulated
+//! terminal). The product uses this crate only as a dev-dependency (tests/, benches/, a few unit
+//! tests), so `cargo build -p clockbridge` never compiles it.
+
+pub mod demo;
+pub mod standin;
+pub mod zksim;

@@ -1,0 +1,64 @@
+//! What the platform's pages say the stand-in must look like from outside: endpoint paths, limits
+//! and error codes. Written from the platform's public pages (open.feishu.cn, attendance v1 and
+//! authentication), independently of the product's client: a mistake in one is not copied into the
+//! other.
+
+use std::time::Duration;
+
+/// `POST`: a tenant access token for an app's id and secret ("自建应用获取 tenant_access_token").
+pub const TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
+/// `POST ?employee_type=…`: import punches ("导入打卡流水", `user_flows/batch_create`).
+pub const BATCH_CREATE_PATH: &str = "/open-apis/attendance/v1/user_flows/batch_create";
+/// `POST ?employee_type=…`: write approval results ("写入审批结果", `user_approvals`).
+pub const USER_APPROVALS_PATH: &str = "/open-apis/attendance/v1/user_approvals";
+/// `POST ?employee_type=…`: write archived report results ("写入归档报表结果").
+pub const UPLOAD_REPORT_PATH: &str = "/open-apis/attendance/v1/archive_rule/upload_report";
+/// `PATCH {LEAVE_ACCRUAL_PATH}/:leave_id?user_id_type=…`: update a leave granting record
+/// ("修改发放记录").
+pub const LEAVE_ACCRUAL_PATH: &str = "/open-apis/attendance/v1/leave_accrual_record";
+
+/// Largest request body accepted (bigger ones are refused with HTTP 400, never buffered).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Most records one batch_create call may carry.
+pub const MAX_RECORDS_PER_BATCH: usize = 50;
+/// Earliest accepted `check_time`: 2022-01-01 00:00:00 +08:00, in Unix seconds.
+pub const MIN_CHECK_TIME: u64 = 1_640_966_400;
+/// A token with less than this left is replaced by a new one when a token is asked for.
+pub(super) const TOKEN_REUSE_MIN_LEFT: Duration = Duration::from_secs(30 * 60);
+
+/// The stand-in's write endpoints (for faults, rate windows and recorded bodies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Api {
+    UserFlows,
+    UserApprovals,
+    UploadReport,
+    LeaveAccrual,
+}
+
+/// Platform error codes used by the stand-in.
+pub mod codes {
+    /// Success.
+    pub const OK: i64 = 0;
+    /// Parameter validation failed.
+    pub const PARAM_INVALID: i64 = 1_220_001;
+    /// No data permission.
+    pub const NO_PERMISSION: i64 = 1_220_005;
+    /// Generic attendance error (too many flows, duplicate, no row affected).
+    pub const GENERIC: i64 = 1_220_600;
+    /// Internal server error.
+    pub const INTERNAL: i64 = 1_225_000;
+    /// Rate limit exceeded.
+    pub const RATE_LIMITED: i64 = 99_991_400;
+    /// app_id or app_secret wrong.
+    pub const BAD_CREDENTIALS: i64 = 99_991_543;
+    /// Authorization header missing.
+    pub const TOKEN_MISSING: i64 = 99_991_661;
+    /// Tenant access token invalid (unknown, expired or revoked).
+    pub const TOKEN_INVALID: i64 = 99_991_663;
+    /// Required scope not enabled for the app.
+    pub const SCOPE_MISSING: i64 = 99_991_672;
+    /// Malformed token request.
+    pub const INVALID_PARAM: i64 = 10_003;
+    /// batch_create: a user id refused at validation (whole batch).
+    pub const USER_INVALID: i64 = 1_220_004;
+}

@@ -1,0 +1,161 @@
+//! The testkit's binaries, run as a user runs them: `demo` (the whole pipeline, checking its own
+//! figures), `standin` and `zk-sim` (served on loopback until a signal stops them).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+#[test]
+fn the_demo_shows_every_case_and_checks_its_own_figures() {
+    // the demo fails (exit 1) when a figure it prints is not what the pipeline must give
+    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .args(["--punches", "20"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "10 duplicates ignored, 1 malformed, 2 connection(s)",
+        "lobby-zk (ZKTeco, TCP 4370 protocol, comm key): 101 punches, 101 newly queued",
+        "its realtime event queued it",
+        "leaves.jsonl -> done/ (2 leave items delivered",
+        "more-leaves.jsonl -> rejected/, nothing of it queued (line 2: item.leaves[0].unit: 9",
+        "user 9999 was unmapped until the mapping gained it",
+        "dead letter: door-1 user 77: before_2022",
+        "0 written more than once",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    // the terminal's clock is 42 s fast; the measurement may straddle a second
+    assert!(
+        ["+41", "+42", "+43"]
+            .iter()
+            .any(|s| stdout.contains(&format!("clock {s} s off the gateway's"))),
+        "{stdout}"
+    );
+}
+
+/// Reads the child's standard error line by line until one contains `marker`; returns that line and
+/// the rest of the stream (read in a thread, so that the child never blocks on a full pipe).
+fn wait_for_line(child: &mut Child, marker: &str) -> (String, std::thread::JoinHandle<String>) {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains(marker) => {
+                let rest = std::thread::spawn(move || {
+                    lines
+                        .map_while(Result::ok)
+                        .fold(String::new(), |mut all, l| {
+                            all.push_str(&l);
+                            all.push('\n');
+                            all
+                        })
+                });
+                return (line, rest);
+            }
+            Some(Ok(line)) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            _ => {
+                let status = child.wait();
+                panic!("no line with {marker:?} before the end ({status:?}):\n{seen}")
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+#[test]
+fn zk_sim_serves_a_terminal_until_sigterm_then_prints_its_counters() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zk-sim"))
+        .args(["--listen", "127.0.0.1:0", "--records", "5", "--users", "2"])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "clockbridge zk-sim: serving a simulated ZKTeco terminal on 127.0.0.1:PORT (5 records ..."
+    let (line, rest) = wait_for_line(&mut child, "serving a simulated ZKTeco terminal on ");
+    assert!(
+        line.contains("(5 records of 40 bytes, 2 users of 72 bytes, comm key none)"),
+        "{line}"
+    );
+    let addr = line
+        .split("terminal on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap();
+    let conn = std::net::TcpStream::connect(addr).unwrap();
+    drop(conn);
+    signal(&child, Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    let rest = rest.join().unwrap();
+    assert!(status.success(), "{status:?}\n{rest}");
+    let counters = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("clockbridge zk-sim: counters "))
+        .unwrap_or_else(|| panic!("no counters in:\n{rest}"));
+    let counters: serde_json::Value = serde_json::from_str(counters).unwrap();
+    assert_eq!(counters["connections"], 1, "{counters}");
+}
+
+#[test]
+fn zk_sim_refuses_a_bad_record_size_with_the_fix() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zk-sim"))
+        .args(["--listen", "127.0.0.1:0", "--record-size", "12"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("zk-sim: --record-size 12: use 8, 16 or 40"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn standin_serves_the_platform_until_interrupted() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_standin"))
+        .args(["--listen", "127.0.0.1:0", "--app-secret", "s3"])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (line, rest) = wait_for_line(&mut child, "clockbridge standin: serving ");
+    let base = line.rsplit(' ').next().unwrap().to_owned();
+    let token = |secret: &'static str| {
+        let url = format!("{base}/open-apis/auth/v3/tenant_access_token/internal");
+        async move {
+            let reply: serde_json::Value = reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"app_id": "cli_standin", "app_secret": secret}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            reply
+        }
+    };
+    let good = token("s3").await;
+    assert_eq!(good["code"], 0, "{good}");
+    assert!(good["tenant_access_token"].as_str().is_some(), "{good}");
+    let bad = token("standin-secret").await;
+    assert_eq!(bad["code"], 99_991_543, "{bad}");
+    signal(&child, Signal::SIGINT);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", rest.join().unwrap());
+}
