@@ -1,7 +1,7 @@
 //! The testkit's binaries, run as a user runs them: `demo` (the whole pipeline, checking its own
 //! figures), `standin` and `zk-sim` (served on loopback until a signal stops them).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 
 use nix::sys::signal::{kill, Signal};
@@ -97,7 +97,16 @@ fn zk_sim_serves_a_terminal_until_sigterm_then_prints_its_counters() {
         .nth(1)
         .and_then(|s| s.split(' ').next())
         .unwrap();
-    let conn = std::net::TcpStream::connect(addr).unwrap();
+    // a CONNECT answered proves the terminal handled the connection before it is told to stop
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    // CMD_CONNECT (1000), session 0, reply 0, checksum 0xfc17: the packet pyzk sends first
+    conn.write_all(&[
+        0x50, 0x50, 0x82, 0x7d, 0x08, 0x00, 0x00, 0x00, 0xe8, 0x03, 0x17, 0xfc, 0x00, 0x00, 0x00,
+        0x00,
+    ])
+    .unwrap();
+    let mut reply = [0u8; 16];
+    conn.read_exact(&mut reply).unwrap();
     drop(conn);
     signal(&child, Signal::SIGTERM);
     let status = child.wait().unwrap();
