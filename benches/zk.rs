@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
-use clockbridge::zk::{Timeouts, ZkClient};
+use clockbridge::sources::zk::{Timeouts, ZkClient};
 use clockbridge::zksim::{self, generate_records, generate_users, RecordSize, SimConfig, UserSize};
 
 const RUNS: usize = 3;

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, DeviceConfig};
-use crate::formats::{sample, LineParser};
+use crate::sources::formats::{sample, LineParser};
 use crate::mapping::{Mapping, MappingError};
 use crate::punch::normalise;
 use crate::queue::{InsertStatus, NewRecord, Queue, QueueError};
@@ -45,7 +45,7 @@ pub enum ImportError {
     #[error("import: device {device}: {source}")]
     Format {
         device: String,
-        source: crate::formats::FormatError,
+        source: crate::sources::formats::FormatError,
     },
     #[error(transparent)]
     Queue(#[from] QueueError),

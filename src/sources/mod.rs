@@ -8,6 +8,7 @@
 //! - A punch counts as taken only once the ingest stage has committed it to the queue
 //!   ([`PunchSink::submit_committed`]); sources that acknowledge to the clock do so only after that.
 
+pub mod formats;
 pub mod lines;
 pub mod serial;
 pub mod session;

@@ -1,9 +1,10 @@
-//! The ZKTeco binary protocol (TCP port 4370): the packet codec ([`codec`]: framing, checksum, comm
-//! key, packed times, record layouts) and an async client on tokio ([`client`]).
+//! ZKTeco terminals (`kind = "zk"`), read over their binary protocol (TCP port 4370): the packet codec
+//! ([`codec`]: framing, checksum, comm key, packed times, record layouts), an async client on tokio
+//! ([`client`]) and the source task ([`source`]).
 //!
 //! It exists so that clockbridge can read ZKTeco terminals directly, incrementally and fast, instead of
-//! through a vendor tool. The layouts and test vectors come from `../shared/notes/zkteco-protocols.md`
-//! (pyzk, adrobinoga/zk-protocol, node-zklib).
+//! through a vendor tool. The protocol facts the code relies on are written down, with their public
+//! sources, in `docs/zkteco-protocol.md`.
 //!
 //! Guarantees:
 //! - Bad input from a device (a wrong magic, an impossible length, a truncated record, a date that does
@@ -13,6 +14,8 @@
 
 pub mod client;
 pub mod codec;
+pub mod source;
 
 pub use client::{Timeouts, ZkClient, ZkError};
 pub use codec::{AttRecord, Event, FreeSizes, User};
+pub use source::*;

@@ -32,13 +32,13 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{Backoff, Quiet};
-use super::{DeviceStats, IngestOutcome, PunchSink, UnmappedUser};
+use crate::sources::session::{Backoff, Quiet};
+use crate::sources::{DeviceStats, IngestOutcome, PunchSink, UnmappedUser};
 use crate::config::{DeviceConfig, UserIdSource};
 use crate::punch::{resolve_local, Punch};
 use crate::queue::{now_ms, Queue, QueueError};
-use crate::zk::codec::EF_ATTLOG;
-use crate::zk::{AttRecord, Event, Timeouts, User, ZkClient, ZkError};
+use super::codec::EF_ATTLOG;
+use super::{AttRecord, Event, Timeouts, User, ZkClient, ZkError};
 
 /// Most unmapped users listed in `status`.
 const UNMAPPED_LISTED: usize = 50;
@@ -814,7 +814,7 @@ enum Served {
 
 /// A read whose new records are not yet committed.
 struct Fresh {
-    log: crate::zk::client::AttLog,
+    log: super::client::AttLog,
     /// Records of `log` already committed (the re-read watermark record).
     skip: usize,
     /// Records on the device.

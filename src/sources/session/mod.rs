@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use super::lines::{LineReader, LineRef};
 use super::{DeviceStats, PunchSink, SourceError};
 use crate::config::DeviceConfig;
-use crate::formats::{self, LineParser, LineSession};
+use super::formats::{self, LineParser, LineSession};
 use crate::punch::Punch;
 
 /// First reconnect / re-open delay.

@@ -1335,7 +1335,7 @@ impl Config {
                     }
                 }
             }
-            if let Err(e) = crate::formats::LineParser::new(d) {
+            if let Err(e) = crate::sources::formats::LineParser::new(d) {
                 return Err(match e.config_value(d) {
                     Some(value) => ConfigError::Invalid {
                         key: key(e.key),
