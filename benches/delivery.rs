@@ -651,7 +651,7 @@ async fn stage_rates(n: usize, users: usize) -> anyhow::Result<Stages> {
     for l in &lines {
         punches.push(
             clockbridge::sources::formats::parse_line(
-                clockbridge::config::LineFormat::ZkAttlog,
+                clockbridge::sources::formats::LineFormat::ZkAttlog,
                 DEVICE,
                 l.as_bytes(),
             )

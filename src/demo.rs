@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::Config;
 use crate::daemon::{self, RunOptions};
 use crate::queue::KIND_USER_APPROVAL;
+use crate::sources::zk::ZkFigures;
 use crate::standin::{Standin, StandinConfig};
 use crate::zksim::{self, RecordSize, SimConfig, SimRecord, SimUser, UserSize};
 
@@ -261,7 +262,7 @@ location_name = "HQ lobby"
     let mut released_late = false;
     loop {
         let counts = running.queue.counts().await?;
-        let zk_now = zk_stats.snapshot().zk;
+        let zk_now: ZkFigures = zk_stats.snapshot().figures();
         // once the terminal's log is read and events are subscribed, someone punches: the event
         // reaches the daemon at once, without waiting for the next poll
         if realtime_punch.is_none()
@@ -390,7 +391,7 @@ location_name = "HQ lobby"
             d.lines_read, d.punches_read, d.queued, d.duplicates, d.malformed, d.connects
         )?;
     }
-    let z = &zk_dev.zk;
+    let z = &zk_dev.figures::<ZkFigures>();
     writeln!(
         o,
         "  {ZK_DEVICE} (ZKTeco, TCP 4370 protocol, comm key): {} punches, {} newly queued, {} poll(s) reading {} records, then {} realtime punch; clock {:+} s off the gateway's (measured each poll); {} connection(s)",

@@ -22,10 +22,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, DeviceConfig};
-use crate::sources::formats::{sample, LineParser};
 use crate::mapping::{Mapping, MappingError};
 use crate::punch::normalise;
 use crate::queue::{InsertStatus, NewRecord, Queue, QueueError};
+use crate::sources::formats::{sample, LineParser};
+use crate::sources::line_spec::LineSpec;
 
 /// Records per insert transaction.
 pub const BATCH: usize = 5_000;
@@ -161,10 +162,12 @@ pub async fn import(
                 .join(", "),
         })?
         .clone();
-    let parser = LineParser::new(&device).map_err(|e| ImportError::Format {
-        device: device.id.clone(),
-        source: e,
-    })?;
+    let lines = device.spec.lines().cloned().unwrap_or_default();
+    let parser =
+        LineParser::new(&device.id, device.tz(), &lines).map_err(|e| ImportError::Format {
+            device: device.id.clone(),
+            source: e,
+        })?;
     let mapping = Arc::new(Mapping::load(&cfg.mapping)?);
     let path = cfg.queue.path.clone();
     let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path))
@@ -410,7 +413,12 @@ fn read_file(
     let tz = device.tz();
     let location = device.location().to_string();
     let mut session = parser.session();
-    let mut lines = Lines::new(f, device.max_line_length);
+    // a kind without line keys (a ZKTeco terminal's USB export) reads with the defaults
+    let max_line_length = device
+        .spec
+        .lines()
+        .map_or(LineSpec::default().max_line_length, |l| l.max_line_length);
+    let mut lines = Lines::new(f, max_line_length);
     let mut out = ReadOutcome::default();
     let mut batch = Vec::with_capacity(BATCH);
     let mut bytes_seen = 0u64;
@@ -439,8 +447,7 @@ fn read_file(
                     &mut out,
                     no,
                     format!(
-                        "line of {len} bytes is longer than max_line_length ({})",
-                        device.max_line_length
+                        "line of {len} bytes is longer than max_line_length ({max_line_length})"
                     ),
                     &lines.line,
                 );

@@ -22,11 +22,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::DeviceConfig;
+use crate::device_stats::DeviceStats;
 use crate::mapping::MappingHandle;
 use crate::punch::{normalise, Punch};
 use crate::queue::{InsertStatus, NewRecord, Queue};
-use crate::sources::DeviceStats;
 
 /// What became of a submitted punch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,10 +128,13 @@ impl PunchSink {
 /// Most punches committed in one transaction.
 pub const GROUP_MAX: usize = 4096;
 
-/// Everything the writer needs to normalise a device's punches.
+/// Everything the writer needs to normalise a device's punches, and the device's live figures.
 #[derive(Clone)]
 pub struct DeviceInfo {
-    pub config: DeviceConfig,
+    /// The time zone of the device's clock.
+    pub tz: chrono_tz::Tz,
+    /// `location_name`, or the device id.
+    pub location: String,
     pub stats: Arc<DeviceStats>,
 }
 
@@ -173,7 +175,7 @@ pub async fn run_writer(
         for item in &group {
             let p = &item.punch;
             let (tz, location) = match devices.get(&p.device_id) {
-                Some(d) => (d.config.tz(), d.config.location().to_string()),
+                Some(d) => (d.tz, d.location.clone()),
                 None => (chrono_tz::UTC, p.device_id.clone()),
             };
             let user = map.lookup(&p.device_id, &p.device_user_id);

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod device_stats;
 pub mod feishu;
 pub mod hr;
 pub mod http;

@@ -46,6 +46,7 @@
 //! runtime's threads.
 
 mod migrations;
+pub mod store;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

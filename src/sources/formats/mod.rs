@@ -82,8 +82,17 @@ use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 
-use crate::config::{DeviceConfig, LineFormat};
+use super::line_spec::LineSpec;
 use crate::punch::Punch;
+
+crate::choice_enum! {
+    /// The line formats (`format = "..."`).
+    pub enum LineFormat {
+        ZkAttlog = "zk-attlog",
+        Csv = "csv",
+        Pattern = "pattern",
+    }
+}
 
 /// Longest part of a bad field quoted in a [`ParseError`] message, in characters.
 const QUOTE_MAX: usize = 40;
@@ -200,7 +209,7 @@ impl FormatError {
     /// The configured value of the key at fault, as text for an error message (`"(?P<usr>\d+)"`,
     /// `["user", "tme"]`), or `None` when the key is missing or the reason already names the culprit
     /// (`state_map`).
-    pub fn config_value(&self, cfg: &DeviceConfig) -> Option<String> {
+    pub fn config_value(&self, cfg: &LineSpec) -> Option<String> {
         match self.key {
             "encoding" => cfg.encoding.as_deref().map(show),
             "delimiter" => cfg.delimiter.as_deref().map(show),
@@ -550,10 +559,15 @@ pub struct LineParser {
 
 impl LineParser {
     /// Checks the format keys of `cfg` (`format`, `encoding`, `delimiter`, `columns`, `header`,
-    /// `pattern`, `time_format`, `state_map`) and prepares the parser. The error names the key at
-    /// fault. Keys that belong to another format (`pattern` with `format = "csv"`...) are errors, so a
-    /// forgotten `format` line cannot silently parse lines the wrong way.
-    pub fn new(cfg: &DeviceConfig) -> Result<LineParser, FormatError> {
+    /// `pattern`, `time_format`, `state_map`) and prepares the parser for device `device_id`, whose
+    /// clock is in `tz`. The error names the key at fault. Keys that belong to another format
+    /// (`pattern` with `format = "csv"`...) are errors, so a forgotten `format` line cannot silently
+    /// parse lines the wrong way.
+    pub fn new(
+        device_id: &str,
+        tz: chrono_tz::Tz,
+        cfg: &LineSpec,
+    ) -> Result<LineParser, FormatError> {
         let encoding = parse_encoding(cfg.encoding.as_deref())?;
         let time = TimeSpec::new(cfg.time_format.as_deref())?;
         let (states, states_trimmed) = state_maps(&cfg.state_map)?;
@@ -666,11 +680,11 @@ impl LineParser {
         }
         Ok(LineParser {
             inner: Arc::new(Inner {
-                device_id: cfg.id.clone(),
+                device_id: device_id.to_string(),
                 encoding,
                 layout,
                 time,
-                tz: cfg.tz(),
+                tz,
                 states,
                 states_trimmed,
             }),
@@ -1600,20 +1614,44 @@ mod tests {
 
     // ---- configured formats (LineParser) ----
 
-    use crate::config::{DeviceConfig, DeviceKind};
+    /// A device's line keys and its time zone.
+    struct TestDevice {
+        timezone: String,
+        spec: LineSpec,
+    }
 
-    fn device(edit: impl FnOnce(&mut DeviceConfig)) -> DeviceConfig {
-        let mut d = DeviceConfig::new("door-1", DeviceKind::Tcp, "Asia/Shanghai");
+    impl std::ops::Deref for TestDevice {
+        type Target = LineSpec;
+        fn deref(&self) -> &LineSpec {
+            &self.spec
+        }
+    }
+
+    impl std::ops::DerefMut for TestDevice {
+        fn deref_mut(&mut self) -> &mut LineSpec {
+            &mut self.spec
+        }
+    }
+
+    fn device(edit: impl FnOnce(&mut TestDevice)) -> TestDevice {
+        let mut d = TestDevice {
+            timezone: "Asia/Shanghai".into(),
+            spec: LineSpec::default(),
+        };
         edit(&mut d);
         d
     }
 
-    fn parser(edit: impl FnOnce(&mut DeviceConfig)) -> LineParser {
-        LineParser::new(&device(edit)).unwrap_or_else(|e| panic!("{e}"))
+    fn new_parser(d: &TestDevice) -> Result<LineParser, FormatError> {
+        LineParser::new("door-1", d.timezone.parse().unwrap(), &d.spec)
     }
 
-    fn config_err(edit: impl FnOnce(&mut DeviceConfig)) -> FormatError {
-        LineParser::new(&device(edit)).expect_err("config should be refused")
+    fn parser(edit: impl FnOnce(&mut TestDevice)) -> LineParser {
+        new_parser(&device(edit)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn config_err(edit: impl FnOnce(&mut TestDevice)) -> FormatError {
+        new_parser(&device(edit)).expect_err("config should be refused")
     }
 
     fn strs(v: &[&str]) -> Vec<String> {
@@ -2095,11 +2133,11 @@ mod tests {
 
     #[test]
     fn invalid_configs_name_their_key() {
-        let csv = |d: &mut DeviceConfig| {
+        let csv = |d: &mut TestDevice| {
             d.format = LineFormat::Csv;
             d.columns = Some(strs(&["user", "time"]));
         };
-        let pattern = |d: &mut DeviceConfig, p: &str| {
+        let pattern = |d: &mut TestDevice, p: &str| {
             d.format = LineFormat::Pattern;
             d.pattern = Some(p.into());
         };
@@ -2306,27 +2344,29 @@ timezone = "Asia/Shanghai"
         };
         assert_eq!(
             load("format = \"pattern\"\npattern = '(?P<usr>\\d+)'\n"),
-            Err(r#"config key devices[0].pattern: "(?P<usr>\d+)" has no group named user"#.into())
+            Err(r#"config key devices[0] (id "door-1").pattern: "(?P<usr>\d+)" has no group named user"#.into())
         );
         let e = load("format = \"csv\"\n").unwrap_err();
         assert!(
-            e.starts_with("config key devices[0].columns: missing: "),
+            e.starts_with("config key devices[0] (id \"door-1\").columns: missing: "),
             "{e}"
         );
         let e = load("encoding = \"klingon\"\n").unwrap_err();
         assert!(
-            e.starts_with(r#"config key devices[0].encoding: "klingon" is not a known"#),
+            e.starts_with(
+                r#"config key devices[0] (id "door-1").encoding: "klingon" is not a known"#
+            ),
             "{e}"
         );
         let e = load("format = \"csv\"\ncolumns = [\"user\", \"when\"]\n").unwrap_err();
         assert!(
-            e.starts_with(r#"config key devices[0].columns: ["user", "when"] has no time column"#),
+            e.starts_with(r#"config key devices[0] (id "door-1").columns: ["user", "when"] has no time column"#),
             "{e}"
         );
         let e = load("format = \"csv\"\ncolumns = [\"user\", \"time\"]\ndelimiter = \"\\t\\t\"\n")
             .unwrap_err();
         assert!(
-            e.starts_with(r#"config key devices[0].delimiter: "\t\t" must be"#),
+            e.starts_with(r#"config key devices[0] (id "door-1").delimiter: "\t\t" must be"#),
             "{e}"
         );
         load("format = \"csv\"\ncolumns = [\"user\", \"time\"]\ndelimiter = \"\\t\"\nencoding = \"gb18030\"\n[devices.state_map]\n\"上班\" = 0\n").unwrap();

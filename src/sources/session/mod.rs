@@ -45,10 +45,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::formats::{self, LineParser, LineSession};
+use super::kind::SourceContext;
+use super::line_spec::LineSpec;
 use super::lines::{LineReader, LineRef};
 use super::{DeviceStats, PunchSink, SourceError};
-use crate::config::DeviceConfig;
-use super::formats::{self, LineParser, LineSession};
 use crate::punch::Punch;
 
 /// First reconnect / re-open delay.
@@ -305,18 +306,13 @@ impl LineDevice {
     /// Builds the device's line handling: its format, its acknowledgement template and poll command
     /// (escapes and placeholders checked here, so a bad one stops the device at start with a message
     /// naming the key).
-    pub fn new(
-        cfg: &DeviceConfig,
-        sink: PunchSink,
-        stats: Arc<DeviceStats>,
-        shutdown: CancellationToken,
-    ) -> Result<LineDevice, SetupError> {
+    pub fn new(ctx: &SourceContext, cfg: &LineSpec) -> Result<LineDevice, SetupError> {
         let setup = |key: &'static str, reason: String| SetupError {
-            device: cfg.id.clone(),
+            device: ctx.id.clone(),
             key,
             reason,
         };
-        let parser = LineParser::new(cfg).map_err(|e| setup(e.key, e.reason))?;
+        let parser = LineParser::new(&ctx.id, ctx.tz, cfg).map_err(|e| setup(e.key, e.reason))?;
         let encoding = match cfg.encoding.as_deref().map(str::trim) {
             None | Some("") => encoding_rs::UTF_8,
             Some(label) => Encoding::for_label(label.as_bytes()).ok_or_else(|| {
@@ -344,7 +340,7 @@ impl LineDevice {
                         "is empty: remove the key, or give the command the clock expects".into(),
                     ));
                 }
-                if cfg.poll_interval_secs == Some(0) {
+                if ctx.poll_interval.is_zero() {
                     return Err(setup(
                         "poll_interval",
                         "is 0: give the seconds between two polls (at least 1)".into(),
@@ -352,20 +348,20 @@ impl LineDevice {
                 }
                 Some(Poll {
                     command,
-                    every: cfg.poll_interval(),
+                    every: ctx.poll_interval,
                 })
             }
         };
         Ok(LineDevice {
-            id: cfg.id.clone(),
+            id: ctx.id.clone(),
             max_line: cfg.max_line_length,
             parser,
             ack,
             poll,
-            sink,
-            stats,
-            stop: shutdown.child_token(),
-            shutdown,
+            sink: ctx.sink.clone(),
+            stats: ctx.stats.clone(),
+            stop: ctx.shutdown.child_token(),
+            shutdown: ctx.shutdown.clone(),
         })
     }
 
@@ -858,20 +854,30 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeviceKind, LineFormat};
     use crate::ingest::{IngestItem, IngestOutcome};
+    use crate::sources::formats::LineFormat;
+    use crate::sources::test_support::context;
     use tokio::io::{AsyncReadExt, DuplexStream};
     use tokio::sync::mpsc;
 
     /// A guard against a hung test, not a synchronisation.
     const GUARD: Duration = Duration::from_secs(20);
 
-    fn config() -> DeviceConfig {
-        DeviceConfig {
+    fn config() -> LineSpec {
+        LineSpec {
             format: LineFormat::ZkAttlog,
             max_line_length: 64,
-            ..DeviceConfig::new("clock-1", DeviceKind::Tcp, "Asia/Shanghai")
+            ..LineSpec::default()
         }
+    }
+
+    /// Device `clock-1` with the line keys `cfg`, polled every `poll_secs`.
+    fn device(cfg: &LineSpec, poll_secs: u64, sink: PunchSink) -> Result<LineDevice, SetupError> {
+        let ctx = SourceContext {
+            poll_interval: Duration::from_secs(poll_secs),
+            ..context("clock-1", sink)
+        };
+        LineDevice::new(&ctx, cfg)
     }
 
     fn line(pin: u32, minute: u32) -> String {
@@ -912,11 +918,17 @@ mod tests {
         task: tokio::task::JoinHandle<super::Served>,
     }
 
-    fn serve(cfg: DeviceConfig) -> (Served, DuplexStream, mpsc::Receiver<IngestItem>) {
+    fn serve(cfg: LineSpec) -> (Served, DuplexStream, mpsc::Receiver<IngestItem>) {
+        serve_every(cfg, 5)
+    }
+
+    fn serve_every(
+        cfg: LineSpec,
+        poll_secs: u64,
+    ) -> (Served, DuplexStream, mpsc::Receiver<IngestItem>) {
         let (sink, rx) = PunchSink::channel(16);
-        let stats = DeviceStats::new();
-        let shutdown = CancellationToken::new();
-        let dev = LineDevice::new(&cfg, sink, stats.clone(), shutdown.clone()).unwrap();
+        let dev = device(&cfg, poll_secs, sink).unwrap();
+        let (stats, shutdown) = (dev.stats.clone(), dev.shutdown.clone());
         let (ours, clock) = tokio::io::duplex(4096);
         let task = tokio::spawn(async move { dev.serve(ours, "test").await });
         (
@@ -1035,29 +1047,18 @@ mod tests {
     #[test]
     fn bad_templates_stop_the_device_at_start_naming_the_key() {
         let (sink, _rx) = PunchSink::channel(1);
-        let cfg = DeviceConfig {
+        let cfg = LineSpec {
             poll_command: Some(r"POLL\q".into()),
             ..config()
         };
-        let e = LineDevice::new(
-            &cfg,
-            sink.clone(),
-            DeviceStats::new(),
-            CancellationToken::new(),
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let e = device(&cfg, 5, sink.clone()).err().unwrap().to_string();
         assert!(e.starts_with("device clock-1: poll_command: escape"), "{e}");
         assert!(e.ends_with("fix it in the configuration"), "{e}");
-        let cfg = DeviceConfig {
+        let cfg = LineSpec {
             ack_template: Some("{when}".into()),
             ..config()
         };
-        let e = LineDevice::new(&cfg, sink, DeviceStats::new(), CancellationToken::new())
-            .err()
-            .unwrap()
-            .to_string();
+        let e = device(&cfg, 5, sink).err().unwrap().to_string();
         assert!(
             e.starts_with("device clock-1: ack_template: placeholder"),
             "{e}"
@@ -1066,7 +1067,7 @@ mod tests {
 
     #[tokio::test]
     async fn ack_is_written_only_after_the_commit_and_never_for_a_failure() {
-        let cfg = DeviceConfig {
+        let cfg = LineSpec {
             ack_template: Some(r"OK {user} {time}\r\n".into()),
             ..config()
         };
@@ -1149,12 +1150,11 @@ mod tests {
 
     #[tokio::test]
     async fn poll_command_on_open_and_every_interval() {
-        let cfg = DeviceConfig {
+        let cfg = LineSpec {
             poll_command: Some(r"GET\x20LOG\r\n".into()),
-            poll_interval_secs: Some(1),
             ..config()
         };
-        let (served, mut clock, mut rx) = serve(cfg);
+        let (served, mut clock, mut rx) = serve_every(cfg, 1);
         let start = Instant::now();
         assert_eq!(read_n(&mut clock, 9).await, b"GET LOG\r\n");
         // lines are read between polls
@@ -1171,13 +1171,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_poll_write_ends_the_connection() {
-        let cfg = DeviceConfig {
+        let cfg = LineSpec {
             poll_command: Some("POLL\r".into()),
             ..config()
         };
         let (sink, _rx) = PunchSink::channel(1);
-        let dev =
-            LineDevice::new(&cfg, sink, DeviceStats::new(), CancellationToken::new()).unwrap();
+        let dev = device(&cfg, 5, sink).unwrap();
         // a stream whose write side is closed: every write fails
         let (ours, clock) = tokio::io::duplex(64);
         drop(clock);
@@ -1198,13 +1197,7 @@ mod tests {
     async fn a_closed_sink_ends_the_connection() {
         let (sink, rx) = PunchSink::channel(1);
         drop(rx);
-        let dev = LineDevice::new(
-            &config(),
-            sink,
-            DeviceStats::new(),
-            CancellationToken::new(),
-        )
-        .unwrap();
+        let dev = device(&config(), 5, sink).unwrap();
         let (ours, mut clock) = tokio::io::duplex(4096);
         clock.write_all(line(1, 1).as_bytes()).await.unwrap();
         let served = tokio::time::timeout(GUARD, dev.serve(ours, "test"))
