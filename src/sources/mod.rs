@@ -17,6 +17,7 @@ pub mod formats;
 pub mod kind;
 pub mod line_spec;
 pub mod lines;
+pub mod reconnect;
 pub mod session;
 
 /// Declares the kinds of clock: each name is a folder here and a [`Kind`] in [`KINDS`].

@@ -26,7 +26,8 @@ use tokio_serial::{SerialPortBuilder, SerialPortBuilderExt};
 
 use super::spec::{FlowControl, Parity, PortSpec, SerialSpec};
 use crate::sources::kind::SourceContext;
-use crate::sources::session::{Backoff, End, LineDevice, Quiet};
+use crate::sources::reconnect::{Attempt, Attempts, Failure, Link, Reconnect};
+use crate::sources::session::{End, LineDevice};
 
 /// Why the port is not serving lines right now (recorded as the device's `last_error`).
 #[derive(Debug, thiserror::Error)]
@@ -144,75 +145,74 @@ async fn serve_port(
         cfg.baud_rate, cfg.data_bits, cfg.parity, cfg.stop_bits, cfg.flow_control
     )
     .to_lowercase();
-    let mut backoff = Backoff::new(reconnect_max_secs);
-    let mut failures = Quiet::default();
-    let mut ever_open = false;
-    loop {
-        if line.stop().is_cancelled() {
-            return;
-        }
-        match port.clone().open_native_async() {
-            Ok(stream) => {
-                match failures.recovered() {
-                    Some(n) => tracing::info!(
-                        "device {device} ({path}): serial port open again after {n} failures ({settings})"
-                    ),
-                    None if !ever_open => {
-                        tracing::info!("device {device} ({path}): serial port open ({settings})")
-                    }
-                    None => tracing::debug!("device {device} ({path}): serial port open"),
-                }
-                ever_open = true;
-                line.stats().clear_error();
-                let served = line.serve(stream, &path).await;
-                if served.lines > 0 {
-                    backoff.reset();
-                }
-                let err = match served.end {
-                    End::Stopped => return,
-                    End::SinkClosed => {
-                        line.sink_closed();
-                        return;
-                    }
-                    End::Eof => SerialError::Closed {
-                        device: device.to_string(),
-                        path: path.clone(),
-                    },
-                    End::Read(source) | End::Write(source) => SerialError::Lost {
-                        device: device.to_string(),
-                        path: path.clone(),
-                        source,
-                    },
-                };
-                if failures.failed() {
-                    tracing::warn!(
-                        "{err} (after {} lines; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        served.lines,
-                        backoff.max().as_secs()
-                    );
-                }
-                line.stats().set_error(&err);
-            }
+    let reconnect = Reconnect::new(
+        format!("device {device} ({path})"),
+        line.stats().clone(),
+        line.stop().clone(),
+        reconnect_max_secs,
+    );
+    let mut opener = Opener {
+        port,
+        line,
+        device,
+        path: &path,
+        settings: &settings,
+    };
+    reconnect.run(&mut opener).await
+}
+
+/// Opens the port and serves it (the attempt).
+struct Opener<'a> {
+    port: SerialPortBuilder,
+    line: &'a LineDevice,
+    device: &'a str,
+    path: &'a str,
+    settings: &'a str,
+}
+
+impl Attempts for Opener<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Attempt {
+        let Opener {
+            port,
+            line,
+            device,
+            path,
+            settings,
+        } = self;
+        let (line, device, path) = (*line, *device, path.to_string());
+        let stream = match port.clone().open_native_async() {
+            Ok(stream) => stream,
             Err(e) => {
-                let err = SerialError::Open {
+                return Attempt::Retry(Failure::new(SerialError::Open {
                     device: device.to_string(),
                     path: path.clone(),
                     hint: open_hint(&e),
                     reason: e.to_string(),
-                };
-                if failures.failed() {
-                    tracing::warn!(
-                        "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        failures.failures(),
-                        backoff.max().as_secs()
-                    );
-                }
-                line.stats().set_error(&err);
+                }))
             }
+        };
+        link.up(&format!("serial port open ({settings})"));
+        let served = line.serve(stream, &path).await;
+        if served.lines > 0 {
+            link.progressed();
         }
-        if !line.pause(backoff.next_delay()).await {
-            return;
-        }
+        let err = match served.end {
+            End::Stopped => return Attempt::Stop,
+            End::SinkClosed => {
+                line.sink_closed();
+                return Attempt::Stop;
+            }
+            End::Eof => SerialError::Closed {
+                device: device.to_string(),
+                path: path.clone(),
+            },
+            End::Read(source) | End::Write(source) => SerialError::Lost {
+                device: device.to_string(),
+                path: path.clone(),
+                source,
+            },
+        };
+        Attempt::Retry(Failure::after_lines(err, served.lines))
     }
 }
 

@@ -28,9 +28,7 @@
 //!   runs, however it ends; cancelling shutdown ends it promptly (a punch already read gets
 //!   [`SHUTDOWN_GRACE`] to be handed over, and to be acknowledged if it is committed in that time).
 //!
-//! The helpers every reconnecting source needs live here too: [`Backoff`] (exponential back-off with
-//! jitter, capped by `reconnect_max_secs`) and [`Quiet`] (log the first failure, then at most once a
-//! minute).
+//! Reconnecting is not done here: each source wraps its connections in [`super::reconnect`].
 
 use std::borrow::Cow;
 use std::fmt::Display;
@@ -39,7 +37,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use encoding_rs::Encoding;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::time::{Interval, MissedTickBehavior};
@@ -49,11 +46,10 @@ use super::formats::{self, LineParser, LineSession};
 use super::kind::SourceContext;
 use super::line_spec::LineSpec;
 use super::lines::{LineReader, LineRef};
+use super::reconnect::{Quiet, LOG_EVERY};
 use super::{DeviceStats, PunchSink, SourceError};
 use crate::punch::Punch;
 
-/// First reconnect / re-open delay.
-pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
 /// Malformed lines logged one by one per connection, before they are only summarised.
 pub const MALFORMED_LOGGED: u64 = 10;
 /// How long a punch already read may wait for the ingest stage once shutdown has begun.
@@ -61,8 +57,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Longest time one write (an acknowledgement, a poll command) may take before the connection is
 /// given up (a peer that stopped reading, flow control holding the line).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Shortest interval between two repeated log lines of the same kind.
-pub const LOG_EVERY: Duration = Duration::from_secs(60);
 /// While lines keep arriving, the stop signal is also checked every this many lines.
 const STOP_CHECK_EVERY: u64 = 1024;
 
@@ -704,7 +698,7 @@ fn unix_now() -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// logging without flooding, and back-off
+// logging malformed lines without flooding
 
 /// Logs malformed lines of one connection without flooding: the first [`MALFORMED_LOGGED`] one by one,
 /// then a count (with the latest line) at most once a minute, and the rest of the count at the end.
@@ -766,88 +760,6 @@ impl MalformedLog {
             );
             self.suppressed = 0;
         }
-    }
-}
-
-/// Rate limit for a repeating failure: log the first, then at most once a minute; say when it is over.
-#[derive(Debug, Default)]
-pub struct Quiet {
-    /// Failures since the last success.
-    failures: u64,
-    /// A failure of this run of failures was logged.
-    logged: bool,
-    last_logged: Option<Instant>,
-}
-
-impl Quiet {
-    /// Counts a failure; true when it should be logged.
-    pub fn failed(&mut self) -> bool {
-        self.failures += 1;
-        let now = Instant::now();
-        if self
-            .last_logged
-            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
-        {
-            self.last_logged = Some(now);
-            self.logged = true;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// A success: the number of failures before it, when they were logged (so the recovery should be).
-    pub fn recovered(&mut self) -> Option<u64> {
-        let n = self.failures;
-        let logged = self.logged;
-        self.failures = 0;
-        self.logged = false;
-        logged.then_some(n)
-    }
-
-    /// Failures since the last success.
-    pub fn failures(&self) -> u64 {
-        self.failures
-    }
-}
-
-/// Reconnect delays: exponential from [`MIN_BACKOFF`] with jitter, never above the cap.
-pub struct Backoff {
-    builder: ExponentialBuilder,
-    current: ExponentialBackoff,
-    max: Duration,
-}
-
-impl Backoff {
-    /// Delays capped at `reconnect_max_secs` (at least 1 s).
-    pub fn new(reconnect_max_secs: u64) -> Backoff {
-        let max = Duration::from_secs(reconnect_max_secs.max(1)).max(MIN_BACKOFF);
-        let builder = ExponentialBuilder::new()
-            .with_min_delay(MIN_BACKOFF)
-            .with_max_delay(max)
-            .with_jitter()
-            .without_max_times();
-        Backoff {
-            current: builder.build(),
-            builder,
-            max,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        // jitter may add up to 100%: the cap is a promise to the operator
-        self.current.next().unwrap_or(self.max).min(self.max)
-    }
-
-    /// Starts again from the shortest delay (after a connection that delivered data).
-    pub fn reset(&mut self) {
-        self.current = self.builder.build();
-    }
-
-    /// The longest delay.
-    pub fn max(&self) -> Duration {
-        self.max
     }
 }
 
@@ -1211,17 +1123,5 @@ mod tests {
             .last_error()
             .unwrap()
             .contains("queue is closed"));
-    }
-
-    #[test]
-    fn backoff_stays_within_its_bounds() {
-        let mut b = Backoff::new(2);
-        for _ in 0..50 {
-            let d = b.next_delay();
-            assert!(d <= Duration::from_secs(2), "{d:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= MIN_BACKOFF * 2);
-        assert_eq!(b.max(), Duration::from_secs(2));
     }
 }

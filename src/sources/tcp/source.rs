@@ -34,11 +34,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::task::TaskTracker;
 
-pub use crate::sources::session::{MALFORMED_LOGGED, MIN_BACKOFF};
+pub use crate::sources::reconnect::MIN_BACKOFF;
+pub use crate::sources::session::MALFORMED_LOGGED;
 
 use super::spec::{TcpMode, TcpSpec};
 use crate::sources::kind::SourceContext;
-use crate::sources::session::{Backoff, End, LineDevice, Quiet};
+use crate::sources::reconnect::{Attempt, Attempts, Failure, Link, Quiet, Reconnect};
+use crate::sources::session::{End, LineDevice};
 use crate::sources::SourceError;
 
 /// Longest wait for a connection to the clock.
@@ -52,6 +54,18 @@ struct Device {
     line: LineDevice,
     address: String,
     reconnect_max_secs: u64,
+}
+
+impl Device {
+    /// The reconnect loop of this device.
+    fn reconnect(&self) -> Reconnect {
+        Reconnect::new(
+            format!("device {} ({})", self.id(), self.address),
+            self.stats().clone(),
+            self.stop().clone(),
+            self.reconnect_max_secs,
+        )
+    }
 }
 
 impl Deref for Device {
@@ -104,51 +118,46 @@ pub async fn run(spec: TcpSpec, ctx: SourceContext) {
 // listen mode
 
 async fn listen(dev: &Arc<Device>) {
-    let mut backoff = Backoff::new(dev.reconnect_max_secs);
-    let mut bind_failures = Quiet::default();
-    let listener = loop {
+    dev.reconnect().run(&mut Listener(dev)).await
+}
+
+/// Binds the address (the attempt), then accepts connections until stopped.
+struct Listener<'a>(&'a Arc<Device>);
+
+impl Attempts for Listener<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Attempt {
+        let dev = self.0;
         let bound = tokio::select! {
-            _ = dev.stop().cancelled() => return,
+            _ = dev.stop().cancelled() => return Attempt::Stop,
             r = bind(&dev.address) => r,
         };
         match bound {
-            Ok(l) => break l,
-            Err(source) => {
-                let err = SourceError::Bind {
+            Ok(listener) => {
+                let local = listener.local_addr().unwrap_or_else(|_| {
+                    // cannot fail for a bound socket; keep going with the configured address
+                    dev.address
+                        .parse()
+                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+                });
+                link.up(&format!("listening on {local}"));
+                dev.stats().set_listening(local);
+                accept(dev, listener, local).await;
+                Attempt::Stop
+            }
+            Err(source) => Attempt::Retry(
+                Failure::new(SourceError::Bind {
                     device: dev.id().to_string(),
                     address: dev.address.clone(),
                     source,
-                };
-                if bind_failures.failed() {
-                    tracing::error!(
-                        "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        bind_failures.failures(),
-                        backoff.max().as_secs()
-                    );
-                }
-                dev.stats().set_error(&err);
-                if !dev.pause(backoff.next_delay()).await {
-                    return;
-                }
-            }
+                })
+                .serious(),
+            ),
         }
-    };
-    let local = listener.local_addr().unwrap_or_else(|_| {
-        // cannot fail for a bound socket; keep going with the configured address if it does
-        dev.address
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-    });
-    dev.stats().clear_error();
-    dev.stats().set_listening(local);
-    match bind_failures.recovered() {
-        Some(n) => tracing::info!(
-            "device {}: listening on {local} (after {n} failed attempts)",
-            dev.id()
-        ),
-        None => tracing::info!("device {}: listening on {local}", dev.id()),
     }
+}
 
+/// Accepts connections until stopped, each served by its own task; returns once every one has ended.
+async fn accept(dev: &Arc<Device>, listener: TcpListener, local: SocketAddr) {
     let connections = TaskTracker::new();
     let mut accept_failures = Quiet::default();
     loop {
@@ -250,12 +259,17 @@ async fn serve_accepted(dev: &Device, stream: TcpStream, peer: SocketAddr) {
 // connect mode
 
 async fn connect(dev: &Device) {
-    let mut backoff = Backoff::new(dev.reconnect_max_secs);
-    let mut failures = Quiet::default();
-    let mut ever_connected = false;
-    loop {
+    dev.reconnect().run(&mut Dialer(dev)).await
+}
+
+/// Dials the clock and serves the connection (the attempt).
+struct Dialer<'a>(&'a Device);
+
+impl Attempts for Dialer<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Attempt {
+        let dev = self.0;
         let dialed = tokio::select! {
-            _ = dev.stop().cancelled() => return,
+            _ = dev.stop().cancelled() => return Attempt::Stop,
             r = tokio::time::timeout(CONNECT_TIMEOUT, dial(&dev.address)) => r,
         };
         let dialed = dialed.unwrap_or_else(|_| {
@@ -264,75 +278,41 @@ async fn connect(dev: &Device) {
                 format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
             ))
         });
-        match dialed {
-            Ok((stream, peer)) => {
-                match failures.recovered() {
-                    Some(n) => tracing::info!(
-                        "device {} ({}): connected again after {n} failures",
-                        dev.id(),
-                        dev.address
-                    ),
-                    None if !ever_connected => {
-                        tracing::info!("device {} ({}): connected", dev.id(), dev.address)
-                    }
-                    None => tracing::debug!("device {} ({}): connected", dev.id(), dev.address),
-                }
-                ever_connected = true;
-                dev.stats().clear_error();
-                let served = dev.serve(stream, &peer.to_string()).await;
-                if served.lines > 0 {
-                    backoff.reset();
-                }
-                match served.end {
-                    End::Stopped => return,
-                    End::SinkClosed => {
-                        dev.sink_closed();
-                        return;
-                    }
-                    End::Eof => {
-                        let msg = format!(
-                            "device {} ({}): the clock closed the connection after {} lines; reconnecting",
-                            dev.id(),
-                            dev.address,
-                            served.lines
-                        );
-                        if failures.failed() {
-                            tracing::warn!("{msg}");
-                        }
-                        dev.stats().set_error(msg);
-                    }
-                    End::Read(source) | End::Write(source) => {
-                        let err = SourceError::Read {
-                            device: dev.id().to_string(),
-                            address: dev.address.clone(),
-                            source,
-                        };
-                        if failures.failed() {
-                            tracing::warn!("{err} (after {} lines); reconnecting", served.lines);
-                        }
-                        dev.stats().set_error(&err);
-                    }
-                }
-            }
+        let (stream, peer) = match dialed {
+            Ok(dialed) => dialed,
             Err(source) => {
-                let err = SourceError::Connect {
+                return Attempt::Retry(Failure::new(SourceError::Connect {
                     device: dev.id().to_string(),
                     address: dev.address.clone(),
                     source,
-                };
-                if failures.failed() {
-                    tracing::warn!(
-                        "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        failures.failures(),
-                        backoff.max().as_secs()
-                    );
-                }
-                dev.stats().set_error(&err);
+                }))
             }
+        };
+        link.up("connected");
+        let served = dev.serve(stream, &peer.to_string()).await;
+        if served.lines > 0 {
+            link.progressed();
         }
-        if !dev.pause(backoff.next_delay()).await {
-            return;
-        }
+        let error = match served.end {
+            End::Stopped => return Attempt::Stop,
+            End::SinkClosed => {
+                dev.sink_closed();
+                return Attempt::Stop;
+            }
+            End::Eof => format!(
+                "device {} ({}): the clock closed the connection after {} lines; reconnecting",
+                dev.id(),
+                dev.address,
+                served.lines
+            ),
+            End::Read(source) | End::Write(source) => SourceError::Read {
+                device: dev.id().to_string(),
+                address: dev.address.clone(),
+                source,
+            }
+            .to_string(),
+        };
+        Attempt::Retry(Failure::after_lines(error, served.lines))
     }
 }
 

@@ -40,7 +40,7 @@ use crate::ingest::{IngestOutcome, PunchSink};
 use crate::punch::{resolve_local, Punch};
 use crate::queue::store::{DeviceStore, StoreError};
 use crate::sources::kind::SourceContext;
-use crate::sources::session::{Backoff, Quiet};
+use crate::sources::reconnect::{Attempt, Attempts, Failure, Link, Quiet, Reconnect};
 use super::codec::EF_ATTLOG;
 use super::{AttRecord, Event, Timeouts, User, ZkClient, ZkError};
 
@@ -141,44 +141,30 @@ pub async fn run(cfg: ZkSpec, ctx: SourceContext) {
     dev.run(&shutdown).await;
 }
 
+/// One connection to the device (the attempt).
+struct Sessions<'a>(&'a mut ZkDevice, &'a CancellationToken);
+
+impl Attempts for Sessions<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Attempt {
+        match self.0.session(self.1, link).await {
+            // stopped by shutdown, or the ingest stage is gone
+            Ok(()) | Err(PollError::SinkClosed(_)) => Attempt::Stop,
+            Err(e) => Attempt::Retry(Failure::new(e)),
+        }
+    }
+}
+
 impl ZkDevice {
     async fn run(&mut self, shutdown: &CancellationToken) {
-        let mut backoff = Backoff::new(self.reconnect_max_secs);
-        let mut failures = Quiet::default();
-        while !shutdown.is_cancelled() {
-            let mut polled = false;
-            let r = self.session(shutdown, &mut polled).await;
-            if polled {
-                backoff.reset();
-            }
-            match r {
-                // stopped by shutdown
-                Ok(()) => return,
-                Err(PollError::SinkClosed(_)) => {
-                    shutdown.cancelled().await;
-                    return;
-                }
-                Err(e) => {
-                    if failures.failed() {
-                        tracing::warn!(
-                            "{e} (failure {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                            failures.failures(),
-                            backoff.max().as_secs()
-                        );
-                    }
-                    self.stats.set_error(&e);
-                }
-            }
-            if polled {
-                if let Some(n) = failures.recovered() {
-                    tracing::info!("{}: read again after {n} failures", self.label);
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
+        let reconnect = Reconnect::new(
+            self.label.clone(),
+            self.stats.clone(),
+            shutdown.clone(),
+            self.reconnect_max_secs,
+        );
+        reconnect.run(&mut Sessions(self, shutdown)).await;
+        // the ingest stage is gone: wait for the daemon to finish stopping
+        shutdown.cancelled().await;
     }
 
     /// Changes the device's figures.
@@ -201,7 +187,7 @@ impl ZkDevice {
     async fn session(
         &mut self,
         shutdown: &CancellationToken,
-        polled: &mut bool,
+        link: &mut Link,
     ) -> Result<(), PollError> {
         let connect = ZkClient::connect(
             &self.label,
@@ -214,7 +200,7 @@ impl ZkDevice {
             _ = shutdown.cancelled() => return Ok(()),
         };
         self.set_connected(true);
-        let r = self.serve(&mut client, shutdown, polled).await;
+        let r = self.serve(&mut client, shutdown, link).await;
         self.set_connected(false);
         match r? {
             Served::Idle => client.exit().await,
@@ -227,7 +213,7 @@ impl ZkDevice {
         &mut self,
         client: &mut ZkClient,
         shutdown: &CancellationToken,
-        polled: &mut bool,
+        link: &mut Link,
     ) -> Result<Served, PollError> {
         if self.maybe_disabled {
             client.enable().await?;
@@ -247,8 +233,8 @@ impl ZkDevice {
                 _ = shutdown.cancelled() => return Ok(Served::CutShort),
             };
             poll?;
-            *polled = true;
-            self.stats.clear_error();
+            link.progressed();
+            link.up("log read");
             if self.cfg.realtime && !subscribed {
                 client.reg_event(EF_ATTLOG).await?;
                 subscribed = true;
