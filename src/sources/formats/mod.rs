@@ -450,6 +450,7 @@ impl LineParser {
             header_done: false,
             scratch: String::new(),
             locs,
+            csv: None,
         }
     }
 
@@ -528,6 +529,8 @@ pub struct LineSession {
     scratch: String,
     /// Capture positions, for `pattern`.
     locs: Option<regex::CaptureLocations>,
+    /// The fields of a csv line.
+    csv: Option<CsvSplit>,
 }
 
 /// The role fields of one line, as written (untrimmed).
@@ -578,12 +581,12 @@ impl LineSession {
                 header,
             } => {
                 let delimiter = *delimiter;
+                let csv = self.csv.get_or_insert_with(|| CsvSplit::new(delimiter));
                 if *header && !self.header_done {
                     if columns.is_none() {
-                        let mut cells = Vec::new();
-                        split_csv(text, delimiter, usize::MAX, |_, c| cells.push(c))?;
+                        csv.split(text, usize::MAX)?;
                         let unix = matches!(inner.time, TimeSpec::Unix);
-                        let cols = Columns::from_header(cells.iter().map(|c| c.as_ref()), unix)?;
+                        let cols = Columns::from_header(csv.fields(), unix)?;
                         self.header_columns = Some(cols);
                         self.header_done = true;
                         return Ok(None);
@@ -598,11 +601,12 @@ impl LineSession {
                         missing: "user or time",
                     });
                 };
-                let found = split_csv(text, delimiter, cols.last(), |i, v| {
-                    if let Some(r) = cols.roles.get(i).copied().flatten() {
-                        f[r as usize] = Some(v);
+                let found = csv.split(text, cols.last())?;
+                for (i, role) in cols.roles.iter().enumerate().take(found) {
+                    if let Some(r) = role {
+                        f[*r as usize] = Some(Cow::Borrowed(csv.field(i)));
                     }
-                })?;
+                }
                 cols.check_found(found)?;
                 let has_date = cols.at[Role::Date as usize].is_some();
                 inner
