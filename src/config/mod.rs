@@ -26,12 +26,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::mapping::{MappingConfig, MappingMode};
 pub use device::DeviceConfig;
 pub use errors::ConfigError;
 pub use secret::Secret;
 pub use sections::{
-    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LogConfig, MappingConfig, MappingMode,
-    QueueConfig, SenderConfig,
+    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LogConfig, QueueConfig, SenderConfig,
 };
 
 /// Where `run`, `status` and `check-config` look when `--config` is not given.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::errors::ConfigError;
 use super::secret::Secret;
+use crate::mapping::MappingMode;
 use crate::sources::kind::de_seconds;
 
 /// `[inbox]`: directories the daemon watches for HR files (approvals, archived reports, leave
@@ -129,29 +130,6 @@ pub struct QueueConfig {
     pub max_future_secs: i64,
 }
 
-/// `[mapping]`: device user id to Feishu user id.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MappingConfig {
-    /// `passthrough`: the device user id is the Feishu id; `table`: a CSV file.
-    #[serde(default = "default_mapping_mode")]
-    pub mode: MappingMode,
-    /// For `table`: CSV with `device_user_id,user_id[,device_id]`.
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    /// How often the table is re-read (it is also re-read on SIGHUP), in seconds.
-    #[serde(default = "default_mapping_reload")]
-    pub reload_interval_secs: u64,
-}
-
-crate::choice_enum! {
-    /// Where a device user id's Feishu id comes from.
-    pub enum MappingMode {
-        Passthrough = "passthrough",
-        Table = "table",
-    }
-}
-
 /// `[sender]`: batching, pacing and retries of uploads.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -237,12 +215,6 @@ fn default_retention_days() -> u64 {
 fn default_max_future() -> i64 {
     3600
 }
-fn default_mapping_mode() -> MappingMode {
-    MappingMode::Passthrough
-}
-fn default_mapping_reload() -> u64 {
-    60
-}
 fn default_batch_size() -> usize {
     50
 }
@@ -277,15 +249,6 @@ impl Default for QueueConfig {
             path: default_queue_path(),
             retention_days: default_retention_days(),
             max_future_secs: default_max_future(),
-        }
-    }
-}
-impl Default for MappingConfig {
-    fn default() -> Self {
-        MappingConfig {
-            mode: default_mapping_mode(),
-            file: None,
-            reload_interval_secs: default_mapping_reload(),
         }
     }
 }
