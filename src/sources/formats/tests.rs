@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// The content of shared/samples/zk-attlog.txt.
+/// A ZKTeco ATTLOG export as a terminal writes it (right-aligned PINs, tab-separated, CRLF).
 const ZK_ATTLOG_SAMPLE: &str = "        1\t2026-03-02 08:59:59\t0\t1\t0\t0\t0
    23\t2026-03-02 09:01:12\t0\t15\t0\t0\t0
     1\t2026-03-02 18:02:40\t1\t1\t0\t0\t0
@@ -290,12 +290,12 @@ fn perr(s: &mut LineSession, line: &[u8]) -> String {
     }
 }
 
-/// shared/samples/tab-ddmmyyyy.txt (CRLF line ends).
+/// A tab-separated export with a DD-MM-YYYY date column and a spreadsheet apostrophe (CRLF line ends).
 const TAB_DDMMYYYY_SAMPLE: &[u8] = b"1\t02-03-2026\t08:01:02\t'0001234\t01\t03\r\n\
 2\t02-03-2026\t17:45:10\t'0001234\t01\t03\r\n\
 1\t02-03-2026\t08:15:59\t'0000077\t01\t03\r\n";
 
-/// shared/samples/serial-gb18030.txt: GB18030, CR line ends;
+/// What a serial clock sends in GB18030, with CR line ends:
 /// `0001,张三,2026-03-02 08:01:02,上班` / `0002,李四,...,上班` / `0001,张三,...,下班`.
 const SERIAL_GB18030_SAMPLE: &[u8] =
     b"0001,\xd5\xc5\xc8\xfd,2026-03-02 08:01:02,\xc9\xcf\xb0\xe0\x0d\
