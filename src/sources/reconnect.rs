@@ -150,13 +150,12 @@ impl Reconnect {
                     None => format!("failed attempt {}", link.failures.failures()),
                 };
                 let max = self.backoff.max().as_secs();
-                let (e, label) = (&failure.error, &link.label);
+                let e = &failure.error;
                 if failure.serious {
                     tracing::error!("{e} ({context}; retrying with back-off up to {max} s; repeats are logged at most once a minute)");
                 } else {
                     tracing::warn!("{e} ({context}; retrying with back-off up to {max} s; repeats are logged at most once a minute)");
                 }
-                tracing::debug!("{label}: {} failures in a row", link.failures.failures());
             }
             link.stats.set_error(failure.error);
             tokio::select! {
