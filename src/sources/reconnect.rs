@@ -42,9 +42,18 @@ pub enum Attempt {
 /// Why an attempt ended: recorded as the device's last error and logged.
 pub struct Failure {
     error: String,
-    /// Lines the attempt read (for a link that was up).
-    lines: Option<u64>,
+    context: Context,
     serious: bool,
+}
+
+/// What the log line adds to the error.
+enum Context {
+    /// The number of the failed attempt.
+    Attempt,
+    /// The lines the link read before it ended.
+    Lines(u64),
+    /// Nothing: the error says it all.
+    None,
 }
 
 impl Failure {
@@ -52,7 +61,7 @@ impl Failure {
     pub fn new(error: impl ToString) -> Failure {
         Failure {
             error: error.to_string(),
-            lines: None,
+            context: Context::Attempt,
             serious: false,
         }
     }
@@ -60,7 +69,15 @@ impl Failure {
     /// A link that ended after reading `lines` lines.
     pub fn after_lines(error: impl ToString, lines: u64) -> Failure {
         Failure {
-            lines: Some(lines),
+            context: Context::Lines(lines),
+            ..Failure::new(error)
+        }
+    }
+
+    /// A link that ended, with an error that says how far it got.
+    pub fn ended(error: impl ToString) -> Failure {
+        Failure {
+            context: Context::None,
             ..Failure::new(error)
         }
     }
@@ -145,16 +162,17 @@ impl Reconnect {
             }
             let link = &mut self.link;
             if link.failures.failed() {
-                let context = match failure.lines {
-                    Some(n) => format!("after {n} lines"),
-                    None => format!("failed attempt {}", link.failures.failures()),
+                let context = match failure.context {
+                    Context::Lines(n) => format!("after {n} lines; "),
+                    Context::Attempt => format!("failed attempt {}; ", link.failures.failures()),
+                    Context::None => String::new(),
                 };
                 let max = self.backoff.max().as_secs();
                 let e = &failure.error;
                 if failure.serious {
-                    tracing::error!("{e} ({context}; retrying with back-off up to {max} s; repeats are logged at most once a minute)");
+                    tracing::error!("{e} ({context}retrying with back-off up to {max} s; repeats are logged at most once a minute)");
                 } else {
-                    tracing::warn!("{e} ({context}; retrying with back-off up to {max} s; repeats are logged at most once a minute)");
+                    tracing::warn!("{e} ({context}retrying with back-off up to {max} s; repeats are logged at most once a minute)");
                 }
             }
             link.stats.set_error(failure.error);

@@ -293,26 +293,27 @@ impl Attempts for Dialer<'_> {
         if served.lines > 0 {
             link.progressed();
         }
-        let error = match served.end {
+        Attempt::Retry(match served.end {
             End::Stopped => return Attempt::Stop,
             End::SinkClosed => {
                 dev.sink_closed();
                 return Attempt::Stop;
             }
-            End::Eof => format!(
+            End::Eof => Failure::ended(format!(
                 "device {} ({}): the clock closed the connection after {} lines; reconnecting",
                 dev.id(),
                 dev.address,
                 served.lines
+            )),
+            End::Read(source) | End::Write(source) => Failure::after_lines(
+                SourceError::Read {
+                    device: dev.id().to_string(),
+                    address: dev.address.clone(),
+                    source,
+                },
+                served.lines,
             ),
-            End::Read(source) | End::Write(source) => SourceError::Read {
-                device: dev.id().to_string(),
-                address: dev.address.clone(),
-                source,
-            }
-            .to_string(),
-        };
-        Attempt::Retry(Failure::after_lines(error, served.lines))
+        })
     }
 }
 
