@@ -651,8 +651,8 @@ async fn stage_rates(n: usize, users: usize) -> anyhow::Result<Stages> {
     let mut punches = Vec::with_capacity(n);
     for l in &lines {
         punches.push(
-            clockbridge::formats::parse_line(
-                clockbridge::config::LineFormat::ZkAttlog,
+            clockbridge::sources::formats::parse_line(
+                clockbridge::sources::formats::LineFormat::ZkAttlog,
                 DEVICE,
                 l.as_bytes(),
             )

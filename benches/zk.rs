@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
-use clockbridge::zk::{Timeouts, ZkClient};
+use clockbridge::sources::zk::{Timeouts, ZkClient, ZkFigures};
 use clockbridge_testkit::zksim::{
     self, generate_records, generate_users, RecordSize, SimConfig, UserSize,
 };
@@ -153,7 +153,7 @@ fn main() {
         let stats = running.devices["door-zk"].stats.clone();
         tokio::time::timeout(
             Duration::from_secs(300),
-            stats.wait_for(|s| s.snapshot().zk.watermark == Some(n as u64)),
+            stats.wait_for(|s| s.snapshot().figures::<ZkFigures>().watermark == Some(n as u64)),
         )
         .await
         .expect("the source never committed the whole log");

@@ -24,9 +24,10 @@ use crate::feishu::FeishuClient;
 use crate::hr::inbox::{InboxSnapshot, InboxStats};
 use crate::ingest::{run_writer, DeviceInfo, PunchSink};
 use crate::mapping::{Mapping, MappingError, MappingHandle};
+use crate::queue::store::DeviceStore;
 use crate::queue::{Queue, QueueError};
 use crate::sender::{Sender, SenderContext, SenderSnapshot, SenderStats};
-use crate::sources::{run_device_with_queue, DeviceSnapshot, DeviceStats};
+use crate::sources::{DeviceSnapshot, DeviceStats};
 
 /// Key of the daemon's snapshot in the queue's `runtime` table.
 pub const RUNTIME_KEY: &str = "daemon";
@@ -272,7 +273,8 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
                 (
                     d.id.clone(),
                     DeviceInfo {
-                        config: d.clone(),
+                        tz: d.tz(),
+                        location: d.location().to_string(),
                         stats: DeviceStats::new(),
                     },
                 )
@@ -324,16 +326,19 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         ));
     }
     let sources_stop = CancellationToken::new();
-    let sources = devices
-        .values()
-        .map(|d| {
-            tokio::spawn(run_device_with_queue(
-                d.config.clone(),
+    let sources = cfg
+        .devices
+        .iter()
+        .filter_map(|d| devices.get(&d.id).map(|info| (d, info)))
+        .map(|(d, info)| {
+            let store = DeviceStore::new(queue.clone(), &d.id);
+            let ctx = d.context(
                 sink.clone(),
-                d.stats.clone(),
+                info.stats.clone(),
                 sources_stop.clone(),
-                Some(queue.clone()),
-            ))
+                store,
+            );
+            tokio::spawn(d.start(ctx))
         })
         .collect();
 

@@ -4,8 +4,9 @@
 //! Guarantees:
 //! - The same punch model, idempotent key and queue as live punches: importing a file twice, or a file
 //!   that overlaps what the clock already sent, queues nothing new (each is counted as a duplicate).
-//! - Constant memory: the file is streamed (a fixed read buffer, lines capped at the device's
-//!   `max_line_length`, at most two batches of records in memory), whatever its size.
+//! - Constant memory: the file is streamed through the sources' line splitter
+//!   ([`crate::sources::lines::FileLines`]: a fixed read buffer, lines capped at the device's
+//!   `max_line_length`), with at most two batches of records in memory, whatever its size.
 //! - Large transactions (one per batch of up to 5,000 records), each committed with
 //!   `synchronous=FULL` before the summary counts it.
 //! - Every line is accounted for: queued, duplicate, unmapped, dead (e.g. before 2022), or rejected with
@@ -13,7 +14,6 @@
 //! - Safe beside a running daemon: rows the daemon has in flight are left alone, and the daemon picks
 //!   the new rows up within seconds.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +23,12 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, DeviceConfig};
 use crate::feishu::lanes::user_flows;
-use crate::formats::{sample, LineParser};
 use crate::mapping::{Mapping, MappingError};
 use crate::punch::normalise;
 use crate::queue::{InsertStatus, NewRecord, Queue, QueueError};
+use crate::sources::formats::{sample, LineParser};
+use crate::sources::line_spec::LineSpec;
+use crate::sources::lines::FileLines;
 
 /// Records per insert transaction.
 pub const BATCH: usize = 5_000;
@@ -46,7 +48,7 @@ pub enum ImportError {
     #[error("import: device {device}: {source}")]
     Format {
         device: String,
-        source: crate::formats::FormatError,
+        source: crate::sources::formats::FormatError,
     },
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -162,10 +164,12 @@ pub async fn import(
                 .join(", "),
         })?
         .clone();
-    let parser = LineParser::new(&device).map_err(|e| ImportError::Format {
-        device: device.id.clone(),
-        source: e,
-    })?;
+    let lines = device.spec.lines().cloned().unwrap_or_default();
+    let parser =
+        LineParser::new(&device.id, device.tz(), &lines).map_err(|e| ImportError::Format {
+            device: device.id.clone(),
+            source: e,
+        })?;
     let mapping = Arc::new(Mapping::load(&cfg.mapping)?);
     let path = cfg.queue.path.clone();
     let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path))
@@ -266,137 +270,6 @@ struct ReadOutcome {
     binary_lines: u64,
 }
 
-/// Splits a byte stream into lines on LF, CRLF or CR, numbering them as an editor would, with lines
-/// capped at `max_len` bytes (the rest of a longer line is skipped, never buffered).
-struct Lines<R> {
-    inner: R,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    line: Vec<u8>,
-    max_len: usize,
-    /// Number of the next line (1-based).
-    next_no: u64,
-    /// The previous chunk ended in CR: a leading LF belongs to it.
-    pending_cr: bool,
-    eof: bool,
-    /// The last byte read, to tell whether the file ended mid-line.
-    last_byte: Option<u8>,
-}
-
-enum LineOut {
-    Text(u64),
-    TooLong(u64, usize),
-}
-
-impl<R: Read> Lines<R> {
-    fn new(inner: R, max_len: usize) -> Self {
-        Lines {
-            inner,
-            buf: vec![0; 256 * 1024],
-            start: 0,
-            end: 0,
-            line: Vec::with_capacity(max_len.min(4096)),
-            max_len,
-            next_no: 1,
-            pending_cr: false,
-            eof: false,
-            last_byte: None,
-        }
-    }
-
-    fn fill(&mut self) -> std::io::Result<bool> {
-        if self.eof {
-            return Ok(false);
-        }
-        let n = loop {
-            match self.inner.read(&mut self.buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        if n == 0 {
-            self.eof = true;
-            return Ok(false);
-        }
-        self.last_byte = Some(self.buf[n - 1]);
-        self.start = 0;
-        self.end = n;
-        Ok(true)
-    }
-
-    /// The next non-empty line (its text is in `self.line`), with its number.
-    fn next(&mut self) -> std::io::Result<Option<LineOut>> {
-        self.line.clear();
-        let mut seen = 0usize;
-        loop {
-            if self.start == self.end && !self.fill()? {
-                // EOF: a last line without terminator
-                if seen == 0 {
-                    return Ok(None);
-                }
-                let no = self.next_no;
-                self.next_no += 1;
-                return Ok(Some(if seen > self.max_len {
-                    LineOut::TooLong(no, seen)
-                } else {
-                    LineOut::Text(no)
-                }));
-            }
-            if self.pending_cr {
-                self.pending_cr = false;
-                if self.buf[self.start] == b'\n' {
-                    self.start += 1;
-                    continue;
-                }
-            }
-            let chunk = &self.buf[self.start..self.end];
-            match chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
-                Some(i) => {
-                    let term = chunk[i];
-                    if seen + i <= self.max_len {
-                        self.line.extend_from_slice(&chunk[..i]);
-                    }
-                    seen += i;
-                    self.start += i + 1;
-                    if term == b'\r' {
-                        if self.start < self.end {
-                            if self.buf[self.start] == b'\n' {
-                                self.start += 1;
-                            }
-                        } else {
-                            self.pending_cr = true;
-                        }
-                    }
-                    let no = self.next_no;
-                    self.next_no += 1;
-                    if seen == 0 {
-                        continue; // empty line: numbered, skipped
-                    }
-                    return Ok(Some(if seen > self.max_len {
-                        LineOut::TooLong(no, seen)
-                    } else {
-                        LineOut::Text(no)
-                    }));
-                }
-                None => {
-                    let n = chunk.len();
-                    if seen + n <= self.max_len {
-                        self.line.extend_from_slice(chunk);
-                    }
-                    seen += n;
-                    self.start = self.end;
-                }
-            }
-        }
-    }
-
-    fn ended_mid_line(&self) -> bool {
-        !matches!(self.last_byte, None | Some(b'\n') | Some(b'\r'))
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn read_file(
     f: std::fs::File,
@@ -411,7 +284,12 @@ fn read_file(
     let tz = device.tz();
     let location = device.location().to_string();
     let mut session = parser.session();
-    let mut lines = Lines::new(f, device.max_line_length);
+    // a kind without line keys (a ZKTeco terminal's USB export) reads with the defaults
+    let max_line_length = device
+        .spec
+        .lines()
+        .map_or(LineSpec::default().max_line_length, |l| l.max_line_length);
+    let mut lines = FileLines::new(f, max_line_length);
     let mut out = ReadOutcome::default();
     let mut batch = Vec::with_capacity(BATCH);
     let mut bytes_seen = 0u64;
@@ -427,46 +305,40 @@ fn read_file(
         }
     };
     loop {
-        let next = lines.next().map_err(|e| ImportError::Read {
+        let next = lines.next_line().map_err(|e| ImportError::Read {
             path: path.to_string(),
             source: e,
         })?;
-        let Some(next) = next else { break };
+        let Some(line) = next else { break };
         out.lines += 1;
-        match next {
-            LineOut::TooLong(no, len) => {
-                bytes_seen += len as u64 + 1;
-                reject(
-                    &mut out,
-                    no,
-                    format!(
-                        "line of {len} bytes is longer than max_line_length ({})",
-                        device.max_line_length
-                    ),
-                    &lines.line,
-                );
+        let (no, text) = (line.no, line.text);
+        if let Some(len) = line.too_long {
+            bytes_seen += len as u64 + 1;
+            reject(
+                &mut out,
+                no,
+                format!("line of {len} bytes is longer than max_line_length ({max_line_length})"),
+                text,
+            );
+        } else {
+            bytes_seen += text.len() as u64 + 1;
+            if text.iter().any(|&b| b < 0x20 && b != b'\t') {
+                out.binary_lines += 1;
             }
-            LineOut::Text(no) => {
-                let text = &lines.line;
-                bytes_seen += text.len() as u64 + 1;
-                if text.iter().any(|&b| b < 0x20 && b != b'\t') {
-                    out.binary_lines += 1;
-                }
-                match session.parse(text) {
-                    Ok(Some(p)) => {
-                        let user = mapping.lookup(&p.device_id, &p.device_user_id);
-                        let n = normalise(p, tz, &location, user.as_deref(), now, max_future_secs);
-                        batch.push(user_flows::record(&n));
-                        if batch.len() == BATCH {
-                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                            if tx.blocking_send(Batch { records: full }).is_err() {
-                                break; // the inserting side failed; it reports why
-                            }
+            match session.parse(text) {
+                Ok(Some(p)) => {
+                    let user = mapping.lookup(&p.device_id, &p.device_user_id);
+                    let n = normalise(p, tz, &location, user.as_deref(), now, max_future_secs);
+                    batch.push(user_flows::record(&n));
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        if tx.blocking_send(Batch { records: full }).is_err() {
+                            break; // the inserting side failed; it reports why
                         }
                     }
-                    Ok(None) => out.headers += 1,
-                    Err(e) => reject(&mut out, no, e.to_string(), text),
                 }
+                Ok(None) => out.headers += 1,
+                Err(e) => reject(&mut out, no, e.to_string(), text),
             }
         }
         if out.lines % 8192 == 0 {
@@ -545,61 +417,5 @@ impl ProgressShow {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(input: &[u8], max: usize) -> Vec<(u64, Result<String, usize>)> {
-        let mut l = Lines::new(input, max);
-        // a tiny buffer exercises every chunk boundary
-        l.buf = vec![0; 3];
-        let mut out = Vec::new();
-        while let Some(x) = l.next().unwrap() {
-            out.push(match x {
-                LineOut::Text(no) => (no, Ok(String::from_utf8_lossy(&l.line).into_owned())),
-                LineOut::TooLong(no, n) => (no, Err(n)),
-            });
-        }
-        out
-    }
-
-    #[test]
-    fn lines_are_numbered_like_an_editor_across_endings_and_chunks() {
-        let got = split(b"a\r\nbb\n\nccc\rd\r\r\ne", 100);
-        assert_eq!(
-            got,
-            vec![
-                (1, Ok("a".into())),
-                (2, Ok("bb".into())),
-                (4, Ok("ccc".into())),
-                (5, Ok("d".into())),
-                (7, Ok("e".into())),
-            ]
-        );
-    }
-
-    #[test]
-    fn over_long_lines_are_reported_without_being_buffered() {
-        let got = split(b"ok\n0123456789abcdef\nok2\n", 8);
-        assert_eq!(got[0], (1, Ok("ok".into())));
-        assert_eq!(got[1], (2, Err(16)));
-        assert_eq!(got[2], (3, Ok("ok2".into())));
-        let mut l = Lines::new(&b"0123456789abcdef\n"[..], 8);
-        l.buf = vec![0; 3];
-        l.next().unwrap();
-        assert!(l.line.len() <= 8);
-    }
-
-    #[test]
-    fn a_file_cut_mid_line_is_detected() {
-        let mut l = Lines::new(&b"a\nb"[..], 10);
-        while l.next().unwrap().is_some() {}
-        assert!(l.ended_mid_line());
-        let mut l = Lines::new(&b"a\nb\r\n"[..], 10);
-        while l.next().unwrap().is_some() {}
-        assert!(!l.ended_mid_line());
     }
 }

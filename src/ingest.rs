@@ -20,14 +20,14 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::DeviceConfig;
+use crate::device_stats::DeviceStats;
 use crate::feishu::lanes::user_flows;
 use crate::mapping::MappingHandle;
 use crate::punch::{normalise, Punch};
-use crate::queue::{InsertStatus, NewRecord, Queue};
-use crate::sources::DeviceStats;
+use crate::queue::{InsertStatus, NewRecord, Queue, QueueError};
 
 /// What became of a submitted punch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,11 +129,18 @@ impl PunchSink {
 
 /// Most punches committed in one transaction.
 pub const GROUP_MAX: usize = 4096;
+/// First pause after a failed commit.
+pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+/// Longest pause between two commit attempts.
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Everything the writer needs to normalise a device's punches.
+/// Everything the writer needs to normalise a device's punches, and the device's live figures.
 #[derive(Clone)]
 pub struct DeviceInfo {
-    pub config: DeviceConfig,
+    /// The time zone of the device's clock.
+    pub tz: chrono_tz::Tz,
+    /// `location_name`, or the device id.
+    pub location: String,
     pub stats: Arc<DeviceStats>,
 }
 
@@ -174,7 +181,7 @@ pub async fn run_writer(
         for item in &group {
             let p = &item.punch;
             let (tz, location) = match devices.get(&p.device_id) {
-                Some(d) => (d.config.tz(), d.config.location().to_string()),
+                Some(d) => (d.tz, d.location.clone()),
                 None => (chrono_tz::UTC, p.device_id.clone()),
             };
             let user = map.lookup(&p.device_id, &p.device_user_id);
@@ -221,39 +228,42 @@ pub async fn run_writer(
 /// Commits a group, retrying with back-off while the queue refuses it (disk full, I/O error). The
 /// channel behind the writer is bounded, so while this waits the sources stop reading: clocks keep
 /// their punches (or TCP pushes back) instead of the daemon dropping them.
+///
+/// The back-off doubles from [`RETRY_FIRST`] up to [`RETRY_MAX`] (`backon`, without a limit on the
+/// number of tries: a punch that was handed over is never given up while the process lives).
 async fn insert_until_committed(
     queue: &Queue,
     records: &Arc<Vec<NewRecord>>,
     devices: &HashMap<String, DeviceInfo>,
 ) -> Vec<InsertStatus> {
-    let mut delay = std::time::Duration::from_millis(200);
-    let mut failing = false;
-    loop {
-        match queue.insert(records.clone()).await {
-            Ok(statuses) => {
-                if failing {
-                    tracing::info!("ingest: the queue accepts punches again");
-                    for d in devices.values() {
-                        d.stats.clear_error();
-                    }
-                }
-                return statuses;
+    let failing = std::sync::atomic::AtomicBool::new(false);
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(RETRY_FIRST)
+        .with_max_delay(RETRY_MAX)
+        .with_factor(2.0)
+        .without_max_times();
+    let insert = || queue.insert(records.clone());
+    let statuses = insert
+        .retry(backoff)
+        .notify(|e: &QueueError, _| {
+            if !failing.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    error = %e,
+                    punches = records.len(),
+                    "ingest: cannot commit punches to the queue; sources are held back until it works again: check disk space and the queue file"
+                );
             }
-            Err(e) => {
-                if !failing {
-                    tracing::error!(
-                        error = %e,
-                        punches = records.len(),
-                        "ingest: cannot commit punches to the queue; sources are held back until it works again: check disk space and the queue file"
-                    );
-                    failing = true;
-                }
-                for d in devices.values() {
-                    d.stats.set_error(format!("queue refuses punches: {e}"));
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            for d in devices.values() {
+                d.stats.set_error(format!("queue refuses punches: {e}"));
             }
+        })
+        .await;
+    if failing.load(Ordering::Relaxed) {
+        tracing::info!("ingest: the queue accepts punches again");
+        for d in devices.values() {
+            d.stats.clear_error();
         }
     }
+    // without a limit on the tries, the retry ends only with a commit
+    statuses.unwrap_or_else(|_| unreachable!("retried without a limit"))
 }

@@ -11,8 +11,8 @@
 
 pub mod config;
 pub mod daemon;
+pub mod device_stats;
 pub mod feishu;
-pub mod formats;
 pub mod hr;
 pub mod http;
 pub mod import;
@@ -26,4 +26,3 @@ pub mod sender;
 pub mod service;
 pub mod sources;
 pub mod status;
-pub mod zk;

@@ -358,6 +358,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             print!("{}", cfg.to_masked_toml());
+            // not errors: a serial adapter may be plugged in later
+            for w in cfg.warnings() {
+                eprintln!("clockbridge: warning: {w}");
+            }
             eprintln!(
                 "clockbridge: {}: configuration is valid",
                 cli.config.display()

@@ -14,7 +14,47 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::config::{MappingConfig, MappingMode};
+use serde::{Deserialize, Serialize};
+
+/// `[mapping]`: device user id to Feishu user id.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// `passthrough`: the device user id is the Feishu id; `table`: a CSV file.
+    #[serde(default = "default_mapping_mode")]
+    pub mode: MappingMode,
+    /// For `table`: CSV with `device_user_id,user_id[,device_id]`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// How often the table is re-read (it is also re-read on SIGHUP), in seconds.
+    #[serde(default = "default_mapping_reload")]
+    pub reload_interval_secs: u64,
+}
+
+crate::choice_enum! {
+    /// Where a device user id's Feishu id comes from.
+    pub enum MappingMode {
+        Passthrough = "passthrough",
+        Table = "table",
+    }
+}
+
+fn default_mapping_mode() -> MappingMode {
+    MappingMode::Passthrough
+}
+fn default_mapping_reload() -> u64 {
+    60
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        MappingConfig {
+            mode: default_mapping_mode(),
+            file: None,
+            reload_interval_secs: default_mapping_reload(),
+        }
+    }
+}
 
 /// A mapping table could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -44,7 +44,7 @@
 //! | `clockbridge_device_duplicate_punches_total` | counter | `device` | punches already in the queue |
 //! | `clockbridge_device_acks_written_total` | counter | `device` | acknowledgements written back to the clock |
 //! | `clockbridge_device_last_line_timestamp_seconds` | gauge | `device` | last line received (absent before the first) |
-//! | `clockbridge_device_clock_skew_seconds` | gauge | `device` | `zk` devices: device clock minus gateway clock |
+//! | `clockbridge_device_clock_skew_seconds` | gauge | `device` | `zk` devices: device clock minus gateway clock (the gauges of a kind of clock come from its folder: [`crate::sources::Kind::gauges`]) |
 //! | `clockbridge_device_log_records` | gauge | `device` | `zk` devices: records on the device |
 //! | `clockbridge_device_watermark_records` | gauge | `device` | `zk` devices: records committed to the queue |
 //!
@@ -547,30 +547,20 @@ impl Scrape {
             Some(&Unit::Seconds),
             |s| s.last_line_at,
         )?;
-        device_gauge(
-            enc,
-            d,
-            "clockbridge_device_clock_skew",
-            "ZKTeco devices: device clock minus gateway clock at the last poll (positive: ahead)",
-            Some(&Unit::Seconds),
-            |s| s.zk.clock_skew_secs,
-        )?;
-        device_gauge(
-            enc,
-            d,
-            "clockbridge_device_log_records",
-            "ZKTeco devices: attendance records on the device at the last poll",
-            None,
-            |s| s.zk.device_records.map(|n| n as i64),
-        )?;
-        device_gauge(
-            enc,
-            d,
-            "clockbridge_device_watermark_records",
-            "ZKTeco devices: records of the device's log committed to the queue",
-            None,
-            |s| s.zk.watermark.map(|n| n as i64),
-        )
+        // the gauges of each kind of clock, read from its devices' figures
+        for kind in crate::sources::KINDS {
+            for g in kind.gauges() {
+                device_gauge(
+                    enc,
+                    d,
+                    g.name,
+                    g.help,
+                    g.seconds.then_some(&Unit::Seconds),
+                    |s| (g.read)(&s.figures),
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -633,12 +623,10 @@ mod tests {
                 acks_written: 0,
                 last_line_at: Some(1_772_413_199),
                 last_error: None,
-                zk: crate::sources::ZkFigures {
-                    clock_skew_secs: Some(-3),
-                    device_records: Some(120),
-                    watermark: Some(118),
-                    ..Default::default()
-                },
+                figures: serde_json::json!({"clock_skew_secs": -3, "device_records": 120, "watermark": 118})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
             },
         );
         // a label value that needs escaping

@@ -105,12 +105,9 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         .iter()
         .map(|d| DeviceStatus {
             id: d.id.clone(),
-            kind: d.kind.as_str().to_string(),
-            // a zk device's address with its port (4370 when the file omits it)
-            address: d
-                .zk_address()
-                .filter(|_| d.kind == crate::config::DeviceKind::Zk)
-                .or_else(|| d.address.clone()),
+            kind: d.kind().to_string(),
+            // where the device is, as its kind tells (a zk device's address with its port)
+            address: d.address(),
             location_name: d.location().to_string(),
             timezone: d.timezone.clone(),
             source: if running {
@@ -153,62 +150,6 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         sender: snap.map(|s| s.sender),
         dead_letters,
     })
-}
-
-/// The lines of a `zk` device's figures (nothing for other kinds).
-fn render_zk(o: &mut String, z: &crate::sources::ZkFigures) {
-    let mut parts = Vec::new();
-    if let Some(sn) = &z.serial_number {
-        parts.push(format!("serial {sn}"));
-    }
-    if let Some(n) = z.device_records {
-        parts.push(format!("{n} records on the device"));
-    }
-    if let Some(w) = z.watermark {
-        parts.push(format!("watermark {w}"));
-    }
-    if let Some(skew) = z.clock_skew_secs {
-        let at = z
-            .clock_skew_measured_at
-            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-            .map(|t| format!(" (measured {})", t.format("%Y-%m-%d %H:%M:%S UTC")))
-            .unwrap_or_default();
-        parts.push(format!("clock skew {skew:+} s{at}"));
-    }
-    if let Some(rt) = z.realtime {
-        parts.push(format!(
-            "realtime {} ({} events)",
-            if rt { "on" } else { "off" },
-            z.realtime_events.unwrap_or(0)
-        ));
-    }
-    if let Some(t) = z
-        .log_cleared_at
-        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-    {
-        parts.push(format!(
-            "log cleared {} ({} records in all)",
-            t.format("%Y-%m-%d %H:%M:%S UTC"),
-            z.records_cleared.unwrap_or(0)
-        ));
-    }
-    if !parts.is_empty() {
-        o.push_str(&format!("    zk: {}\n", parts.join(", ")));
-    }
-    if let Some(w) = &z.last_warning {
-        o.push_str(&format!("    warning: {w}\n"));
-    }
-    if !z.unmapped_users.is_empty() {
-        let users: Vec<String> = z
-            .unmapped_users
-            .iter()
-            .map(|u| match &u.name {
-                Some(n) => format!("{} ({n})", u.device_user_id),
-                None => u.device_user_id.clone(),
-            })
-            .collect();
-        o.push_str(&format!("    unmapped users: {}\n", users.join(", ")));
-    }
 }
 
 /// Human-readable rendering.
@@ -314,8 +255,8 @@ pub fn render_text(s: &Status) -> String {
         if let Some(err) = d.source.as_ref().and_then(|s| s.last_error.as_ref()) {
             o.push_str(&format!("    last error: {err}\n"));
         }
-        if let Some(src) = &d.source {
-            render_zk(&mut o, &src.zk);
+        if let (Some(src), Some(kind)) = (&d.source, crate::sources::kind(&d.kind)) {
+            kind.render_figures(&src.figures, &mut o);
         }
     }
     if !s.dead_letters.is_empty() {

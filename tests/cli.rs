@@ -49,7 +49,10 @@ async fn check_config_names_the_key_path_and_value_and_exits_1() {
     let out = clockbridge(&["check-config"], &cfg);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("devices[0].timezone"), "{stderr}");
+    assert!(
+        stderr.contains("devices[0] (id \"door-1\").timezone"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Asia/Shanghia"), "{stderr}");
     assert!(!stderr.contains("standin-secret"), "{stderr}");
 
@@ -59,6 +62,56 @@ async fn check_config_names_the_key_path_and_value_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr.contains("devices[0]") && stderr.contains("baud"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("baud: unknown key"), "{stderr}");
+
+    // two devices on one listening port
+    let twice = format!("{DEVICE}{}", DEVICE.replace("door-1", "door-2"));
+    let out = clockbridge(&["check-config"], &env.write_config(&twice));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("devices[1] (id \"door-2\").address: \"0.0.0.0:5005\" is the listen address of devices[0] (id \"door-1\") too"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_config_warns_about_a_serial_port_that_is_not_there_and_exits_0() {
+    let env = Env::new(StandinConfig::default()).await;
+    let missing = env.dir.path().join("ttyUSB9");
+    let cfg = env.write_config(&format!(
+        "{DEVICE}\n[[devices]]\nid = \"clock-3\"\nkind = \"serial\"\npath = \"{}\"\ntimezone = \"UTC\"\n",
+        missing.display()
+    ));
+    let out = clockbridge(&["check-config"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "clockbridge: warning: config key devices[1] (id \"clock-3\").path: \"{}\" does not exist (yet)",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("configuration is valid"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_config_names_the_environment_variable_of_a_bad_value() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config(DEVICE);
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .env("CLOCKBRIDGE__SENDER__MAX_IN_FLIGHT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("config key sender.max_in_flight (from CLOCKBRIDGE__SENDER__MAX_IN_FLIGHT): 0 must be between 1 and 256"),
         "{stderr}"
     );
 }

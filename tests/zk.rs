@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeDelta};
 use clockbridge::daemon::Running;
-use clockbridge::sources::{DeviceStats, ZkFigures};
+use clockbridge::sources::zk::ZkFigures;
+use clockbridge::sources::DeviceStats;
 use clockbridge_testkit::standin::StandinConfig;
 use clockbridge_testkit::zksim::{
     self, generate_records, generate_users, RecordSize, SimConfig, SimHandle, SimRecord, UserSize,
@@ -76,7 +77,7 @@ fn stats(running: &Running) -> std::sync::Arc<DeviceStats> {
 }
 
 fn zk(running: &Running) -> ZkFigures {
-    stats(running).snapshot().zk
+    stats(running).snapshot().figures()
 }
 
 /// Waits until the device's figures satisfy `cond` (re-checked on every change of the device).
@@ -158,7 +159,7 @@ async fn incremental_poll_after_new_records_queues_only_those() {
     let running = env.start(&device(&sim, extra)).await;
     expect_delivered_once(&env, &running, 2000).await;
     until(&running, "reached the watermark 2000", |s| {
-        s.snapshot().zk.watermark == Some(2000)
+        s.snapshot().figures::<ZkFigures>().watermark == Some(2000)
     })
     .await;
     let polls = zk(&running).polls.unwrap();
@@ -167,12 +168,12 @@ async fn incremental_poll_after_new_records_queues_only_those() {
     sim.add_records(more.clone()).unwrap();
     expect_delivered_once(&env, &running, 2007).await;
     until(&running, "reached the watermark 2007", |s| {
-        s.snapshot().zk.watermark == Some(2007)
+        s.snapshot().figures::<ZkFigures>().watermark == Some(2007)
     })
     .await;
     // a poll with nothing new reads nothing new
     until(&running, "polled twice more", |s| {
-        s.snapshot().zk.polls.unwrap_or(0) >= polls + 3
+        s.snapshot().figures::<ZkFigures>().polls.unwrap_or(0) >= polls + 3
     })
     .await;
     let st = stats(&running);
@@ -187,7 +188,7 @@ async fn incremental_poll_after_new_records_queues_only_those() {
     // the watermark survives a restart: nothing is read again
     let running = env.start(&device(&sim, extra)).await;
     until(&running, "polled after the restart", |s| {
-        s.snapshot().zk.polls.unwrap_or(0) >= 2
+        s.snapshot().figures::<ZkFigures>().polls.unwrap_or(0) >= 2
     })
     .await;
     assert_eq!(zk(&running).watermark, Some(2007));
@@ -231,7 +232,7 @@ async fn the_log_is_cleared_only_after_every_record_is_committed() {
         ))
         .await;
     until(&running, "cleared its log", |s| {
-        s.snapshot().zk.records_cleared == Some(300)
+        s.snapshot().figures::<ZkFigures>().records_cleared == Some(300)
     })
     .await;
     // when the device's log is gone, all 300 punches are in the queue
@@ -252,7 +253,7 @@ async fn the_log_is_cleared_only_after_every_record_is_committed() {
     let more = generate_records(25, &sim.users(), start_time() + TimeDelta::days(2));
     sim.add_records(more).unwrap();
     until(&running, "cleared its log twice", |s| {
-        s.snapshot().zk.records_cleared == Some(325)
+        s.snapshot().figures::<ZkFigures>().records_cleared == Some(325)
     })
     .await;
     expect_delivered_once(&env, &running, 325).await;
@@ -303,7 +304,7 @@ async fn a_realtime_punch_is_delivered_without_waiting_for_the_poll() {
     let running = env.start(&device(&sim, "poll_interval = \"1h\"")).await;
     expect_delivered_once(&env, &running, 10).await;
     until(&running, "subscribed to events", |s| {
-        s.snapshot().zk.realtime == Some(true)
+        s.snapshot().figures::<ZkFigures>().realtime == Some(true)
     })
     .await;
     let punch = SimRecord::new("1003", start_time() + TimeDelta::days(3));
@@ -324,7 +325,10 @@ async fn clock_skew_is_shown_in_status_and_corrected_with_sync_clock() {
     let env = Env::new(StandinConfig::default()).await;
     let running = env.start(&device(&sim, "realtime = false")).await;
     until(&running, "measured its clock", |s| {
-        s.snapshot().zk.clock_skew_secs.is_some()
+        s.snapshot()
+            .figures::<ZkFigures>()
+            .clock_skew_secs
+            .is_some()
     })
     .await;
     let z = zk(&running);
@@ -347,7 +351,7 @@ async fn clock_skew_is_shown_in_status_and_corrected_with_sync_clock() {
         .start(&device(&sim, "realtime = false\nsync_clock = true"))
         .await;
     until(&running, "set its clock", |s| {
-        s.snapshot().zk.clock_set_at.is_some()
+        s.snapshot().figures::<ZkFigures>().clock_set_at.is_some()
     })
     .await;
     assert_eq!(sim.counters().set_times, 1);
@@ -367,7 +371,7 @@ async fn a_shrunk_log_and_a_new_serial_number_are_reported() {
         .await;
     expect_delivered_once(&env, &running, 50).await;
     until(&running, "reached the watermark", |s| {
-        s.snapshot().zk.watermark == Some(50)
+        s.snapshot().figures::<ZkFigures>().watermark == Some(50)
     })
     .await;
     // cleared on the device's keypad, then two punches
@@ -380,7 +384,7 @@ async fn a_shrunk_log_and_a_new_serial_number_are_reported() {
     .unwrap();
     until(&running, "reported the shrunk log", |s| {
         s.snapshot()
-            .zk
+            .figures::<ZkFigures>()
             .last_warning
             .is_some_and(|w| w.contains("shrank from 50 to 2"))
     })
@@ -394,7 +398,7 @@ async fn a_shrunk_log_and_a_new_serial_number_are_reported() {
         .await;
     until(&running, "reported the new serial number", |s| {
         s.snapshot()
-            .zk
+            .figures::<ZkFigures>()
             .last_warning
             .is_some_and(|w| w.contains("serial number changed") && w.contains("OTHER-SERIAL-9"))
     })
@@ -452,7 +456,10 @@ async fn unmapped_users_are_shown_with_their_names_from_the_device() {
         ))
         .await;
     until(&running, "listed the unmapped user", |s| {
-        !s.snapshot().zk.unmapped_users.is_empty()
+        !s.snapshot()
+            .figures::<ZkFigures>()
+            .unmapped_users
+            .is_empty()
     })
     .await;
     let z = zk(&running);
@@ -494,7 +501,10 @@ async fn a_punch_arriving_between_read_and_clear_is_not_lost() {
     let late = SimRecord::new("1002", start_time() + TimeDelta::days(5));
     sim.add_records([late.clone()]).unwrap();
     until(&running, "cleared its log", |s| {
-        s.snapshot().zk.records_cleared.is_some()
+        s.snapshot()
+            .figures::<ZkFigures>()
+            .records_cleared
+            .is_some()
     })
     .await;
     // the clear waited until the late punch was read and committed too
@@ -512,7 +522,10 @@ async fn status_shows_the_zk_figures_as_text_and_json() {
     let env = Env::new(StandinConfig::default()).await;
     let extra = device(&sim, "realtime = false");
     let running = env.start(&extra).await;
-    until(&running, "polled", |s| s.snapshot().zk.polls.is_some()).await;
+    until(&running, "polled", |s| {
+        s.snapshot().figures::<ZkFigures>().polls.is_some()
+    })
+    .await;
     // the snapshot `status` reads, written now rather than waiting for the timer
     let snap = serde_json::to_string(&running.snapshot()).unwrap();
     running
@@ -591,7 +604,7 @@ async fn a_device_that_answers_with_one_direct_data_packet_is_read_incrementally
     .unwrap();
     expect_delivered_once(&env, &running, 94).await;
     until(&running, "reached the watermark 94", |s| {
-        s.snapshot().zk.watermark == Some(94)
+        s.snapshot().figures::<ZkFigures>().watermark == Some(94)
     })
     .await;
     assert_eq!(stats(&running).punches_read.load(Ordering::Relaxed), 94);
@@ -613,7 +626,7 @@ async fn a_realtime_punch_of_an_8_byte_terminal_keeps_the_key_of_its_log_record(
     let running = env.start(&device(&sim, "poll_interval = \"1h\"")).await;
     expect_delivered_once(&env, &running, 10).await;
     until(&running, "subscribed to events", |s| {
-        s.snapshot().zk.realtime == Some(true)
+        s.snapshot().figures::<ZkFigures>().realtime == Some(true)
     })
     .await;
     // the event carries the user id 1003; the log record, the internal number 3
@@ -627,7 +640,7 @@ async fn a_realtime_punch_of_an_8_byte_terminal_keeps_the_key_of_its_log_record(
     // the next poll reads the same punch from the log: a duplicate, not a second punch
     let running = env.start(&device(&sim, "poll_interval = \"1h\"")).await;
     until(&running, "read the log", |s| {
-        s.snapshot().zk.watermark == Some(11)
+        s.snapshot().figures::<ZkFigures>().watermark == Some(11)
     })
     .await;
     assert_eq!(stats(&running).duplicates.load(Ordering::Relaxed), 1);

@@ -99,9 +99,40 @@ CREATE TABLE zk_watermarks (
 ) WITHOUT ROWID;
 "#;
 
+/// Per-device source state ([`super::store`]): one JSON value per `(device_id, name)`. The ZKTeco
+/// watermarks of `zk_watermarks` move in as `zk_watermark` values (`last_record` as lowercase hex), so
+/// a deployment keeps its watermarks, and the old table goes.
+const SOURCE_STATE: &str = r#"
+CREATE TABLE source_state (
+    device_id  TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (device_id, name)
+) WITHOUT ROWID;
+INSERT INTO source_state (device_id, name, value, updated_at)
+SELECT device_id, 'zk_watermark',
+       json_object(
+           'address', address,
+           'serial', serial,
+           'records', records,
+           'record_size', record_size,
+           'last_record', CASE WHEN last_record IS NULL THEN NULL ELSE lower(hex(last_record)) END,
+           'clearing', json(CASE WHEN clearing <> 0 THEN 'true' ELSE 'false' END)
+       ),
+       updated_at
+FROM zk_watermarks;
+DROP TABLE zk_watermarks;
+"#;
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(ZK_WATERMARKS)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2),
+        M::up(ZK_WATERMARKS),
+        M::up(SOURCE_STATE),
+    ])
 }
 
 #[cfg(test)]
@@ -109,5 +140,47 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(super::migrations().validate().is_ok());
+    }
+
+    /// A deployment of the version with `zk_watermarks` (schema 3) keeps its watermarks.
+    #[tokio::test]
+    async fn zk_watermarks_of_a_version_3_database_move_to_source_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            super::migrations().to_version(&mut conn, 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO zk_watermarks VALUES ('door-9', '10.0.0.5:4370', 'SN1', 120, 40, x'00ff10', 0, 1);
+                 INSERT INTO zk_watermarks VALUES ('gate', '10.0.0.6:4370', NULL, 0, 8, NULL, 1, 2);",
+            )
+            .unwrap();
+        }
+        let (q, _) = crate::queue::Queue::open(&path).unwrap();
+        let store = |d: &str| crate::queue::store::DeviceStore::new(q.clone(), d);
+        let door: serde_json::Value = store("door-9").load("zk_watermark").await.unwrap().unwrap();
+        assert_eq!(
+            door,
+            serde_json::json!({"address": "10.0.0.5:4370", "serial": "SN1", "records": 120,
+                "record_size": 40, "last_record": "00ff10", "clearing": false})
+        );
+        let gate: serde_json::Value = store("gate").load("zk_watermark").await.unwrap().unwrap();
+        assert_eq!(
+            gate,
+            serde_json::json!({"address": "10.0.0.6:4370", "serial": null, "records": 0,
+                "record_size": 8, "last_record": null, "clearing": true})
+        );
+        // the old table is gone: one place holds the watermark
+        let left = q
+            .call(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'zk_watermarks'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }

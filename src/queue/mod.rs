@@ -60,6 +60,7 @@ mod open;
 mod outcome;
 mod remap;
 mod runtime;
+pub mod store;
 
 pub use counts::{read_counts, read_oldest_outstanding, Counts, QueueReading, StateCounts};
 pub use dlq::{read_dead_letters, DeadLetter, DeadSelection, RetryReport};

@@ -20,6 +20,7 @@ use crate::zksim::{self, RecordSize, SimConfig, SimRecord, SimUser, UserSize};
 use clockbridge::config::Config;
 use clockbridge::daemon::{self, RunOptions};
 use clockbridge::hr::approvals::KIND as KIND_USER_APPROVAL;
+use clockbridge::sources::zk::ZkFigures;
 
 /// The user missing from the mapping table until the demo adds it.
 const LATE_USER: &str = "9999";
@@ -263,7 +264,7 @@ location_name = "HQ lobby"
     let mut released_late = false;
     loop {
         let counts = running.queue.counts().await?;
-        let zk_now = zk_stats.snapshot().zk;
+        let zk_now: ZkFigures = zk_stats.snapshot().figures();
         // once the terminal's log is read and events are subscribed, someone punches: the event
         // reaches the daemon at once, without waiting for the next poll
         if realtime_punch.is_none()
@@ -392,7 +393,7 @@ location_name = "HQ lobby"
             d.lines_read, d.punches_read, d.queued, d.duplicates, d.malformed, d.connects
         )?;
     }
-    let z = &zk_dev.zk;
+    let z = &zk_dev.figures::<ZkFigures>();
     writeln!(
         o,
         "  {ZK_DEVICE} (ZKTeco, TCP 4370 protocol, comm key): {} punches, {} newly queued, {} poll(s) reading {} records, then {} realtime punch; clock {:+} s off the gateway's (measured each poll); {} connection(s)",

@@ -17,18 +17,17 @@
 //! - Failures are logged without flooding: the first one, then at most once a minute while they go on,
 //!   and once at INFO when the port is back.
 //! - Nothing on the line is fatal: noise, binary garbage and over-long lines are counted as `malformed`
-//!   and skipped (see [`super::session`]).
+//!   and skipped (see [`crate::sources::session`]).
 //! - Cancelling `shutdown` closes the port promptly; [`run`] returns only then.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use tokio_serial::{SerialPortBuilder, SerialPortBuilderExt};
-use tokio_util::sync::CancellationToken;
 
-use super::session::{Backoff, End, LineDevice, Quiet};
-use super::{DeviceStats, PunchSink};
-use crate::config::{DeviceConfig, FlowControl, Parity};
+use super::spec::{FlowControl, Parity, PortSpec, SerialSpec};
+use crate::sources::kind::SourceContext;
+use crate::sources::reconnect::{Attempt, Attempts, Failure, Link, Reconnect};
+use crate::sources::session::{End, LineDevice};
 
 /// Why the port is not serving lines right now (recorded as the device's `last_error`).
 #[derive(Debug, thiserror::Error)]
@@ -53,19 +52,14 @@ pub enum SerialError {
     Closed { device: String, path: String },
 }
 
-/// Runs a serial line device until `shutdown` is cancelled; see the module documentation.
+/// Runs a serial line device until `ctx.shutdown` is cancelled; see the module documentation.
 ///
-/// Never returns early: errors are recorded in `stats` and retried; a configuration this source cannot
-/// use (no `path`, unusable port settings, a bad `ack_template` or `poll_command`) is logged and
-/// recorded, and the task idles until shutdown.
-pub async fn run(
-    cfg: DeviceConfig,
-    sink: PunchSink,
-    stats: Arc<DeviceStats>,
-    shutdown: CancellationToken,
-) {
-    let setup = port_settings(&cfg).and_then(|port| {
-        LineDevice::new(&cfg, sink, stats.clone(), shutdown.clone())
+/// Never returns early: errors are recorded in the device's stats and retried; a configuration this
+/// source cannot use (no `path`, unusable port settings, a bad `ack_template` or `poll_command`) is
+/// logged and recorded, and the task idles until shutdown.
+pub async fn run(spec: SerialSpec, ctx: SourceContext) {
+    let setup = port_settings(&ctx.id, &spec.port).and_then(|port| {
+        LineDevice::new(&ctx, &spec.lines)
             .map(|line| (port, line))
             .map_err(|e| e.to_string())
     });
@@ -73,31 +67,29 @@ pub async fn run(
         Ok(setup) => setup,
         Err(msg) => {
             tracing::error!("{msg}");
-            stats.set_error(msg);
-            shutdown.cancelled().await;
+            ctx.stats.set_error(msg);
+            ctx.shutdown.cancelled().await;
             return;
         }
     };
-    serve_port(&cfg, port, &line).await;
+    serve_port(&spec.port, ctx.reconnect_max_secs, port, &line).await;
     // Stopped because the ingest stage is gone: wait for the daemon to finish stopping.
-    shutdown.cancelled().await;
+    ctx.shutdown.cancelled().await;
 }
 
 /// The port settings of `cfg`, checked (the configuration is validated, but this source does not rely
 /// on it).
-fn port_settings(cfg: &DeviceConfig) -> Result<SerialPortBuilder, String> {
+fn port_settings(id: &str, cfg: &PortSpec) -> Result<SerialPortBuilder, String> {
     let bad = |key: &str, value: &dyn std::fmt::Display, want: &str| {
         format!(
-            "device {}: {key} = {value} is not usable: {want}: fix it in the configuration",
-            cfg.id
+            "device {id}: {key} = {value} is not usable: {want}: fix it in the configuration"
         )
     };
     let path = match cfg.path.as_deref().filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => p,
         None => {
             return Err(format!(
-                "device {}: a serial device needs path = \"/dev/ttyUSB0\" (or a /dev/serial/by-id/ path): add it to the configuration",
-                cfg.id
+                "device {id}: a serial device needs path = \"/dev/ttyUSB0\" (or a /dev/serial/by-id/ path): add it to the configuration"
             ))
         }
     };
@@ -135,7 +127,12 @@ fn port_settings(cfg: &DeviceConfig) -> Result<SerialPortBuilder, String> {
 }
 
 /// Opens the port, serves it, and reopens it with back-off, until stopped.
-async fn serve_port(cfg: &DeviceConfig, port: SerialPortBuilder, line: &LineDevice) {
+async fn serve_port(
+    cfg: &PortSpec,
+    reconnect_max_secs: u64,
+    port: SerialPortBuilder,
+    line: &LineDevice,
+) {
     let path = cfg
         .path
         .as_deref()
@@ -148,75 +145,74 @@ async fn serve_port(cfg: &DeviceConfig, port: SerialPortBuilder, line: &LineDevi
         cfg.baud_rate, cfg.data_bits, cfg.parity, cfg.stop_bits, cfg.flow_control
     )
     .to_lowercase();
-    let mut backoff = Backoff::new(cfg.reconnect_max_secs);
-    let mut failures = Quiet::default();
-    let mut ever_open = false;
-    loop {
-        if line.stop().is_cancelled() {
-            return;
-        }
-        match port.clone().open_native_async() {
-            Ok(stream) => {
-                match failures.recovered() {
-                    Some(n) => tracing::info!(
-                        "device {device} ({path}): serial port open again after {n} failures ({settings})"
-                    ),
-                    None if !ever_open => {
-                        tracing::info!("device {device} ({path}): serial port open ({settings})")
-                    }
-                    None => tracing::debug!("device {device} ({path}): serial port open"),
-                }
-                ever_open = true;
-                line.stats().clear_error();
-                let served = line.serve(stream, &path).await;
-                if served.lines > 0 {
-                    backoff.reset();
-                }
-                let err = match served.end {
-                    End::Stopped => return,
-                    End::SinkClosed => {
-                        line.sink_closed();
-                        return;
-                    }
-                    End::Eof => SerialError::Closed {
-                        device: device.to_string(),
-                        path: path.clone(),
-                    },
-                    End::Read(source) | End::Write(source) => SerialError::Lost {
-                        device: device.to_string(),
-                        path: path.clone(),
-                        source,
-                    },
-                };
-                if failures.failed() {
-                    tracing::warn!(
-                        "{err} (after {} lines; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        served.lines,
-                        backoff.max().as_secs()
-                    );
-                }
-                line.stats().set_error(&err);
-            }
+    let reconnect = Reconnect::new(
+        format!("device {device} ({path})"),
+        line.stats().clone(),
+        line.stop().clone(),
+        reconnect_max_secs,
+    );
+    let mut opener = Opener {
+        port,
+        line,
+        device,
+        path: &path,
+        settings: &settings,
+    };
+    reconnect.run(&mut opener).await
+}
+
+/// Opens the port and serves it (the attempt).
+struct Opener<'a> {
+    port: SerialPortBuilder,
+    line: &'a LineDevice,
+    device: &'a str,
+    path: &'a str,
+    settings: &'a str,
+}
+
+impl Attempts for Opener<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Attempt {
+        let Opener {
+            port,
+            line,
+            device,
+            path,
+            settings,
+        } = self;
+        let (line, device, path) = (*line, *device, path.to_string());
+        let stream = match port.clone().open_native_async() {
+            Ok(stream) => stream,
             Err(e) => {
-                let err = SerialError::Open {
+                return Attempt::Retry(Failure::new(SerialError::Open {
                     device: device.to_string(),
                     path: path.clone(),
                     hint: open_hint(&e),
                     reason: e.to_string(),
-                };
-                if failures.failed() {
-                    tracing::warn!(
-                        "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        failures.failures(),
-                        backoff.max().as_secs()
-                    );
-                }
-                line.stats().set_error(&err);
+                }))
             }
+        };
+        link.up(&format!("serial port open ({settings})"));
+        let served = line.serve(stream, &path).await;
+        if served.lines > 0 {
+            link.progressed();
         }
-        if !line.pause(backoff.next_delay()).await {
-            return;
-        }
+        let err = match served.end {
+            End::Stopped => return Attempt::Stop,
+            End::SinkClosed => {
+                line.sink_closed();
+                return Attempt::Stop;
+            }
+            End::Eof => SerialError::Closed {
+                device: device.to_string(),
+                path: path.clone(),
+            },
+            End::Read(source) | End::Write(source) => SerialError::Lost {
+                device: device.to_string(),
+                path: path.clone(),
+                source,
+            },
+        };
+        Attempt::Retry(Failure::after_lines(err, served.lines))
     }
 }
 
@@ -241,9 +237,9 @@ fn open_hint(e: &tokio_serial::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeviceKind, LineFormat};
-    use crate::ingest::{IngestItem, IngestOutcome};
-    use crate::sources::test_support::Running;
+    use crate::ingest::{IngestItem, IngestOutcome, PunchSink};
+    use crate::sources::formats::LineFormat;
+    use crate::sources::test_support::{context, Running};
     use std::path::PathBuf;
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
@@ -284,15 +280,26 @@ mod tests {
         std::fs::rename(&tmp, link).unwrap();
     }
 
-    fn device(path: &Path) -> DeviceConfig {
-        DeviceConfig {
-            path: Some(path.to_path_buf()),
-            baud_rate: 19200,
-            format: LineFormat::ZkAttlog,
-            max_line_length: 128,
+    fn device(path: &Path) -> SerialSpec {
+        let mut d = SerialSpec::new(path);
+        d.port.baud_rate = 19200;
+        d.lines.format = LineFormat::ZkAttlog;
+        d.lines.max_line_length = 128;
+        d
+    }
+
+    /// Starts device `clock-3` (back-off up to 1 s), polled every `poll_secs`.
+    fn start_every(spec: SerialSpec, poll_secs: u64, sink: PunchSink) -> Running {
+        let ctx = SourceContext {
             reconnect_max_secs: 1,
-            ..DeviceConfig::new("clock-3", DeviceKind::Serial, "Asia/Shanghai")
-        }
+            poll_interval: Duration::from_secs(poll_secs),
+            ..context("clock-3", sink)
+        };
+        Running::start(&spec, ctx)
+    }
+
+    fn start(spec: SerialSpec, sink: PunchSink) -> Running {
+        start_every(spec, 5, sink)
     }
 
     fn line(pin: u32, minute: u32) -> String {
@@ -331,12 +338,10 @@ mod tests {
     async fn serial_clock_over_a_pty_delivers_punches_and_acknowledges_commits() {
         let _pty = PTY.lock().await;
         let mut clock = pty();
-        let cfg = DeviceConfig {
-            ack_template: Some(r"OK {user} {time}\r\n".into()),
-            ..device(&clock.slave)
-        };
+        let mut cfg = device(&clock.slave);
+        cfg.lines.ack_template = Some(r"OK {user} {time}\r\n".into());
         let (sink, mut rx) = PunchSink::channel(16);
-        let dev = Running::start(cfg, sink);
+        let dev = start(cfg, sink);
         dev.online(1).await;
         assert_eq!(dev.stats.last_error(), None);
 
@@ -390,7 +395,7 @@ mod tests {
         let first = pty();
         point(&link, &first.slave);
         let (sink, mut rx) = PunchSink::channel(16);
-        let dev = Running::start(device(&link), sink);
+        let dev = start(device(&link), sink);
         dev.online(1).await;
         let mut master = first.master;
         master.write_all(line(1, 1).as_bytes()).await.unwrap();
@@ -424,13 +429,10 @@ mod tests {
     async fn poll_command_is_written_on_open_and_after_the_interval() {
         let _pty = PTY.lock().await;
         let mut clock = pty();
-        let cfg = DeviceConfig {
-            poll_command: Some(r"\x02POLL\r\n".into()),
-            poll_interval_secs: Some(1),
-            ..device(&clock.slave)
-        };
+        let mut cfg = device(&clock.slave);
+        cfg.lines.poll_command = Some(r"\x02POLL\r\n".into());
         let (sink, mut rx) = PunchSink::channel(16);
-        let dev = Running::start(cfg, sink);
+        let dev = start_every(cfg, 1, sink);
         assert_eq!(read_n(&mut clock.master, 7).await, b"\x02POLL\r\n");
         let opened = Instant::now();
         // the clock answers between polls
@@ -450,7 +452,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("ttyUSB9");
         let (sink, _rx) = PunchSink::channel(16);
-        let dev = Running::start(device(&missing), sink);
+        let dev = start(device(&missing), sink);
         dev.until("reported the missing port", |s| s.last_error().is_some())
             .await;
         let e = dev.stats.last_error().unwrap();
@@ -469,11 +471,9 @@ mod tests {
     #[tokio::test]
     async fn a_serial_device_without_a_path_is_reported_and_idles() {
         let (sink, _rx) = PunchSink::channel(16);
-        let cfg = DeviceConfig {
-            path: None,
-            ..device(Path::new("/dev/null"))
-        };
-        let dev = Running::start(cfg, sink);
+        let mut cfg = device(Path::new("/dev/null"));
+        cfg.port.path = None;
+        let dev = start(cfg, sink);
         dev.until("reported the missing path", |s| s.last_error().is_some())
             .await;
         let e = dev.stats.last_error().unwrap();

@@ -10,7 +10,7 @@
 //! 3. re-enables the device (always, even after an error: after a broken connection, the next
 //!    connection re-enables it first thing);
 //! 4. hands the new records to the ingest stage and waits until every one is committed;
-//! 5. only then advances the watermark, in the queue database (`zk_watermarks`).
+//! 5. only then advances the watermark, in the device's state store ([`super::watermark`]).
 //!
 //! With `clear_device_log`, steps 4 and 5 happen before the device is re-enabled, and the log is
 //! cleared only if every record on it is committed (the watermark equals the record count) and the count
@@ -32,13 +32,17 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{Backoff, Quiet};
-use super::{DeviceStats, IngestOutcome, PunchSink, UnmappedUser};
-use crate::config::{DeviceConfig, UserIdSource};
+use super::figures::{UnmappedUser, ZkFigures};
+use super::spec::{UserIdSource, ZkSpec};
+use super::watermark::{self, Watermark};
+use crate::device_stats::DeviceStats;
+use crate::ingest::{IngestOutcome, PunchSink};
 use crate::punch::{resolve_local, Punch};
-use crate::queue::{now_ms, Queue, QueueError};
-use crate::zk::codec::EF_ATTLOG;
-use crate::zk::{AttRecord, Event, Timeouts, User, ZkClient, ZkError};
+use crate::queue::store::{DeviceStore, StoreError};
+use crate::sources::kind::SourceContext;
+use crate::sources::reconnect::{Attempt, Attempts, Failure, Link, Quiet, Reconnect};
+use super::codec::EF_ATTLOG;
+use super::{AttRecord, Event, Timeouts, User, ZkClient, ZkError};
 
 /// Most unmapped users listed in `status`.
 const UNMAPPED_LISTED: usize = 50;
@@ -58,84 +62,22 @@ enum PollError {
         reason: String,
     },
     #[error("device {device}: cannot store the watermark: {source}")]
-    Queue { device: String, source: QueueError },
-}
-
-/// The watermark of one device's log, as stored in `zk_watermarks`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Watermark {
-    pub address: String,
-    pub serial: Option<String>,
-    /// Records of the log committed to the queue.
-    pub records: u64,
-    pub record_size: usize,
-    /// Raw bytes of record `records - 1`.
-    pub last_record: Option<Vec<u8>>,
-    /// Set while clockbridge clears the log (a shrink then is expected).
-    pub clearing: bool,
-}
-
-/// Reads a device's watermark.
-pub async fn load_watermark(queue: &Queue, device: &str) -> Result<Option<Watermark>, QueueError> {
-    let device = device.to_string();
-    queue
-        .call(move |conn| {
-            use rusqlite::OptionalExtension;
-            Ok(conn
-                .query_row(
-                    "SELECT address, serial, records, record_size, last_record, clearing FROM zk_watermarks WHERE device_id = ?1",
-                    [&device],
-                    |r| {
-                        Ok(Watermark {
-                            address: r.get(0)?,
-                            serial: r.get(1)?,
-                            records: r.get::<_, i64>(2)?.max(0) as u64,
-                            record_size: r.get::<_, i64>(3)?.max(0) as usize,
-                            last_record: r.get(4)?,
-                            clearing: r.get::<_, i64>(5)? != 0,
-                        })
-                    },
-                )
-                .optional()?)
-        })
-        .await
-}
-
-/// Stores a device's watermark (committed with `synchronous=FULL` before it returns).
-pub async fn store_watermark(queue: &Queue, device: &str, w: &Watermark) -> Result<(), QueueError> {
-    let (device, w) = (device.to_string(), w.clone());
-    queue
-        .call(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO zk_watermarks (device_id, address, serial, records, record_size, last_record, clearing, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (device_id) DO UPDATE SET address = excluded.address, serial = excluded.serial,
-                   records = excluded.records, record_size = excluded.record_size,
-                   last_record = excluded.last_record, clearing = excluded.clearing, updated_at = excluded.updated_at",
-            )?
-            .execute(rusqlite::params![
-                device,
-                w.address,
-                w.serial,
-                w.records as i64,
-                w.record_size as i64,
-                w.last_record,
-                w.clearing as i64,
-                now_ms()
-            ])?;
-            Ok(())
-        })
-        .await
+    Queue { device: String, source: StoreError },
 }
 
 struct ZkDevice {
-    cfg: DeviceConfig,
+    cfg: ZkSpec,
+    /// The device id.
+    id: String,
+    tz: chrono_tz::Tz,
+    poll_interval: std::time::Duration,
+    reconnect_max_secs: u64,
     address: String,
     /// `device ID (ADDRESS)`, the subject of every message.
     label: String,
     sink: PunchSink,
     stats: Arc<DeviceStats>,
-    queue: Option<Queue>,
+    store: DeviceStore,
     timeouts: Timeouts,
     /// The watermark (loaded from the queue at the first connection).
     wm: Option<Watermark>,
@@ -152,33 +94,38 @@ struct ZkDevice {
     maybe_disabled: bool,
 }
 
-/// Runs one `zk` device until `shutdown` is cancelled; see the module documentation.
-pub async fn run(
-    cfg: DeviceConfig,
-    sink: PunchSink,
-    stats: Arc<DeviceStats>,
-    shutdown: CancellationToken,
-    queue: Option<Queue>,
-) {
+/// Runs one `zk` device until `ctx.shutdown` is cancelled; see the module documentation.
+pub async fn run(cfg: ZkSpec, ctx: SourceContext) {
+    let SourceContext {
+        id,
+        tz,
+        poll_interval,
+        reconnect_max_secs,
+        sink,
+        stats,
+        shutdown,
+        store,
+    } = ctx;
     let Some(address) = cfg.zk_address() else {
-        let msg = format!(
-            "device {}: a zk device needs address = \"host\" or \"host:port\"",
-            cfg.id
-        );
+        let msg = format!("device {id}: a zk device needs address = \"host\" or \"host:port\"");
         tracing::error!("{msg}");
         stats.set_error(msg);
         shutdown.cancelled().await;
         return;
     };
     let mut dev = ZkDevice {
-        label: format!("device {} ({address})", cfg.id),
+        label: format!("device {id} ({address})"),
+        id,
+        tz,
+        poll_interval,
+        reconnect_max_secs,
         address,
         sink,
         stats,
-        queue,
+        store,
         timeouts: Timeouts {
-            packet: std::time::Duration::from_secs(cfg.io_timeout_secs),
-            chunk: std::time::Duration::from_secs(cfg.io_timeout_secs * 3),
+            packet: cfg.io_timeout(),
+            chunk: cfg.io_timeout() * 3,
             ..Timeouts::default()
         },
         maybe_disabled: false,
@@ -194,44 +141,35 @@ pub async fn run(
     dev.run(&shutdown).await;
 }
 
+/// One connection to the device (the attempt).
+struct Sessions<'a>(&'a mut ZkDevice, &'a CancellationToken);
+
+impl Attempts for Sessions<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Attempt {
+        match self.0.session(self.1, link).await {
+            // stopped by shutdown, or the ingest stage is gone
+            Ok(()) | Err(PollError::SinkClosed(_)) => Attempt::Stop,
+            Err(e) => Attempt::Retry(Failure::new(e)),
+        }
+    }
+}
+
 impl ZkDevice {
     async fn run(&mut self, shutdown: &CancellationToken) {
-        let mut backoff = Backoff::new(self.cfg.reconnect_max_secs);
-        let mut failures = Quiet::default();
-        while !shutdown.is_cancelled() {
-            let mut polled = false;
-            let r = self.session(shutdown, &mut polled).await;
-            if polled {
-                backoff.reset();
-            }
-            match r {
-                // stopped by shutdown
-                Ok(()) => return,
-                Err(PollError::SinkClosed(_)) => {
-                    shutdown.cancelled().await;
-                    return;
-                }
-                Err(e) => {
-                    if failures.failed() {
-                        tracing::warn!(
-                            "{e} (failure {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                            failures.failures(),
-                            backoff.max().as_secs()
-                        );
-                    }
-                    self.stats.set_error(&e);
-                }
-            }
-            if polled {
-                if let Some(n) = failures.recovered() {
-                    tracing::info!("{}: read again after {n} failures", self.label);
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
+        let reconnect = Reconnect::new(
+            self.label.clone(),
+            self.stats.clone(),
+            shutdown.clone(),
+            self.reconnect_max_secs,
+        );
+        reconnect.run(&mut Sessions(self, shutdown)).await;
+        // the ingest stage is gone: wait for the daemon to finish stopping
+        shutdown.cancelled().await;
+    }
+
+    /// Changes the device's figures.
+    fn figures(&self, f: impl FnOnce(&mut ZkFigures)) {
+        self.stats.update_figures(f);
     }
 
     fn set_connected(&self, on: bool) {
@@ -240,7 +178,7 @@ impl ZkDevice {
             self.stats.connects.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.connections.store(0, Ordering::Relaxed);
-            self.stats.update_zk(|z| z.realtime = None);
+            self.figures(|z| z.realtime = None);
         }
         self.stats.notify_changed();
     }
@@ -249,7 +187,7 @@ impl ZkDevice {
     async fn session(
         &mut self,
         shutdown: &CancellationToken,
-        polled: &mut bool,
+        link: &mut Link,
     ) -> Result<(), PollError> {
         let connect = ZkClient::connect(
             &self.label,
@@ -262,7 +200,7 @@ impl ZkDevice {
             _ = shutdown.cancelled() => return Ok(()),
         };
         self.set_connected(true);
-        let r = self.serve(&mut client, shutdown, polled).await;
+        let r = self.serve(&mut client, shutdown, link).await;
         self.set_connected(false);
         match r? {
             Served::Idle => client.exit().await,
@@ -275,7 +213,7 @@ impl ZkDevice {
         &mut self,
         client: &mut ZkClient,
         shutdown: &CancellationToken,
-        polled: &mut bool,
+        link: &mut Link,
     ) -> Result<Served, PollError> {
         if self.maybe_disabled {
             client.enable().await?;
@@ -295,12 +233,12 @@ impl ZkDevice {
                 _ = shutdown.cancelled() => return Ok(Served::CutShort),
             };
             poll?;
-            *polled = true;
-            self.stats.clear_error();
+            link.progressed();
+            link.up("log read");
             if self.cfg.realtime && !subscribed {
                 client.reg_event(EF_ATTLOG).await?;
                 subscribed = true;
-                self.stats.update_zk(|z| z.realtime = Some(true));
+                self.figures(|z| z.realtime = Some(true));
             }
             // events met while the poll waited for replies: the poll has read them from the log
             // already, unless they came after its read; submitting them again is harmless
@@ -308,7 +246,7 @@ impl ZkDevice {
             if !early.is_empty() {
                 self.submit_events(early).await?;
             }
-            let next = tokio::time::Instant::now() + self.cfg.poll_interval();
+            let next = tokio::time::Instant::now() + self.poll_interval;
             loop {
                 tokio::select! {
                     evs = client.wait_event(), if subscribed => self.submit_events(evs?).await?,
@@ -323,41 +261,37 @@ impl ZkDevice {
         if self.wm_loaded {
             return Ok(());
         }
-        if let Some(q) = &self.queue {
-            self.wm = load_watermark(q, &self.cfg.id)
-                .await
-                .map_err(|source| PollError::Queue {
-                    device: self.cfg.id.clone(),
-                    source,
-                })?;
-        }
+        self.wm = watermark::load(&self.store)
+            .await
+            .map_err(|source| PollError::Queue {
+                device: self.id.clone(),
+                source,
+            })?;
         self.wm_loaded = true;
         if let Some(w) = &self.wm {
             let records = w.records;
-            self.stats.update_zk(|z| z.watermark = Some(records));
+            self.figures(|z| z.watermark = Some(records));
         }
         Ok(())
     }
 
     async fn save_watermark(&mut self, w: Watermark) -> Result<(), PollError> {
-        if let Some(q) = &self.queue {
-            store_watermark(q, &self.cfg.id, &w)
-                .await
-                .map_err(|source| PollError::Queue {
-                    device: self.cfg.id.clone(),
-                    source,
-                })?;
-        }
+        watermark::save(&self.store, &w)
+            .await
+            .map_err(|source| PollError::Queue {
+                device: self.id.clone(),
+                source,
+            })?;
         let records = w.records;
         self.wm = Some(w);
-        self.stats.update_zk(|z| z.watermark = Some(records));
+        self.figures(|z| z.watermark = Some(records));
         Ok(())
     }
 
     fn warn(&self, msg: String) {
         tracing::warn!("{msg}");
         let at = Utc::now().timestamp();
-        self.stats.update_zk(|z| {
+        self.figures(|z| {
             z.last_warning = Some(msg);
             z.last_warning_at = Some(at);
         });
@@ -365,7 +299,7 @@ impl ZkDevice {
 
     /// A device with another serial number at this address is another device: its log starts over.
     async fn check_serial(&mut self, serial: Option<String>) -> Result<(), PollError> {
-        self.stats.update_zk(|z| z.serial_number = serial.clone());
+        self.figures(|z| z.serial_number = serial.clone());
         let Some(serial) = serial else {
             return Ok(());
         };
@@ -407,7 +341,7 @@ impl ZkDevice {
 
     /// Measures the device's clock against the gateway's; sets it with `sync_clock`.
     async fn check_clock(&mut self, client: &mut ZkClient) -> Result<(), PollError> {
-        let tz = self.cfg.tz();
+        let tz = self.tz;
         let skew = measure_skew(client, tz).await?;
         let threshold = self.cfg.max_clock_skew_secs as i64;
         let mut skew_now = skew;
@@ -419,10 +353,10 @@ impl ZkDevice {
                 tracing::info!(
                     "{}: device clock was {skew:+} s off; set from the gateway's clock ({}), now {skew_now:+} s",
                     self.label,
-                    self.cfg.timezone
+                    self.tz
                 );
                 let at = Utc::now().timestamp();
-                self.stats.update_zk(|z| z.clock_set_at = Some(at));
+                self.figures(|z| z.clock_set_at = Some(at));
             } else if self.skew_log.failed() {
                 self.skew_warned = true;
                 self.warn(format!(
@@ -439,7 +373,7 @@ impl ZkDevice {
             );
         }
         let at = Utc::now().timestamp();
-        self.stats.update_zk(|z| {
+        self.figures(|z| {
             z.clock_skew_secs = Some(skew_now);
             z.clock_skew_measured_at = Some(at);
         });
@@ -464,7 +398,7 @@ impl ZkDevice {
             self.commit(fresh).await?;
         }
         let at = Utc::now().timestamp();
-        self.stats.update_zk(|z| {
+        self.figures(|z| {
             z.last_poll_at = Some(at);
             z.polls = Some(z.polls.unwrap_or(0) + 1);
         });
@@ -476,7 +410,7 @@ impl ZkDevice {
     async fn read_disabled(&mut self, client: &mut ZkClient) -> Result<Option<Fresh>, PollError> {
         let sizes = client.free_sizes().await?;
         let n = sizes.records as u64;
-        self.stats.update_zk(|z| {
+        self.figures(|z| {
             z.device_records = Some(n);
             z.device_users = Some(sizes.users as u64);
         });
@@ -576,7 +510,7 @@ impl ZkDevice {
             self.label
         );
         let at = Utc::now().timestamp();
-        self.stats.update_zk(|z| {
+        self.figures(|z| {
             z.log_cleared_at = Some(at);
             z.records_cleared = Some(z.records_cleared.unwrap_or(0) + n);
             z.device_records = Some(0);
@@ -612,7 +546,7 @@ impl ZkDevice {
                 .sink
                 .submit_all_committed(new)
                 .await
-                .map_err(|_| PollError::SinkClosed(self.cfg.id.clone()))?;
+                .map_err(|_| PollError::SinkClosed(self.id.clone()))?;
             self.check_outcomes(&users, &outcomes)?;
         }
         let end = log.first + log.records.len() as u64;
@@ -663,7 +597,7 @@ impl ZkDevice {
         }
         if failed > 0 {
             return Err(PollError::NotCommitted {
-                device: self.cfg.id.clone(),
+                device: self.id.clone(),
                 failed,
                 total: outcomes.len(),
                 reason,
@@ -691,7 +625,7 @@ impl ZkDevice {
             self.label,
             name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
         );
-        self.stats.update_zk(|z| {
+        self.figures(|z| {
             if z.unmapped_users.len() < UNMAPPED_LISTED {
                 z.unmapped_users.push(UnmappedUser {
                     device_user_id: user.to_string(),
@@ -742,7 +676,7 @@ impl ZkDevice {
 
     fn punch(&self, r: &AttRecord) -> Punch {
         Punch {
-            device_id: self.cfg.id.clone(),
+            device_id: self.id.clone(),
             device_user_id: self.user_of(r.uid, &r.user_id),
             local_time: r.time,
             state: Some(r.state as i64),
@@ -770,7 +704,7 @@ impl ZkDevice {
                     return None;
                 };
                 Some(Punch {
-                    device_id: self.cfg.id.clone(),
+                    device_id: self.id.clone(),
                     device_user_id: user,
                     local_time: e.time,
                     state: Some(e.state as i64),
@@ -790,13 +724,13 @@ impl ZkDevice {
             .last_line_at
             .store(Utc::now().timestamp(), Ordering::Relaxed);
         self.stats
-            .update_zk(|z| z.realtime_events = Some(z.realtime_events.unwrap_or(0) + n));
+            .update_figures(|z: &mut ZkFigures| z.realtime_events = Some(z.realtime_events.unwrap_or(0) + n));
         let users: Vec<String> = punches.iter().map(|p| p.device_user_id.clone()).collect();
         let outcomes = self
             .sink
             .submit_all_committed(punches)
             .await
-            .map_err(|_| PollError::SinkClosed(self.cfg.id.clone()))?;
+            .map_err(|_| PollError::SinkClosed(self.id.clone()))?;
         // a realtime punch that failed to commit is still in the device's log: the next poll reads it
         let _ = self.check_outcomes(&users, &outcomes);
         self.stats.notify_changed();
@@ -814,7 +748,7 @@ enum Served {
 
 /// A read whose new records are not yet committed.
 struct Fresh {
-    log: crate::zk::client::AttLog,
+    log: super::client::AttLog,
     /// Records of `log` already committed (the re-read watermark record).
     skip: usize,
     /// Records on the device.

@@ -14,7 +14,7 @@
 //! - Nothing a clock sends is fatal: bad, over-long or binary lines are counted as `malformed` and
 //!   logged (at most [`MALFORMED_LOGGED`] lines per connection, then a summary once a minute), and the
 //!   next line is read as usual. Memory per connection is bounded by `max_line_length` plus a read
-//!   buffer ([`super::lines::LineReader`]).
+//!   buffer ([`crate::sources::lines::LineReader`]).
 //! - Failures are logged without flooding: the first one, then at most once a minute while they go on,
 //!   and once at INFO when the device is back.
 //! - Punches are handed to the ingest stage in the order they were read, one connection at a time;
@@ -32,14 +32,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use super::session::{MALFORMED_LOGGED, MIN_BACKOFF};
+pub use crate::sources::reconnect::MIN_BACKOFF;
+pub use crate::sources::session::MALFORMED_LOGGED;
 
-use super::session::{Backoff, End, LineDevice, Quiet};
-use super::{DeviceStats, PunchSink, SourceError};
-use crate::config::{DeviceConfig, TcpMode};
+use super::spec::{TcpMode, TcpSpec};
+use crate::sources::kind::SourceContext;
+use crate::sources::reconnect::{Attempt, Attempts, Failure, Link, Quiet, Reconnect};
+use crate::sources::session::{End, LineDevice};
+use crate::sources::SourceError;
 
 /// Longest wait for a connection to the clock.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +56,18 @@ struct Device {
     reconnect_max_secs: u64,
 }
 
+impl Device {
+    /// The reconnect loop of this device.
+    fn reconnect(&self) -> Reconnect {
+        Reconnect::new(
+            format!("device {} ({})", self.id(), self.address),
+            self.stats().clone(),
+            self.stop().clone(),
+            self.reconnect_max_secs,
+        )
+    }
+}
+
 impl Deref for Device {
     type Target = LineDevice;
     fn deref(&self) -> &LineDevice {
@@ -61,103 +75,89 @@ impl Deref for Device {
     }
 }
 
-/// Runs a TCP line device until `shutdown` is cancelled; see the module documentation.
+/// Runs a TCP line device until `ctx.shutdown` is cancelled; see the module documentation.
 ///
-/// Never returns early: errors are recorded in `stats` and retried; a configuration this source cannot
-/// use (no address or mode, a bad `ack_template` or `poll_command`) is logged and recorded, and the
-/// task idles until shutdown.
-pub async fn run(
-    cfg: DeviceConfig,
-    sink: PunchSink,
-    stats: Arc<DeviceStats>,
-    shutdown: CancellationToken,
-) {
-    let address = cfg
-        .address
-        .as_deref()
-        .map(str::trim)
-        .filter(|a| !a.is_empty());
-    let (Some(address), Some(mode)) = (address, cfg.mode) else {
+/// Never returns early: errors are recorded in the device's stats and retried; a configuration this
+/// source cannot use (a bad `ack_template` or `poll_command`) is logged and recorded, and the task
+/// idles until shutdown.
+pub async fn run(spec: TcpSpec, ctx: SourceContext) {
+    let address = spec.address.trim();
+    if address.is_empty() {
         let msg = format!(
             "device {}: a tcp device needs mode = \"listen\" or \"connect\" and address = \"host:port\"",
-            cfg.id
+            ctx.id
         );
         tracing::error!("{msg}");
-        stats.set_error(msg);
-        shutdown.cancelled().await;
+        ctx.stats.set_error(msg);
+        ctx.shutdown.cancelled().await;
         return;
-    };
-    let line = match LineDevice::new(&cfg, sink, stats.clone(), shutdown.clone()) {
+    }
+    let line = match LineDevice::new(&ctx, &spec.lines) {
         Ok(line) => line,
         Err(e) => {
             tracing::error!("{e}");
-            stats.set_error(e);
-            shutdown.cancelled().await;
+            ctx.stats.set_error(e);
+            ctx.shutdown.cancelled().await;
             return;
         }
     };
     let dev = Arc::new(Device {
         line,
         address: address.to_string(),
-        reconnect_max_secs: cfg.reconnect_max_secs,
+        reconnect_max_secs: ctx.reconnect_max_secs,
     });
-    match mode {
+    match spec.mode {
         TcpMode::Listen => listen(&dev).await,
         TcpMode::Connect => connect(&dev).await,
     }
     // Stopped because the ingest stage is gone: wait for the daemon to finish stopping.
-    shutdown.cancelled().await;
+    ctx.shutdown.cancelled().await;
 }
 
 // ---------------------------------------------------------------------------------------------------
 // listen mode
 
 async fn listen(dev: &Arc<Device>) {
-    let mut backoff = Backoff::new(dev.reconnect_max_secs);
-    let mut bind_failures = Quiet::default();
-    let listener = loop {
+    dev.reconnect().run(&mut Listener(dev)).await
+}
+
+/// Binds the address (the attempt), then accepts connections until stopped.
+struct Listener<'a>(&'a Arc<Device>);
+
+impl Attempts for Listener<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Attempt {
+        let dev = self.0;
         let bound = tokio::select! {
-            _ = dev.stop().cancelled() => return,
+            _ = dev.stop().cancelled() => return Attempt::Stop,
             r = bind(&dev.address) => r,
         };
         match bound {
-            Ok(l) => break l,
-            Err(source) => {
-                let err = SourceError::Bind {
+            Ok(listener) => {
+                let local = listener.local_addr().unwrap_or_else(|_| {
+                    // cannot fail for a bound socket; keep going with the configured address
+                    dev.address
+                        .parse()
+                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+                });
+                link.up(&format!("listening on {local}"));
+                dev.stats().set_listening(local);
+                accept(dev, listener, local).await;
+                Attempt::Stop
+            }
+            Err(source) => Attempt::Retry(
+                Failure::new(SourceError::Bind {
                     device: dev.id().to_string(),
                     address: dev.address.clone(),
                     source,
-                };
-                if bind_failures.failed() {
-                    tracing::error!(
-                        "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        bind_failures.failures(),
-                        backoff.max().as_secs()
-                    );
-                }
-                dev.stats().set_error(&err);
-                if !dev.pause(backoff.next_delay()).await {
-                    return;
-                }
-            }
+                })
+                .serious(),
+            ),
         }
-    };
-    let local = listener.local_addr().unwrap_or_else(|_| {
-        // cannot fail for a bound socket; keep going with the configured address if it does
-        dev.address
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-    });
-    dev.stats().clear_error();
-    dev.stats().set_listening(local);
-    match bind_failures.recovered() {
-        Some(n) => tracing::info!(
-            "device {}: listening on {local} (after {n} failed attempts)",
-            dev.id()
-        ),
-        None => tracing::info!("device {}: listening on {local}", dev.id()),
     }
+}
 
+/// Accepts connections until stopped, each served by its own task; returns once every one has ended.
+async fn accept(dev: &Arc<Device>, listener: TcpListener, local: SocketAddr) {
     let connections = TaskTracker::new();
     let mut accept_failures = Quiet::default();
     loop {
@@ -259,12 +259,17 @@ async fn serve_accepted(dev: &Device, stream: TcpStream, peer: SocketAddr) {
 // connect mode
 
 async fn connect(dev: &Device) {
-    let mut backoff = Backoff::new(dev.reconnect_max_secs);
-    let mut failures = Quiet::default();
-    let mut ever_connected = false;
-    loop {
+    dev.reconnect().run(&mut Dialer(dev)).await
+}
+
+/// Dials the clock and serves the connection (the attempt).
+struct Dialer<'a>(&'a Device);
+
+impl Attempts for Dialer<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Attempt {
+        let dev = self.0;
         let dialed = tokio::select! {
-            _ = dev.stop().cancelled() => return,
+            _ = dev.stop().cancelled() => return Attempt::Stop,
             r = tokio::time::timeout(CONNECT_TIMEOUT, dial(&dev.address)) => r,
         };
         let dialed = dialed.unwrap_or_else(|_| {
@@ -273,75 +278,42 @@ async fn connect(dev: &Device) {
                 format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
             ))
         });
-        match dialed {
-            Ok((stream, peer)) => {
-                match failures.recovered() {
-                    Some(n) => tracing::info!(
-                        "device {} ({}): connected again after {n} failures",
-                        dev.id(),
-                        dev.address
-                    ),
-                    None if !ever_connected => {
-                        tracing::info!("device {} ({}): connected", dev.id(), dev.address)
-                    }
-                    None => tracing::debug!("device {} ({}): connected", dev.id(), dev.address),
-                }
-                ever_connected = true;
-                dev.stats().clear_error();
-                let served = dev.serve(stream, &peer.to_string()).await;
-                if served.lines > 0 {
-                    backoff.reset();
-                }
-                match served.end {
-                    End::Stopped => return,
-                    End::SinkClosed => {
-                        dev.sink_closed();
-                        return;
-                    }
-                    End::Eof => {
-                        let msg = format!(
-                            "device {} ({}): the clock closed the connection after {} lines; reconnecting",
-                            dev.id(),
-                            dev.address,
-                            served.lines
-                        );
-                        if failures.failed() {
-                            tracing::warn!("{msg}");
-                        }
-                        dev.stats().set_error(msg);
-                    }
-                    End::Read(source) | End::Write(source) => {
-                        let err = SourceError::Read {
-                            device: dev.id().to_string(),
-                            address: dev.address.clone(),
-                            source,
-                        };
-                        if failures.failed() {
-                            tracing::warn!("{err} (after {} lines); reconnecting", served.lines);
-                        }
-                        dev.stats().set_error(&err);
-                    }
-                }
-            }
+        let (stream, peer) = match dialed {
+            Ok(dialed) => dialed,
             Err(source) => {
-                let err = SourceError::Connect {
+                return Attempt::Retry(Failure::new(SourceError::Connect {
                     device: dev.id().to_string(),
                     address: dev.address.clone(),
                     source,
-                };
-                if failures.failed() {
-                    tracing::warn!(
-                        "{err} (failed attempt {}; retrying with back-off up to {} s; repeats are logged at most once a minute)",
-                        failures.failures(),
-                        backoff.max().as_secs()
-                    );
-                }
-                dev.stats().set_error(&err);
+                }))
             }
+        };
+        link.up("connected");
+        let served = dev.serve(stream, &peer.to_string()).await;
+        if served.lines > 0 {
+            link.progressed();
         }
-        if !dev.pause(backoff.next_delay()).await {
-            return;
-        }
+        Attempt::Retry(match served.end {
+            End::Stopped => return Attempt::Stop,
+            End::SinkClosed => {
+                dev.sink_closed();
+                return Attempt::Stop;
+            }
+            End::Eof => Failure::ended(format!(
+                "device {} ({}): the clock closed the connection after {} lines; reconnecting",
+                dev.id(),
+                dev.address,
+                served.lines
+            )),
+            End::Read(source) | End::Write(source) => Failure::after_lines(
+                SourceError::Read {
+                    device: dev.id().to_string(),
+                    address: dev.address.clone(),
+                    source,
+                },
+                served.lines,
+            ),
+        })
     }
 }
 
@@ -364,11 +336,11 @@ async fn dial(address: &str) -> io::Result<(TcpStream, SocketAddr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeviceKind, LineFormat};
-    use crate::ingest::IngestItem;
-    use crate::ingest::IngestOutcome;
+    use crate::ingest::{IngestItem, IngestOutcome, PunchSink};
     use crate::punch::Punch;
-    use crate::sources::test_support::Running;
+    use crate::sources::formats::LineFormat;
+    use crate::sources::line_spec::LineSpec;
+    use crate::sources::test_support::{context, Running};
     use std::collections::BTreeSet;
     use std::sync::atomic::Ordering;
     use std::time::Instant;
@@ -378,15 +350,30 @@ mod tests {
     /// A guard against a hung test, not a synchronisation.
     const GUARD: Duration = Duration::from_secs(20);
 
-    fn device(mode: TcpMode, address: &str, max_line_length: usize) -> DeviceConfig {
-        DeviceConfig {
-            mode: Some(mode),
-            address: Some(address.into()),
-            format: LineFormat::ZkAttlog,
-            max_line_length,
-            reconnect_max_secs: 2,
-            ..DeviceConfig::new("door-1", DeviceKind::Tcp, "Asia/Shanghai")
+    fn device(mode: TcpMode, address: &str, max_line_length: usize) -> TcpSpec {
+        TcpSpec {
+            lines: LineSpec {
+                format: LineFormat::ZkAttlog,
+                max_line_length,
+                ..LineSpec::default()
+            },
+            ..TcpSpec::new(mode, address)
         }
+    }
+
+    /// Starts device `door-1` (back-off up to 2 s).
+    fn start(spec: TcpSpec, sink: PunchSink) -> Running {
+        start_every(spec, 5, sink)
+    }
+
+    /// [`start`], polled every `poll_secs`.
+    fn start_every(spec: TcpSpec, poll_secs: u64, sink: PunchSink) -> Running {
+        let ctx = SourceContext {
+            reconnect_max_secs: 2,
+            poll_interval: Duration::from_secs(poll_secs),
+            ..context("door-1", sink)
+        };
+        Running::start(&spec, ctx)
     }
 
     fn line(pin: u32, minute: u32) -> String {
@@ -408,7 +395,7 @@ mod tests {
     #[tokio::test]
     async fn listen_mode_two_concurrent_clients() {
         let (sink, mut rx) = PunchSink::channel(16);
-        let dev = Running::start(device(TcpMode::Listen, "127.0.0.1:0", 1024), sink);
+        let dev = start(device(TcpMode::Listen, "127.0.0.1:0", 1024), sink);
         let addr = dev.stats.wait_listening().await;
         assert!(addr.port() != 0);
 
@@ -455,7 +442,7 @@ mod tests {
     #[tokio::test]
     async fn malformed_and_over_long_lines_are_counted_and_skipped() {
         let (sink, mut rx) = PunchSink::channel(16);
-        let dev = Running::start(device(TcpMode::Listen, "127.0.0.1:0", 64), sink);
+        let dev = start(device(TcpMode::Listen, "127.0.0.1:0", 64), sink);
         let addr = dev.stats.wait_listening().await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         let mut data = line(7, 1);
@@ -492,7 +479,7 @@ mod tests {
         let clock = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = clock.local_addr().unwrap();
         let (sink, mut rx) = PunchSink::channel(16);
-        let dev = Running::start(device(TcpMode::Connect, &addr.to_string(), 1024), sink);
+        let dev = start(device(TcpMode::Connect, &addr.to_string(), 1024), sink);
 
         let (mut c1, _) = clock.accept().await.unwrap();
         for m in 0..3 {
@@ -530,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_stops_listener_and_open_connections() {
         let (sink, mut rx) = PunchSink::channel(16);
-        let dev = Running::start(device(TcpMode::Listen, "127.0.0.1:0", 1024), sink);
+        let dev = start(device(TcpMode::Listen, "127.0.0.1:0", 1024), sink);
         let addr = dev.stats.wait_listening().await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(line(9, 0).as_bytes()).await.unwrap();
@@ -556,7 +543,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let (sink, _rx) = PunchSink::channel(16);
-        let dev = Running::start(device(TcpMode::Connect, &addr.to_string(), 1024), sink);
+        let dev = start(device(TcpMode::Connect, &addr.to_string(), 1024), sink);
         while dev.stats.last_error().is_none() {
             tokio::task::yield_now().await;
         }
@@ -571,7 +558,7 @@ mod tests {
         let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = blocker.local_addr().unwrap();
         let (sink, mut rx) = PunchSink::channel(16);
-        let dev = Running::start(device(TcpMode::Listen, &addr.to_string(), 1024), sink);
+        let dev = start(device(TcpMode::Listen, &addr.to_string(), 1024), sink);
         while dev.stats.last_error().is_none() {
             tokio::task::yield_now().await;
         }
@@ -593,7 +580,7 @@ mod tests {
     async fn closed_sink_stops_reading_but_not_the_task() {
         let (sink, rx) = PunchSink::channel(16);
         drop(rx);
-        let dev = Running::start(device(TcpMode::Listen, "127.0.0.1:0", 1024), sink);
+        let dev = start(device(TcpMode::Listen, "127.0.0.1:0", 1024), sink);
         let addr = dev.stats.wait_listening().await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(line(1, 1).as_bytes()).await.unwrap();
@@ -612,11 +599,9 @@ mod tests {
     #[tokio::test]
     async fn listen_mode_acknowledges_committed_punches() {
         let (sink, mut rx) = PunchSink::channel(16);
-        let cfg = DeviceConfig {
-            ack_template: Some(r"ACK {user} {time} {state}\r\n".into()),
-            ..device(TcpMode::Listen, "127.0.0.1:0", 1024)
-        };
-        let dev = Running::start(cfg, sink);
+        let mut cfg = device(TcpMode::Listen, "127.0.0.1:0", 1024);
+        cfg.lines.ack_template = Some(r"ACK {user} {time} {state}\r\n".into());
+        let dev = start(cfg, sink);
         let addr = dev.stats.wait_listening().await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(line(7, 1).as_bytes()).await.unwrap();
@@ -680,12 +665,9 @@ mod tests {
         let clock = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = clock.local_addr().unwrap();
         let (sink, mut rx) = PunchSink::channel(16);
-        let cfg = DeviceConfig {
-            poll_command: Some(r"POLL\r\n".into()),
-            poll_interval_secs: Some(60),
-            ..device(TcpMode::Connect, &addr.to_string(), 1024)
-        };
-        let dev = Running::start(cfg, sink);
+        let mut cfg = device(TcpMode::Connect, &addr.to_string(), 1024);
+        cfg.lines.poll_command = Some(r"POLL\r\n".into());
+        let dev = start_every(cfg, 60, sink);
         let (mut c, _) = clock.accept().await.unwrap();
         let mut got = [0u8; 6];
         tokio::time::timeout(GUARD, c.read_exact(&mut got))
@@ -701,11 +683,9 @@ mod tests {
     #[tokio::test]
     async fn a_bad_ack_template_is_reported_and_the_device_idles() {
         let (sink, _rx) = PunchSink::channel(16);
-        let cfg = DeviceConfig {
-            ack_template: Some("{nope}".into()),
-            ..device(TcpMode::Listen, "127.0.0.1:0", 1024)
-        };
-        let dev = Running::start(cfg, sink);
+        let mut cfg = device(TcpMode::Listen, "127.0.0.1:0", 1024);
+        cfg.lines.ack_template = Some("{nope}".into());
+        let dev = start(cfg, sink);
         tokio::time::timeout(GUARD, dev.stats.wait_for(|s| s.last_error().is_some()))
             .await
             .unwrap();
@@ -724,7 +704,7 @@ mod tests {
     async fn tcp_throughput() {
         const N: u32 = 1_000_000;
         let (sink, mut rx) = PunchSink::channel(4096);
-        let dev = Running::start(device(TcpMode::Listen, "127.0.0.1:0", 1024), sink);
+        let dev = start(device(TcpMode::Listen, "127.0.0.1:0", 1024), sink);
         let addr = dev.stats.wait_listening().await;
         let mut data = Vec::with_capacity(N as usize * 48);
         for i in 0..N {

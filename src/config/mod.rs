@@ -1,0 +1,245 @@
+//! Typed configuration: a TOML file, then `CLOCKBRIDGE__SECTION__KEY` environment overrides.
+//!
+//! - [`sections`]: `[feishu]`, `[queue]`, `[mapping]`, `[sender]`, `[log]`, `[http]`, `[inbox]`;
+//! - [`device`]: `[[devices]]`, whose keys beyond the common ones belong to the device's kind
+//!   ([`crate::sources::KINDS`]);
+//! - [`secret`]: the app secret and where it comes from;
+//! - [`errors`]: how an error names its key.
+//!
+//! Guarantees:
+//! - Unknown keys are errors (every section denies unknown fields, and a device's keys are each read
+//!   by the part that knows them), so a typo never silently falls back to a default; a misspelt key
+//!   suggests the nearest one.
+//! - Every error names the key path and, where there is one, the bad value
+//!   (`devices[0] (id "door-1").timezone: "Asia/Shang" is not an IANA time zone: ...`); a value set by
+//!   an environment variable names the variable.
+//! - The app secret is held in a [`Secret`] and a ZKTeco comm key in a
+//!   [`CommKey`](crate::sources::zk::CommKey), whose `Debug`, `Display` and `Serialize` print `***`, so
+//!   no secret can reach a log, an error message or `check-config` output by accident.
+
+pub mod device;
+pub mod errors;
+pub mod secret;
+pub mod sections;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use crate::mapping::{MappingConfig, MappingMode};
+pub use device::DeviceConfig;
+pub use errors::ConfigError;
+pub use secret::Secret;
+pub use sections::{
+    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LogConfig, QueueConfig, SenderConfig,
+};
+
+/// Where `run`, `status` and `check-config` look when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/clockbridge/clockbridge.toml";
+
+/// The whole configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub feishu: FeishuConfig,
+    pub queue: QueueConfig,
+    pub mapping: MappingConfig,
+    pub sender: SenderConfig,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub inbox: InboxConfig,
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// The file as written: sections typed, devices as their tables (read by [`DeviceConfig::parse`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    feishu: FeishuConfig,
+    #[serde(default)]
+    queue: QueueConfig,
+    #[serde(default)]
+    mapping: MappingConfig,
+    #[serde(default)]
+    sender: SenderConfig,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    http: HttpConfig,
+    #[serde(default)]
+    inbox: InboxConfig,
+    #[serde(default)]
+    devices: Vec<config::Map<String, config::Value>>,
+}
+
+impl Config {
+    /// Reads `path`, applies `CLOCKBRIDGE__SECTION__KEY` overrides from the environment, resolves
+    /// `app_secret_file` (or `$CREDENTIALS_DIRECTORY/app_secret`) and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Loads and validates the configuration for commands that never talk to the platform (`status`):
+    /// the app secret is not needed and not read.
+    pub fn load_without_secret(path: &Path) -> Result<Config, ConfigError> {
+        let text = read(path)?;
+        Self::parse(&text, &path.display().to_string(), std::env::vars()).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = read(path)?;
+        Self::from_toml_with_env(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses TOML text (named `origin` in errors) with environment overrides.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut cfg, credentials_dir) = Self::parse(text, origin, env)?;
+        secret::resolve_secret(&mut cfg.feishu, credentials_dir.as_deref())?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates, without resolving the secret; also returns `$CREDENTIALS_DIRECTORY`.
+    fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let mut credentials_dir = None;
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, v)| {
+                if k == "CREDENTIALS_DIRECTORY" {
+                    credentials_dir = Some(PathBuf::from(v));
+                }
+                k.starts_with("CLOCKBRIDGE__")
+            })
+            .collect();
+        let vars: Vec<String> = env.keys().cloned().collect();
+        Self::parse_with(text, origin, env)
+            .map(|c| (c, credentials_dir))
+            .map_err(|e| e.naming_env(&vars))
+    }
+
+    fn parse_with(
+        text: &str,
+        origin: &str,
+        env: config::Map<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("CLOCKBRIDGE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(|e| ConfigError::File {
+                path: origin.to_string(),
+                reason: e.to_string(),
+            })?;
+        let raw: Raw = serde_path_to_error::deserialize(built).map_err(|e| {
+            let (key, reason) = errors::from_serde(&e.path().to_string(), &e.inner().to_string());
+            ConfigError::Key { key, reason }
+        })?;
+        let devices = raw
+            .devices
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| DeviceConfig::parse(i, table))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cfg = Config {
+            feishu: raw.feishu,
+            queue: raw.queue,
+            mapping: raw.mapping,
+            sender: raw.sender,
+            log: raw.log,
+            http: raw.http,
+            inbox: raw.inbox,
+            devices,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that have the right type but are not acceptable, and what no two devices may
+    /// share (an id, a listening address, a ZKTeco terminal).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        sections::validate(self)?;
+        device::check_unique(&self.devices)
+    }
+
+    /// What `check-config` warns about without refusing the configuration (a serial port that does
+    /// not exist yet...).
+    pub fn warnings(&self) -> Vec<String> {
+        device::warnings(&self.devices)
+    }
+
+    /// The configuration as TOML with secrets masked, for `check-config`: each device with the keys
+    /// of its kind and the poll interval in effect.
+    pub fn to_masked_toml(&self) -> String {
+        let mut top = serde_json::Map::new();
+        let sections = [
+            ("feishu", serde_json::to_value(&self.feishu)),
+            ("queue", serde_json::to_value(&self.queue)),
+            ("mapping", serde_json::to_value(&self.mapping)),
+            ("sender", serde_json::to_value(&self.sender)),
+            ("log", serde_json::to_value(&self.log)),
+            ("http", serde_json::to_value(&self.http)),
+            ("inbox", serde_json::to_value(&self.inbox)),
+        ];
+        for (name, value) in sections {
+            top.insert(name.into(), value.unwrap_or_default());
+        }
+        top.insert(
+            "devices".into(),
+            self.devices
+                .iter()
+                .map(|d| serde_json::Value::Object(d.shown()))
+                .collect(),
+        );
+        let table = toml::Value::try_from(strip_nulls(serde_json::Value::Object(top)));
+        match table.map(|t| toml::to_string(&t)) {
+            Ok(Ok(text)) => text,
+            Ok(Err(e)) | Err(e) => format!("# cannot show the configuration as TOML: {e}\n"),
+        }
+    }
+
+    /// The config for a device id.
+    pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: format!("cannot read: {e}: create it from config/clockbridge.toml"),
+    })
+}
+
+/// TOML has no null: absent values are left out.
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(strip_nulls).collect())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests;
