@@ -10,8 +10,8 @@ use std::time::Duration;
 
 pub use spec::{TcpMode, TcpSpec};
 
-use super::kind::{Claim, Device, DeviceSpec, Keys, Kind, Members, SourceContext, SourceTask};
 use super::kind::SpecError;
+use super::kind::{Claim, Device, DeviceSpec, Keys, Kind, Members, SourceContext, SourceTask};
 use super::line_spec::{LineSpec, LINE_KEYS};
 
 /// The `tcp` kind, as registered in [`super::KINDS`].
