@@ -1,10 +1,11 @@
 //! Clock sources: each configured device runs as its own task that reads punches and hands them to
 //! the ingest stage through a [`PunchSink`].
 //!
-//! A kind of clock is one folder here (`tcp/`, `serial/`, `zk/`) and one line in [`KINDS`]: the folder
-//! holds the kind's keys and their checks (its spec), its source task, its figures for `status` and
-//! `/metrics`, and what it keeps across restarts (through [`crate::queue::store`]). What a kind is to the
-//! rest of clockbridge is the [`Kind`] trait; every source starts from one [`SourceContext`].
+//! A kind of clock is one folder here (`tcp/`, `serial/`, `zk/`), its `pub mod` line and its entry in
+//! [`KINDS`]. The folder holds the kind's keys and their checks (its spec), its source task, its
+//! figures for `status` and `/metrics`, and what it keeps across restarts (through
+//! [`crate::queue::store`]). What a kind is to the rest of clockbridge is the [`Kind`] trait; every
+//! source starts from one [`SourceContext`].
 //!
 //! Guarantees shared by every source:
 //! - A device never blocks another: each runs in its own task, with its own reconnect back-off.
