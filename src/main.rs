@@ -441,10 +441,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    use clockbridge::service::{Limits, Service};
+    use clockbridge::service::Service;
     use tokio::signal::unix::{signal, SignalKind};
     let opts = RunOptions::for_config(&cfg);
-    let limits = Limits::for_config(&cfg);
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     Service::starting();
@@ -452,7 +451,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .inspect_err(|e| Service::failed(e))?;
     // READY=1 only now: the queue is open and migrated, the sender and the sources run
-    let service = Service::ready(&running, limits).await;
+    let service = Service::ready(running.health()).await;
     let why = loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break "SIGTERM"; }

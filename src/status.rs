@@ -7,7 +7,9 @@
 //! `kinds` has the same five counts for every record kind (one per lane in
 //! [`crate::feishu::lanes::ALL`]: `user_flow`, `user_approval`, `archive_report`, `leave_accrual`,
 //! always present); `senders` the other lanes' senders' figures by kind (the HR senders) and
-//! `inbox` the `[inbox]` directories' figures (both empty when the daemon never ran).
+//! `inbox` the `[inbox]` directories' figures (both empty when the daemon never ran); `conditions`
+//! what the daemon's health model found wrong at its last snapshot ([`crate::health`]: each with
+//! `kind`, `message`, `since`, `restart`; empty when it is healthy or not running).
 //! Members may be added, never renamed. Every time in it is Unix seconds.
 
 use std::path::Path;
@@ -15,12 +17,13 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::daemon::{RuntimeSnapshot, RUNTIME_KEY};
+use crate::health::Condition;
 use crate::queue::{
     open_read_only, read_counts, read_dead_letters, read_oldest_outstanding, read_runtime,
     DeadLetter, QueueError, StateCounts,
 };
 use crate::sender::SenderSnapshot;
+use crate::snapshot::{RuntimeSnapshot, RUNTIME_KEY};
 use crate::sources::DeviceSnapshot;
 
 /// A snapshot older than this means the daemon is not running.
@@ -37,7 +40,10 @@ pub struct Status {
     /// daemon's last snapshot.
     pub senders: std::collections::BTreeMap<String, SenderSnapshot>,
     /// The inbox directories, by `[inbox]` key, from the daemon's last snapshot.
-    pub inbox: std::collections::BTreeMap<String, crate::hr::inbox::InboxSnapshot>,
+    pub inbox: std::collections::BTreeMap<String, crate::inbox::InboxSnapshot>,
+    /// What the running daemon's health model found wrong at its last snapshot (empty: healthy, or
+    /// not running).
+    pub conditions: Vec<Condition>,
     /// The newest dead letters (at most 20).
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -147,6 +153,11 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         devices,
         senders: snap.as_ref().map(|s| s.senders.clone()).unwrap_or_default(),
         inbox: snap.as_ref().map(|s| s.inbox.clone()).unwrap_or_default(),
+        conditions: snap
+            .as_ref()
+            .filter(|_| running)
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
         sender: snap.map(|s| s.sender),
         dead_letters,
     })
@@ -159,6 +170,20 @@ pub fn render_text(s: &Status) -> String {
         (true, Some(pid)) => format!("daemon:    running (pid {pid})\n"),
         _ => "daemon:    not running\n".to_string(),
     });
+    if s.daemon.running {
+        if s.conditions.is_empty() {
+            o.push_str("health:    ok\n");
+        } else {
+            o.push_str(&format!(
+                "health:    {} problem{}\n",
+                s.conditions.len(),
+                if s.conditions.len() == 1 { "" } else { "s" }
+            ));
+            for c in &s.conditions {
+                o.push_str(&format!("  - {}: {}\n", c.kind.name(), c.message));
+            }
+        }
+    }
     let q = &s.queue;
     o.push_str(&format!("queue:     {}\n", q.path));
     o.push_str(&format!(
@@ -179,6 +204,12 @@ pub fn render_text(s: &Status) -> String {
                 sender.retries,
                 sender.rate_limited
             )),
+        }
+        if sender.timeouts_in_a_row > 0 {
+            o.push_str(&format!(
+                "  the last {} requests timed out (no answer within feishu.request_timeout_secs)\n",
+                sender.timeouts_in_a_row
+            ));
         }
         if let Some(e) = &sender.last_error {
             o.push_str(&format!(

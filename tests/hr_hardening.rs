@@ -17,7 +17,7 @@ use tokio::process::{Child, Command};
 
 use crate::util::*;
 
-const MARKER: &str = clockbridge::hr::inbox::MARKER;
+const MARKER: &str = clockbridge::inbox::MARKER;
 
 /// An approvals CSV of `rows` valid leave items (distinct ids).
 fn approvals_csv(path: &Path, rows: usize) {

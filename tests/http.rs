@@ -271,7 +271,32 @@ async fn metrics_healthz_and_status_show_the_running_daemon() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(r.headers()["allow"], "GET");
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+
+    // HEAD: the answer of GET, without its body
+    for path in ["/healthz", "/metrics", "/status"] {
+        let (get_code, get_type, get_body) = get(addr, path).await;
+        let r = client()
+            .head(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), get_code, "HEAD {path}");
+        assert_eq!(
+            r.headers()[reqwest::header::CONTENT_TYPE],
+            get_type.as_str()
+        );
+        let length: usize = r.headers()[reqwest::header::CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(length > 0 && !get_body.is_empty(), "HEAD {path}");
+        assert!(
+            r.bytes().await.unwrap().is_empty(),
+            "HEAD {path} sent a body"
+        );
+    }
 
     conn.shutdown().await.unwrap();
     drop(conn);

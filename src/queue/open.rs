@@ -110,6 +110,7 @@ impl Queue {
             Queue {
                 tx,
                 path: Arc::new(path.to_path_buf()),
+                faults: Default::default(),
             },
             OpenReport {
                 requeued_in_flight: requeued,
