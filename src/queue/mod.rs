@@ -46,7 +46,8 @@
 //! runtime's threads.
 //!
 //! # Files
-//! `open` (file, pragmas, migrations, the database thread), `insert` (the one
+//! `open` (what may be opened or created, pragmas, migrations, the database thread), `lock` (one
+//! daemon per queue), `insert` (the one
 //! insert path), `claim`, `outcome` (acknowledgements and pruning),
 //! `remap` (what the queue knows of a kind; unmapped rows), `dlq` (dead letters), `counts`
 //! (the read model behind `status` and `/metrics`), `runtime` (the daemon's snapshots).
@@ -55,6 +56,7 @@ mod claim;
 mod counts;
 mod dlq;
 mod insert;
+pub mod lock;
 mod migrations;
 mod open;
 mod outcome;
