@@ -4,7 +4,9 @@
 //! (normalised by [`punch`], users resolved by [`mapping`]) → [`queue`] (SQLite outbox) → [`sender`] →
 //! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`import`] backfills
 //! exported log files into the same queue; [`service`] speaks systemd's notify protocol (readiness,
-//! watchdog); [`http`] and [`metrics`] serve `/healthz`, `/metrics` and `/status`.
+//! watchdog); [`http`] and [`metrics`] serve `/healthz`, `/metrics` and `/status`; [`limits`] keeps
+//! file descriptors for them (clock connections capped), and [`sigbus`] says why a bus error kills the
+//! process.
 //! The test doubles (the platform stand-in, the ZKTeco simulator, the demo) are not part of this
 //! crate: they live in the workspace crate `clockbridge-testkit` (`testkit/`), which the product never
 //! ships. See `docs/architecture.md` for the delivery guarantees.
@@ -17,6 +19,7 @@ pub mod hr;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod limits;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
