@@ -27,5 +27,6 @@ pub mod punch;
 pub mod queue;
 pub mod sender;
 pub mod service;
+pub mod sigbus;
 pub mod sources;
 pub mod status;

@@ -48,9 +48,7 @@ pub enum LockError {
 
 /// The lock file of the queue at `queue`: `QUEUE.lock` beside it.
 pub fn lock_path(queue: &Path) -> PathBuf {
-    let mut name = queue.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
+    super::side_file(queue, ".lock")
 }
 
 /// The daemon's exclusive lock on its queue, held until dropped.

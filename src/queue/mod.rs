@@ -67,7 +67,7 @@ pub mod store;
 pub use counts::{read_counts, read_oldest_outstanding, Counts, QueueReading, StateCounts};
 pub use dlq::{read_dead_letters, DeadLetter, DeadSelection, RetryReport};
 pub use insert::LATEST_SUFFIX_LEN;
-pub use open::open_read_only;
+pub use open::{open_read_only, side_file};
 pub use remap::{KindRules, KindsOf, Remap};
 pub use runtime::read_runtime;
 

@@ -38,7 +38,7 @@ fn open_error(p: &Path, reason: String) -> QueueError {
 }
 
 /// `PATH-wal`, `PATH-shm`: the files SQLite keeps beside a database in WAL mode.
-pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+pub fn side_file(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
@@ -48,7 +48,7 @@ pub fn beside(path: &Path, suffix: &str) -> PathBuf {
 fn journal_files(path: &Path) -> Vec<PathBuf> {
     ["-wal", "-shm"]
         .iter()
-        .map(|s| beside(path, s))
+        .map(|s| side_file(path, s))
         .filter(|p| p.symlink_metadata().is_ok())
         .collect()
 }
@@ -115,7 +115,7 @@ fn look(path: &Path) -> Result<Found> {
         ));
     }
     if meta.len() == 0 {
-        let wal = beside(path, "-wal");
+        let wal = side_file(path, "-wal");
         let wal_note = match wal.metadata() {
             Ok(m) => format!(
                 " {} ({} bytes) may still hold queued records: leave it where it is;",
@@ -289,10 +289,10 @@ fn create(path: &Path) -> Result<()> {
             )
         })?;
     }
-    let tmp = beside(path, &format!(".creating-{}", std::process::id()));
+    let tmp = side_file(path, &format!(".creating-{}", std::process::id()));
     let remove_tmp = || {
         for suffix in ["", "-wal", "-shm", "-journal"] {
-            let _ = std::fs::remove_file(beside(&tmp, suffix));
+            let _ = std::fs::remove_file(side_file(&tmp, suffix));
         }
     };
     remove_tmp();
@@ -307,7 +307,7 @@ fn create(path: &Path) -> Result<()> {
             })?;
         // closing the last connection checkpoints the WAL into the file (synced) and removes it
         conn.close().map_err(|(_, e)| classify(path, e))?;
-        if beside(&tmp, "-wal").exists() {
+        if side_file(&tmp, "-wal").exists() {
             return Err(open_error(
                 path,
                 format!(
@@ -505,7 +505,7 @@ mod tests {
         let path = dir.path().join("queue.db");
         std::fs::write(&path, b"").unwrap();
         let wal: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(beside(&path, "-wal"), &wal).unwrap();
+        std::fs::write(side_file(&path, "-wal"), &wal).unwrap();
         let e = refused(&path);
         assert!(e.contains("is empty (0 bytes)"), "{e}");
         assert!(
@@ -518,7 +518,7 @@ mod tests {
         assert!(e.contains("never recreates"), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), b"");
         assert!(
-            std::fs::read(beside(&path, "-wal")).unwrap() == wal,
+            std::fs::read(side_file(&path, "-wal")).unwrap() == wal,
             "the -wal was changed"
         );
         assert_eq!(files(dir.path()), ["queue.db", "queue.db-wal"]);
@@ -540,13 +540,13 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("queue.db");
             for suffix in left {
-                std::fs::write(beside(&path, suffix), b"journal").unwrap();
+                std::fs::write(side_file(&path, suffix), b"journal").unwrap();
             }
             let e = refused(&path);
             assert!(e.contains("the file is missing but"), "{e}");
             for suffix in left {
                 assert!(e.contains(&format!("{}{suffix}", path.display())), "{e}");
-                assert_eq!(std::fs::read(beside(&path, suffix)).unwrap(), b"journal");
+                assert_eq!(std::fs::read(side_file(&path, suffix)).unwrap(), b"journal");
             }
             assert!(!path.exists());
         }
