@@ -1,7 +1,8 @@
 //! The running daemon: wires sources → ingest → queue → sender, and the housekeeping around them
 //! (mapping reloads, pruning, status snapshots), and stops them in the order that loses nothing.
 //!
-//! Start order: open the queue (re-queueing rows that were in flight at a crash), load the mapping and
+//! Start order: take the queue's lock (one daemon per queue: [`crate::queue::lock`]), open the queue
+//! (re-queueing rows that were in flight at a crash), load the mapping and
 //! release unmapped punches it now covers, start the ingest writer, the sender, then the sources.
 //! Every lane ([`crate::feishu::lanes::ALL`]: one per platform endpoint) gets its own sender; the
 //! punch lane's is fed by the ingest writer, the others by `submit` and, when `[inbox]` names
@@ -46,6 +47,9 @@ pub const INGEST_CHANNEL: usize = 16_384;
 pub enum DaemonError {
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// Another daemon runs on the queue (or its lock file cannot be used).
+    #[error(transparent)]
+    Lock(#[from] crate::queue::lock::LockError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
     #[error("feishu: {0}")]
@@ -103,6 +107,8 @@ pub struct Running {
     started_at: i64,
     sink: Option<PunchSink>,
     http: Option<crate::http::HttpServer>,
+    /// One daemon per queue: released when the daemon is dropped, after its last snapshot.
+    _lock: crate::queue::lock::DaemonLock,
 }
 
 impl Running {
@@ -246,6 +252,8 @@ fn snapshot(
 
 /// Starts the daemon for `cfg`.
 pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError> {
+    // before anything else: a second daemon on this queue stops here, having touched nothing
+    let lock = crate::queue::lock::DaemonLock::acquire(&cfg.queue.path)?;
     // first, so a taken port stops the start before anything runs
     let http_listener = match cfg.http.listen {
         Some(address) => Some(crate::http::bind(address).await?),
@@ -459,6 +467,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         started_at,
         sink: Some(sink),
         http,
+        _lock: lock,
     })
 }
 

@@ -50,12 +50,72 @@ pub struct Status {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DaemonStatus {
+    /// A daemon holds the queue's lock (or, where the lock cannot be looked at, its snapshot is
+    /// fresh).
     pub running: bool,
     pub pid: Option<u32>,
     pub version: Option<String>,
     pub started_at: Option<i64>,
     /// When the daemon last wrote its snapshot (Unix seconds).
     pub snapshot_at: Option<i64>,
+    /// The pid written in the queue's lock file by the daemon that holds it (`None`: no daemon holds
+    /// it, or the lock file cannot be read).
+    pub lock_pid: Option<u32>,
+    /// A daemon holds the lock but has not written its snapshot for [`STALE_AFTER_MS`] or more: it
+    /// is alive but cannot write its queue (disk full, I/O error), or it is stuck.
+    pub snapshot_stale: bool,
+    /// Seconds since the running daemon last wrote its snapshot (since it took the lock, if it has
+    /// written none yet).
+    pub snapshot_age_secs: Option<i64>,
+}
+
+/// Whether a daemon runs on the queue at `path`, from its lock ([`crate::queue::lock`]) and its
+/// last snapshot (`snap`, written at `snap_at` Unix ms); `now` in Unix ms.
+///
+/// The lock decides: a daemon that holds it is running, whatever its snapshot says (one that cannot
+/// write its queue cannot write its snapshot either); with the lock free nothing runs. Only when
+/// the lock file cannot be looked at (another user's 0600 file) does a fresh snapshot say it.
+fn daemon_state(
+    path: &Path,
+    snap: Option<&RuntimeSnapshot>,
+    snap_at: Option<i64>,
+    now: i64,
+) -> DaemonStatus {
+    use crate::queue::lock::{probe, Probe};
+    let fresh_of = |pid: Option<u32>| match (snap, snap_at) {
+        (Some(s), Some(at)) if s.pid != 0 && pid.is_none_or(|p| p == s.pid) => {
+            Some(now - at < STALE_AFTER_MS)
+        }
+        _ => None,
+    };
+    let (running, pid, lock_pid, own_snapshot, silent_ms) = match probe(path) {
+        Probe::Held { pid, since } => {
+            let since_ms = since
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64);
+            let own = fresh_of(pid).is_some();
+            // silent since its last snapshot, or since it took the lock when it wrote none yet
+            let last = if own { snap_at } else { since_ms };
+            (true, pid, pid, own, last.map(|t| (now - t).max(0)))
+        }
+        Probe::Free => (false, None, None, false, None),
+        Probe::Unknown(_) => {
+            let fresh = fresh_of(None) == Some(true);
+            let pid = snap.filter(|_| fresh).map(|s| s.pid);
+            (fresh, pid, None, fresh, snap_at.map(|t| (now - t).max(0)))
+        }
+    };
+    let own = snap.filter(|_| own_snapshot);
+    DaemonStatus {
+        running,
+        pid,
+        version: snap.map(|s| s.version.clone()),
+        started_at: own.map(|s| s.started_at),
+        snapshot_at: snap_at.map(|t| t / 1000),
+        lock_pid,
+        snapshot_stale: running && silent_ms.is_some_and(|ms| ms >= STALE_AFTER_MS),
+        snapshot_age_secs: silent_ms.filter(|_| running).map(|ms| ms / 1000),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,8 +164,9 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         ),
         None => (None, None),
     };
-    let running =
-        matches!((&snap, snap_at), (Some(s), Some(at)) if s.pid != 0 && now - at < STALE_AFTER_MS);
+    let daemon = daemon_state(path, snap.as_ref(), snap_at, now);
+    // the devices' live figures only from the running daemon's own, fresh snapshot
+    let running = daemon.running && !daemon.snapshot_stale && daemon.started_at.is_some();
     let devices = cfg
         .devices
         .iter()
@@ -125,13 +186,7 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         })
         .collect();
     Ok(Status {
-        daemon: DaemonStatus {
-            running,
-            pid: snap.as_ref().filter(|_| running).map(|s| s.pid),
-            version: snap.as_ref().map(|s| s.version.clone()),
-            started_at: snap.as_ref().filter(|_| running).map(|s| s.started_at),
-            snapshot_at: snap_at.map(|t| t / 1000),
-        },
+        daemon,
         queue: QueueStatus {
             path: path.display().to_string(),
             pending: counts.total.pending,
@@ -163,14 +218,34 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
     })
 }
 
+/// The `daemon:` line (and, for a daemon that stopped writing its status, what that likely means).
+fn render_daemon(d: &DaemonStatus) -> String {
+    let pid = d
+        .pid
+        .map(|p| format!("pid {p}"))
+        .unwrap_or_else(|| "pid unknown".into());
+    if !d.running {
+        return "daemon:    not running\n".to_string();
+    }
+    if !d.snapshot_stale {
+        return format!("daemon:    running ({pid})\n");
+    }
+    let silent = d
+        .snapshot_age_secs
+        .map(|s| format!("for {s} s"))
+        .unwrap_or_else(|| "for a while".into());
+    format!(
+        "daemon:    running ({pid}), but it has not written its status {silent}: it likely cannot write its queue (disk full or I/O error: see its log, e.g. journalctl -u clockbridge); the figures below may be old\n"
+    )
+}
+
 /// Human-readable rendering.
 pub fn render_text(s: &Status) -> String {
     let mut o = String::new();
-    o.push_str(&match (s.daemon.running, s.daemon.pid) {
-        (true, Some(pid)) => format!("daemon:    running (pid {pid})\n"),
-        _ => "daemon:    not running\n".to_string(),
-    });
-    if s.daemon.running {
+    o.push_str(&render_daemon(&s.daemon));
+    // the health model's judgement, only from a running daemon's fresh snapshot (a stale one
+    // may be old news, and render_daemon already says why it is stale)
+    if s.daemon.running && !s.daemon.snapshot_stale {
         if s.conditions.is_empty() {
             o.push_str("health:    ok\n");
         } else {
@@ -309,4 +384,96 @@ pub fn render_text(s: &Status) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::lock::{lock_path, DaemonLock};
+
+    fn snap(pid: u32) -> RuntimeSnapshot {
+        RuntimeSnapshot {
+            pid,
+            version: "0.1.0".into(),
+            started_at: 1_700_000_000,
+            ..RuntimeSnapshot::default()
+        }
+    }
+
+    fn now() -> i64 {
+        crate::queue::now_ms()
+    }
+
+    #[test]
+    fn a_fresh_snapshot_without_the_lock_is_a_daemon_that_died() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        // killed a moment ago: its snapshot is fresh, its lock went with it
+        drop(DaemonLock::acquire(&q).unwrap());
+        let d = daemon_state(&q, Some(&snap(4321)), Some(now() - 1_000), now());
+        assert!(!d.running);
+        assert_eq!((d.pid, d.lock_pid, d.started_at), (None, None, None));
+        assert!(!d.snapshot_stale);
+        assert_eq!(render_daemon(&d), "daemon:    not running\n");
+    }
+
+    #[test]
+    fn a_daemon_holding_the_lock_runs_whatever_its_snapshot_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        let _lock = DaemonLock::acquire(&q).unwrap();
+        let me = std::process::id();
+
+        // its own fresh snapshot
+        let d = daemon_state(&q, Some(&snap(me)), Some(now() - 1_000), now());
+        assert!(d.running && !d.snapshot_stale);
+        assert_eq!((d.pid, d.lock_pid), (Some(me), Some(me)));
+        assert_eq!(d.started_at, Some(1_700_000_000));
+        assert_eq!(
+            render_daemon(&d),
+            format!("daemon:    running (pid {me})\n")
+        );
+
+        // just started: the snapshot is the previous daemon's (or there is none)
+        for old in [Some(snap(7)), Some(snap(0)), None] {
+            let d = daemon_state(
+                &q,
+                old.as_ref(),
+                old.as_ref().map(|_| now() - 600_000),
+                now(),
+            );
+            assert!(d.running && !d.snapshot_stale, "{d:?}");
+            assert_eq!(d.pid, Some(me));
+            assert_eq!(d.started_at, None);
+        }
+
+        // alive but silent for a minute: it cannot write its queue
+        let d = daemon_state(&q, Some(&snap(me)), Some(now() - 60_000), now());
+        assert!(d.running && d.snapshot_stale);
+        assert_eq!(d.snapshot_age_secs, Some(60));
+        let text = render_daemon(&d);
+        assert!(
+            text.starts_with(&format!(
+                "daemon:    running (pid {me}), but it has not written its status for 60 s: it likely cannot write its queue (disk full or I/O error: see its log"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_daemon_that_never_wrote_a_snapshot_is_stale_from_when_it_took_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        let _lock = DaemonLock::acquire(&q).unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::options()
+            .write(true)
+            .open(lock_path(&q))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let d = daemon_state(&q, Some(&snap(7)), Some(now() - 600_000), now());
+        assert!(d.running && d.snapshot_stale, "{d:?}");
+        assert_eq!(d.snapshot_age_secs, Some(120));
+    }
 }

@@ -31,7 +31,8 @@ pub use device::DeviceConfig;
 pub use errors::ConfigError;
 pub use secret::Secret;
 pub use sections::{
-    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LogConfig, QueueConfig, SenderConfig,
+    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig,
+    SenderConfig,
 };
 
 /// Where `run`, `status` and `check-config` look when `--config` is not given.
@@ -47,6 +48,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub inbox: InboxConfig,
+    pub limits: LimitsConfig,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -67,6 +69,8 @@ struct Raw {
     http: HttpConfig,
     #[serde(default)]
     inbox: InboxConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
     #[serde(default)]
     devices: Vec<config::Map<String, config::Value>>,
 }
@@ -163,6 +167,7 @@ impl Config {
             log: raw.log,
             http: raw.http,
             inbox: raw.inbox,
+            limits: raw.limits,
             devices,
         };
         cfg.validate()?;
@@ -194,6 +199,7 @@ impl Config {
             ("log", serde_json::to_value(&self.log)),
             ("http", serde_json::to_value(&self.http)),
             ("inbox", serde_json::to_value(&self.inbox)),
+            ("limits", serde_json::to_value(&self.limits)),
         ];
         for (name, value) in sections {
             top.insert(name.into(), value.unwrap_or_default());

@@ -46,7 +46,8 @@
 //! runtime's threads.
 //!
 //! # Files
-//! `open` (file, pragmas, migrations, the database thread), `insert` (the one
+//! `open` (what may be opened or created, pragmas, migrations, the database thread), `lock` (one
+//! daemon per queue), `insert` (the one
 //! insert path), `claim`, `outcome` (acknowledgements and pruning),
 //! `remap` (what the queue knows of a kind; unmapped rows), `dlq` (dead letters), `counts`
 //! (the read model behind `status` and `/metrics`), `runtime` (the daemon's snapshots), `faults`
@@ -57,6 +58,7 @@ mod counts;
 mod dlq;
 pub mod faults;
 mod insert;
+pub mod lock;
 mod migrations;
 mod open;
 mod outcome;
@@ -68,7 +70,7 @@ pub use counts::{read_counts, read_oldest_outstanding, Counts, QueueReading, Sta
 pub use dlq::{read_dead_letters, DeadLetter, DeadSelection, RetryReport};
 pub use faults::{Fault, Faults};
 pub use insert::LATEST_SUFFIX_LEN;
-pub use open::open_read_only;
+pub use open::{open_read_only, side_file};
 pub use remap::{KindRules, KindsOf, Remap};
 pub use runtime::read_runtime;
 

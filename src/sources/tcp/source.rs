@@ -22,8 +22,17 @@
 //!   `ack_template`, each record is acknowledged on its connection only after it is committed.
 //! - Cancelling `shutdown` stops accepting and reading promptly and closes every connection; a punch
 //!   already read gets a short grace period to be handed over. [`run`] returns only then.
-//! - Sockets have SO_KEEPALIVE set (accepted ones inherit it from the listener on Linux), so a peer that
-//!   vanished without closing is eventually noticed.
+//! - Sockets have TCP keep-alive on with [`KEEPALIVE`] timings (first probe after 5 min of silence,
+//!   then every 30 s, 4 unanswered probes end it), so a peer that vanished without closing is noticed
+//!   within about 7 minutes and its descriptor freed.
+//! - A listening device has at most `max_connections` connections open, and all listening devices
+//!   together at most [`crate::limits::clock_connections`] (`[limits] max_clock_connections` within
+//!   the process's limit of open files, less a reserve), so a flood of connections cannot take the
+//!   descriptors that uploads, the queue and `/healthz` need. A connection beyond a cap is accepted and
+//!   closed at once: counted in the device's figures ([`super::figures`]) and logged as a WARN at
+//!   most once a minute per device, with an INFO once connections are accepted again.
+//! - A connection of a listening device whose clock sends nothing for `idle_timeout` is closed
+//!   ([`super::idle`]; logged at INFO and counted).
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,12 +41,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 pub use crate::sources::reconnect::MIN_BACKOFF;
 pub use crate::sources::session::MALFORMED_LOGGED;
 
+use super::figures::TcpFigures;
+use super::idle::{is_idle_timeout, Idle};
 use super::spec::{TcpMode, TcpSpec};
+use crate::limits::ConnectionBudget;
 use crate::sources::kind::SourceContext;
 use crate::sources::reconnect::{Attempt, Attempts, Failure, Link, Quiet, Reconnect};
 use crate::sources::session::{End, LineDevice};
@@ -48,12 +61,23 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const LISTEN_BACKLOG: u32 = 1024;
+/// TCP keep-alive of every clock connection: the first probe after this much silence, then one
+/// every [`KEEPALIVE_INTERVAL`], and the connection ends after [`KEEPALIVE_RETRIES`] unanswered.
+pub const KEEPALIVE: Duration = Duration::from_secs(300);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_RETRIES: u32 = 4;
 
 /// What every connection of one device needs: the shared line handling, and where to listen or dial.
 struct Device {
     line: LineDevice,
     address: String,
     reconnect_max_secs: u64,
+    /// `listen`: this device's connections (`max_connections` permits).
+    own: Arc<Semaphore>,
+    max_connections: usize,
+    /// `listen`: every listening device's connections together.
+    all: ConnectionBudget,
+    idle_timeout: Option<Duration>,
 }
 
 impl Device {
@@ -105,6 +129,10 @@ pub async fn run(spec: TcpSpec, ctx: SourceContext) {
         line,
         address: address.to_string(),
         reconnect_max_secs: ctx.reconnect_max_secs,
+        own: Arc::new(Semaphore::new(spec.max_connections)),
+        max_connections: spec.max_connections,
+        all: crate::limits::clock_connections().clone(),
+        idle_timeout: spec.idle_timeout(),
     });
     match spec.mode {
         TcpMode::Listen => listen(&dev).await,
@@ -140,6 +168,11 @@ impl Attempts for Listener<'_> {
                         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
                 });
                 link.up(&format!("listening on {local}"));
+                dev.stats().update_figures(|f: &mut TcpFigures| {
+                    f.max_connections = Some(dev.max_connections as u64);
+                    f.connections_refused.get_or_insert(0);
+                    f.connections_closed_idle.get_or_insert(0);
+                });
                 dev.stats().set_listening(local);
                 accept(dev, listener, local).await;
                 Attempt::Stop
@@ -156,10 +189,68 @@ impl Attempts for Listener<'_> {
     }
 }
 
+/// Why a connection was refused.
+enum Full {
+    /// The device has `max_connections` open.
+    Device,
+    /// All listening devices together have the process's cap open.
+    All,
+}
+
+/// The places a connection holds while it is open: one of its device's, one of the process's.
+struct Admitted {
+    _own: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
+}
+
+impl Device {
+    /// Room for one more connection, or why not.
+    fn admit(&self) -> Result<Admitted, Full> {
+        let own = self
+            .own
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Full::Device)?;
+        let all = self.all.try_take().ok_or(Full::All)?;
+        Ok(Admitted {
+            _own: own,
+            _all: all,
+        })
+    }
+
+    /// Closes a connection beyond a cap: counted at once, logged at most once a minute.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr, why: Full, refusals: &mut Quiet) {
+        self.stats().update_figures(|f: &mut TcpFigures| {
+            *f.connections_refused.get_or_insert(0) += 1;
+            f.last_refused_at = Some(chrono::Utc::now().timestamp());
+        });
+        drop(stream);
+        if refusals.failed() {
+            let limit = match why {
+                Full::Device => format!(
+                    "the device has max_connections = {} open",
+                    self.max_connections
+                ),
+                Full::All => format!(
+                    "all listening devices together have [limits] max_clock_connections = {} open (within the limit of open files)",
+                    self.all.cap()
+                ),
+            };
+            tracing::warn!(
+                "device {} ({}): refused a connection from {peer}: {limit}; {} refused since the last accepted one (logged at most once a minute): if these are real clocks, raise the limit; otherwise find the host that opens them",
+                self.id(),
+                self.address,
+                refusals.failures()
+            );
+        }
+    }
+}
+
 /// Accepts connections until stopped, each served by its own task; returns once every one has ended.
 async fn accept(dev: &Arc<Device>, listener: TcpListener, local: SocketAddr) {
     let connections = TaskTracker::new();
     let mut accept_failures = Quiet::default();
+    let mut refusals = Quiet::default();
     loop {
         let accepted = tokio::select! {
             _ = dev.stop().cancelled() => break,
@@ -168,8 +259,24 @@ async fn accept(dev: &Arc<Device>, listener: TcpListener, local: SocketAddr) {
         match accepted {
             Ok((stream, peer)) => {
                 accept_failures.recovered();
+                let admitted = match dev.admit() {
+                    Ok(admitted) => admitted,
+                    Err(why) => {
+                        dev.refuse(stream, peer, why, &mut refusals);
+                        continue;
+                    }
+                };
+                if let Some(n) = refusals.recovered() {
+                    tracing::info!(
+                        "device {} ({local}): accepting connections again ({n} refused at a limit before)",
+                        dev.id()
+                    );
+                }
                 let dev = Arc::clone(dev);
-                connections.spawn(async move { serve_accepted(&dev, stream, peer).await });
+                connections.spawn(async move {
+                    serve_accepted(&dev, stream, peer).await;
+                    drop(admitted);
+                });
             }
             Err(e) => {
                 if accept_failures.failed() {
@@ -222,6 +329,16 @@ fn new_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     Ok(socket)
 }
 
+/// Keep-alive with [`KEEPALIVE`] timings on a connection (best effort: the kernel's defaults, a first
+/// probe after 2 h, remain otherwise).
+fn keepalive(stream: &TcpStream) {
+    let timings = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&timings);
+}
+
 fn no_address(address: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
@@ -232,8 +349,25 @@ fn no_address(address: &str) -> io::Error {
 async fn serve_accepted(dev: &Device, stream: TcpStream, peer: SocketAddr) {
     tracing::info!("device {} ({peer}): clock connected", dev.id());
     dev.stats().clear_error();
-    let served = dev.serve(stream, &peer.to_string()).await;
+    keepalive(&stream);
+    let served = match dev.idle_timeout {
+        Some(timeout) => {
+            dev.serve(Idle::new(stream, timeout), &peer.to_string())
+                .await
+        }
+        None => dev.serve(stream, &peer.to_string()).await,
+    };
     match served.end {
+        End::Read(e) if is_idle_timeout(&e) => {
+            tracing::info!(
+                "device {} ({peer}): connection closed: {e} after {} lines; the clock connects again when it has something to send",
+                dev.id(),
+                served.lines
+            );
+            dev.stats().update_figures(|f: &mut TcpFigures| {
+                *f.connections_closed_idle.get_or_insert(0) += 1;
+            });
+        }
         End::Eof => tracing::info!(
             "device {} ({peer}): connection closed by the clock after {} lines",
             dev.id(),
@@ -326,7 +460,10 @@ async fn dial(address: &str) -> io::Result<(TcpStream, SocketAddr)> {
             Err(e) => Err(e),
         };
         match attempt {
-            Ok(stream) => return Ok((stream, addr)),
+            Ok(stream) => {
+                keepalive(&stream);
+                return Ok((stream, addr));
+            }
             Err(e) => last = Some(e),
         }
     }
@@ -695,6 +832,105 @@ mod tests {
             "{e}"
         );
         assert!(!dev.task.is_finished());
+        dev.stop().await;
+    }
+
+    fn figures(dev: &Running) -> TcpFigures {
+        dev.stats.snapshot().figures()
+    }
+
+    #[tokio::test]
+    async fn a_listening_device_refuses_connections_beyond_max_connections_and_counts_them() {
+        let (sink, mut rx) = PunchSink::channel(16);
+        let spec = TcpSpec {
+            max_connections: 2,
+            ..device(TcpMode::Listen, "127.0.0.1:0", 1024)
+        };
+        let dev = start(spec, sink);
+        let addr = dev.stats.wait_listening().await;
+        assert_eq!(
+            figures(&dev),
+            TcpFigures {
+                max_connections: Some(2),
+                connections_refused: Some(0),
+                connections_closed_idle: Some(0),
+                last_refused_at: None,
+            }
+        );
+        // two clocks are served (each gets a punch through)
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first.write_all(line(1, 1).as_bytes()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.device_user_id, "1");
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        second.write_all(line(2, 2).as_bytes()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.device_user_id, "2");
+
+        // a third is closed at once, and counted before it is closed
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(GUARD, third.read(&mut buf))
+            .await
+            .expect("the connection beyond max_connections stayed open")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let f = figures(&dev);
+        assert_eq!(f.connections_refused, Some(1));
+        assert!(f.last_refused_at.is_some());
+        assert_eq!(dev.stats.connections.load(Ordering::Relaxed), 2);
+
+        // a place freed is a place taken again
+        drop(first);
+        dev.until("the first connection ended", |s| {
+            s.connections.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let mut fourth = TcpStream::connect(addr).await.unwrap();
+        fourth.write_all(line(4, 4).as_bytes()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.device_user_id, "4");
+        second.write_all(line(2, 3).as_bytes()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.device_user_id, "2");
+        assert_eq!(figures(&dev).connections_refused, Some(1));
+        dev.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stays_silent_for_idle_timeout_is_closed_and_counted() {
+        let (sink, mut rx) = PunchSink::channel(16);
+        let spec = TcpSpec {
+            idle_timeout_secs: 1,
+            ..device(TcpMode::Listen, "127.0.0.1:0", 1024)
+        };
+        let dev = start(spec, sink);
+        let addr = dev.stats.wait_listening().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(line(5, 5).as_bytes()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.device_user_id, "5");
+        // then silence: the daemon closes it (the test waits for the close, whenever it comes)
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(GUARD, s.read(&mut buf))
+            .await
+            .expect("the silent connection was never closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        dev.until("the close is counted", |s| {
+            s.snapshot().figures::<TcpFigures>().connections_closed_idle == Some(1)
+        })
+        .await;
+        // not an error of the device
+        assert_eq!(dev.stats.last_error(), None);
+        dev.stop().await;
+    }
+
+    #[tokio::test]
+    async fn connect_mode_has_no_listening_figures() {
+        let clock = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = clock.local_addr().unwrap();
+        let (sink, mut rx) = PunchSink::channel(16);
+        let dev = start(device(TcpMode::Connect, &addr.to_string(), 1024), sink);
+        let (mut c, _) = clock.accept().await.unwrap();
+        c.write_all(line(6, 6).as_bytes()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.device_user_id, "6");
+        assert_eq!(figures(&dev), TcpFigures::default());
         dev.stop().await;
     }
 
