@@ -358,7 +358,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             print!("{}", cfg.to_masked_toml());
-            // not errors: a serial adapter may be plugged in later
+            // not errors: a serial adapter may be plugged in later, a host may have its reasons
             for w in cfg.warnings() {
                 eprintln!("clockbridge: warning: {w}");
             }
@@ -438,6 +438,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => {
             let cfg = Config::load(&cli.config)?;
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            cfg.warnings().iter().for_each(|w| tracing::warn!("{w}"));
             sigbus(&cfg);
             limit_files(&cfg);
             runtime()?.block_on(run(cfg))?;

@@ -116,6 +116,109 @@ async fn check_config_names_the_environment_variable_of_a_bad_value() {
     );
 }
 
+/// A config file others can change, holding the secret inline (no device: `run` binds nothing).
+fn exposed_config(env: &Env) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = env.write_config("");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    cfg
+}
+
+#[tokio::test]
+async fn check_config_warns_about_an_inline_secret_a_writable_config_and_a_readable_secret_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = exposed_config(&env);
+    let shown = format!("{:?}", cfg.display().to_string());
+    let out = clockbridge(&["check-config"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("clockbridge: warning: config file {shown} (mode 0666) can be changed by every user on this host")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("clockbridge: warning: feishu.app_secret is written in the configuration {shown}: whoever can read that file has the secret")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("configuration is valid"), "{stderr}");
+
+    // the secret in a file saved by Notepad (a byte-order mark, CRLF) that every user can read
+    let secret = env.dir.path().join("app_secret");
+    std::fs::write(&secret, "\u{feff}standin-secret\r\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "app_secret = \"standin-secret\"",
+        &format!("app_secret_file = {:?}", secret.display().to_string()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = clockbridge(&["check-config"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].starts_with(&format!("clockbridge: warning: feishu.app_secret_file {:?} (mode 0644) can be read by every user on this host", secret.display().to_string())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("standin-secret") && !stdout.contains("standin-secret"));
+
+    // and the secret as read is the one the platform knows (no BOM, no CR): a queued punch is
+    // delivered, with a token granted for that secret
+    prefill(&env.queue_path(), 1).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(1))
+        .await
+        .expect("the daemon gets a token with the secret of the file and delivers the punch");
+    child.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn run_logs_the_configuration_warnings_at_start() {
+    use tokio::io::AsyncBufReadExt;
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = exposed_config(&env);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("CLOCKBRIDGE__FEISHU__APP_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let (mut writable, mut inline) = (false, false);
+    while !(writable && inline) {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no warnings within {PATIENCE:?}: {log:#?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the daemon ended without the warnings: {log:#?}"));
+        writable |= line.contains("WARN")
+            && line.contains("(mode 0666) can be changed by every user on this host");
+        inline |= line.contains("WARN")
+            && line.contains("feishu.app_secret is written in the configuration");
+        assert!(!line.contains("standin-secret"), "{line}");
+        log.push(line);
+    }
+    child.start_kill().unwrap();
+}
+
 #[test]
 fn the_example_config_is_valid() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clockbridge.toml");

@@ -152,6 +152,23 @@ pub fn nearest<'a>(key: &str, known: &'a [impl AsRef<str>]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
+/// A TOML syntax error without the source line it quotes (`5 | app_secret = "...`), which may hold
+/// a secret: `TOML parse error at line 5, column 27: invalid basic string, expected `"``, one line.
+pub fn without_source_lines(message: &str) -> String {
+    let snippet = |l: &str| {
+        let t = l
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        t.trim_start().starts_with('|')
+    };
+    message
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !snippet(l))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// `unknown field `x`, expected one of `a`, `b``: the field and the expected ones.
 fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     let field = between(message, "unknown field `", "`")?;
@@ -212,5 +229,14 @@ mod tests {
             "devices[3] (id \"door-2\").timezone"
         );
         assert_eq!(device_key(0, None, "id"), "devices[0].id");
+    }
+
+    #[test]
+    fn a_toml_syntax_error_keeps_its_position_and_loses_the_quoted_line() {
+        let message = "TOML parse error at line 5, column 27\n  |\n5 | app_secret = \"s3cr3t\n  |                           ^\ninvalid basic string, expected `\"`\n";
+        assert_eq!(
+            without_source_lines(message),
+            "TOML parse error at line 5, column 27: invalid basic string, expected `\"`"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! - [`sections`]: `[feishu]`, `[queue]`, `[mapping]`, `[sender]`, `[log]`, `[http]`, `[inbox]`;
 //! - [`device`]: `[[devices]]`, whose keys beyond the common ones belong to the device's kind
 //!   ([`crate::sources::KINDS`]);
-//! - [`secret`]: the app secret and where it comes from;
+//! - [`secret`]: the app secret, where it comes from and how its file is read;
+//! - [`access`]: who else can read the secret or change the configuration (warnings);
 //! - [`errors`]: how an error names its key.
 //!
 //! Guarantees:
@@ -15,8 +16,12 @@
 //!   an environment variable names the variable.
 //! - The app secret is held in a [`Secret`] and a ZKTeco comm key in a
 //!   [`CommKey`](crate::sources::zk::CommKey), whose `Debug`, `Display` and `Serialize` print `***`, so
-//!   no secret can reach a log, an error message or `check-config` output by accident.
+//!   no secret can reach a log, an error message or `check-config` output by accident; a TOML syntax
+//!   error names the line and column but never quotes the line (it may hold the secret).
+//! - [`Config::warnings`] says what is accepted but unsafe or not there yet: a secret others can read,
+//!   a configuration others can change, an inline secret, a serial port that does not exist yet.
 
+pub mod access;
 pub mod device;
 pub mod errors;
 pub mod secret;
@@ -29,7 +34,7 @@ use serde::Deserialize;
 pub use crate::mapping::{MappingConfig, MappingMode};
 pub use device::DeviceConfig;
 pub use errors::ConfigError;
-pub use secret::Secret;
+pub use secret::{Secret, SecretSource};
 pub use sections::{
     EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig,
     SenderConfig,
@@ -50,6 +55,19 @@ pub struct Config {
     pub inbox: InboxConfig,
     pub limits: LimitsConfig,
     pub devices: Vec<DeviceConfig>,
+    /// Where the configuration and its secret came from (for [`Config::warnings`]).
+    origin: Origin,
+}
+
+/// Where a configuration came from.
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    /// The name used in messages: the file's path, or what the caller named the text.
+    name: String,
+    /// The file it was read from, if it was.
+    file: Option<PathBuf>,
+    /// Where the app secret came from; `None` when it was not read.
+    secret: Option<SecretSource>,
 }
 
 /// The file as written: sections typed, devices as their tables (read by [`DeviceConfig::parse`]).
@@ -86,7 +104,9 @@ impl Config {
     /// the app secret is not needed and not read.
     pub fn load_without_secret(path: &Path) -> Result<Config, ConfigError> {
         let text = read(path)?;
-        Self::parse(&text, &path.display().to_string(), std::env::vars()).map(|(c, _)| c)
+        let (mut cfg, _) = Self::parse(&text, &path.display().to_string(), std::env::vars())?;
+        cfg.origin.file = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// [`Config::load`] with an explicit environment (for tests).
@@ -95,7 +115,9 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let text = read(path)?;
-        Self::from_toml_with_env(&text, &path.display().to_string(), env)
+        let mut cfg = Self::from_toml_with_env(&text, &path.display().to_string(), env)?;
+        cfg.origin.file = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parses TOML text (named `origin` in errors) with environment overrides.
@@ -104,30 +126,39 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let (mut cfg, credentials_dir) = Self::parse(text, origin, env)?;
-        secret::resolve_secret(&mut cfg.feishu, credentials_dir.as_deref())?;
+        let (mut cfg, env) = Self::parse(text, origin, env)?;
+        let source = secret::resolve_secret(
+            &mut cfg.feishu,
+            env.credentials_dir.as_deref(),
+            env.sets_secret,
+        )?;
+        cfg.origin.secret = Some(source);
         Ok(cfg)
     }
 
-    /// Parses and validates, without resolving the secret; also returns `$CREDENTIALS_DIRECTORY`.
+    /// Parses and validates, without resolving the secret; also returns what the environment says
+    /// of the secret.
     fn parse(
         text: &str,
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
-        let mut credentials_dir = None;
+    ) -> Result<(Config, SecretEnv), ConfigError> {
+        let mut secret_env = SecretEnv::default();
         let env: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, v)| {
                 if k == "CREDENTIALS_DIRECTORY" {
-                    credentials_dir = Some(PathBuf::from(v));
+                    secret_env.credentials_dir = Some(PathBuf::from(v));
                 }
                 k.starts_with("CLOCKBRIDGE__")
             })
             .collect();
+        secret_env.sets_secret = env
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("CLOCKBRIDGE__FEISHU__APP_SECRET"));
         let vars: Vec<String> = env.keys().cloned().collect();
         Self::parse_with(text, origin, env)
-            .map(|c| (c, credentials_dir))
+            .map(|c| (c, secret_env))
             .map_err(|e| e.naming_env(&vars))
     }
 
@@ -147,7 +178,7 @@ impl Config {
             .build()
             .map_err(|e| ConfigError::File {
                 path: origin.to_string(),
-                reason: e.to_string(),
+                reason: errors::without_source_lines(&e.to_string()),
             })?;
         let raw: Raw = serde_path_to_error::deserialize(built).map_err(|e| {
             let (key, reason) = errors::from_serde(&e.path().to_string(), &e.inner().to_string());
@@ -169,6 +200,10 @@ impl Config {
             inbox: raw.inbox,
             limits: raw.limits,
             devices,
+            origin: Origin {
+                name: origin.to_string(),
+                ..Origin::default()
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -181,10 +216,15 @@ impl Config {
         device::check_unique(&self.devices)
     }
 
-    /// What `check-config` warns about without refusing the configuration (a serial port that does
-    /// not exist yet...).
+    /// What `check-config` prints and `run` logs as warnings without refusing the configuration: a
+    /// secret file others can read, a configuration file others can change, an inline secret
+    /// ([`access`]), a serial port that does not exist yet. Looked at when called (modes and owners
+    /// of the files now). No secret is part of one.
     pub fn warnings(&self) -> Vec<String> {
-        device::warnings(&self.devices)
+        let o = &self.origin;
+        let mut out = access::warnings(&o.name, o.file.as_deref(), o.secret.as_ref());
+        out.extend(device::warnings(&self.devices));
+        out
     }
 
     /// The configuration as TOML with secrets masked, for `check-config`: each device with the keys
@@ -222,6 +262,15 @@ impl Config {
     pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| d.id == id)
     }
+}
+
+/// What the environment says of the secret.
+#[derive(Default)]
+struct SecretEnv {
+    /// `$CREDENTIALS_DIRECTORY`.
+    credentials_dir: Option<PathBuf>,
+    /// `CLOCKBRIDGE__FEISHU__APP_SECRET` is set.
+    sets_secret: bool,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -641,14 +641,21 @@ fn a_serial_path_that_does_not_exist_is_a_warning_not_an_error() {
         format!("{GOOD}\n[[devices]]\nid = \"clock-3\"\nkind = \"serial\"\npath = \"{path}\"\ntimezone = \"UTC\"\n")
     };
     let c = parse(&serial("/dev/serial/by-id/usb-clock-not-plugged-in"), &[]).unwrap();
+    let devices = |c: &Config| -> Vec<String> {
+        // (the inline secret of GOOD is a warning too)
+        c.warnings()
+            .into_iter()
+            .filter(|w| w.starts_with("config key devices"))
+            .collect()
+    };
     assert_eq!(
-        c.warnings(),
+        devices(&c),
         vec![
             "config key devices[1] (id \"clock-3\").path: \"/dev/serial/by-id/usb-clock-not-plugged-in\" does not exist (yet): the device stays offline until it appears; plug the adapter in, or check the path (ls /dev/serial/by-id/)".to_string()
         ]
     );
     let c = parse(&serial("/dev/null"), &[]).unwrap();
-    assert!(c.warnings().is_empty());
+    assert!(devices(&c).is_empty());
 }
 
 #[test]
@@ -663,4 +670,67 @@ fn no_secret_reaches_an_error() {
         let e = parse(&text, &[]).unwrap_err().to_string();
         assert!(!e.contains("654321") && !e.contains("s3cr3t"), "{e}");
     }
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_line_without_quoting_it() {
+    for (text, reason) in [
+        (
+            GOOD.replace("\"s3cr3t-value\"", "\"s3cr3t-value"),
+            "TOML parse error at line 5, column 27: invalid basic string",
+        ),
+        (
+            GOOD.replace("\"s3cr3t-value\"", "s3cr3t-value"),
+            "TOML parse error at line 5, column 14: string values must be quoted",
+        ),
+    ] {
+        let e = parse(&text, &[]).unwrap_err().to_string();
+        assert!(e.starts_with("config test.toml: "), "{e}");
+        assert!(e.contains(reason), "{e}");
+        assert!(!e.contains("s3cr3t") && !e.contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn load_reads_a_notepad_secret_file_and_warns_about_who_else_can_use_the_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("app_secret");
+    std::fs::write(&secret, "\u{feff}s3cr3t-in-file\r\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("clockbridge.toml");
+    let text = GOOD.replace(
+        "app_secret = \"s3cr3t-value\"",
+        &format!("app_secret_file = {:?}", secret.display().to_string()),
+    );
+    std::fs::write(&config, text).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let c = Config::load_with_env(&config, []).unwrap();
+    assert_eq!(c.feishu.app_secret.expose(), "s3cr3t-in-file");
+    let w = c.warnings();
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(
+        w[0].starts_with(&format!(
+            "config file {:?} (mode 0666) can be changed by every user",
+            config.display().to_string()
+        )),
+        "{w:#?}"
+    );
+    assert!(
+        w[1].starts_with(&format!(
+            "feishu.app_secret_file {:?} (mode 0644) can be read by every user",
+            secret.display().to_string()
+        )),
+        "{w:#?}"
+    );
+    assert!(!w.concat().contains("s3cr3t"), "{w:#?}");
+    // put right: no warning left; checked again when asked
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(c.warnings().is_empty(), "{:#?}", c.warnings());
+    // a status-like load reads no secret and judges none
+    assert!(Config::load_without_secret(&config)
+        .unwrap()
+        .warnings()
+        .is_empty());
 }
