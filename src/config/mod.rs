@@ -127,8 +127,10 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let (mut cfg, env) = Self::parse(text, origin, env)?;
+        let file = cfg.feishu.app_secret_file.clone();
         let source = secret::resolve_secret(
-            &mut cfg.feishu,
+            &mut cfg.feishu.app_secret,
+            file.as_deref(),
             env.credentials_dir.as_deref(),
             env.sets_secret,
         )?;

@@ -16,6 +16,7 @@
 
 pub mod formats;
 pub mod kind;
+pub mod line_check;
 pub mod line_spec;
 pub mod lines;
 pub mod reconnect;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::sources::kind::{from_keys, take_keys, Device, Keys, Members, SpecError};
+use crate::sources::line_check;
 use crate::sources::line_spec::{LineSpec, LINE_KEYS};
 
 crate::choice_enum! {
@@ -130,7 +131,7 @@ impl SerialSpec {
         }
         Ok(SerialSpec {
             port,
-            lines: LineSpec::parse(device, lines)?,
+            lines: line_check::parse(device, lines)?,
         })
     }
 

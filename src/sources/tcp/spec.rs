@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::sources::kind::{from_keys, take_keys, Claim, Device, Keys, Members, SpecError};
+use crate::sources::line_check;
 use crate::sources::line_spec::{LineSpec, LINE_KEYS};
 
 crate::choice_enum! {
@@ -134,7 +135,7 @@ impl TcpSpec {
             address,
             max_connections,
             idle_timeout_secs: own.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
-            lines: LineSpec::parse(device, lines)?,
+            lines: line_check::parse(device, lines)?,
         })
     }
 
