@@ -243,9 +243,14 @@ fn render_daemon(d: &DaemonStatus) -> String {
 pub fn render_text(s: &Status) -> String {
     let mut o = String::new();
     o.push_str(&render_daemon(&s.daemon));
-    // the health model's judgement, only from a running daemon's fresh snapshot (a stale one
-    // may be old news, and render_daemon already says why it is stale)
-    if s.daemon.running && !s.daemon.snapshot_stale {
+    // the health model's judgement, only from a running daemon's own fresh snapshot (a stale one
+    // may be old news, and render_daemon already says why; a daemon that has not written its first
+    // snapshot yet has no judgement to show: say so rather than "ok")
+    if s.daemon.running && !s.daemon.snapshot_stale && s.daemon.started_at.is_none() {
+        o.push_str(
+            "health:    not known yet (the daemon has not written its status since it started)\n",
+        );
+    } else if s.daemon.running && !s.daemon.snapshot_stale {
         if s.conditions.is_empty() {
             o.push_str("health:    ok\n");
         } else {
@@ -458,6 +463,41 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_health_line_says_ok_only_from_the_running_daemons_own_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        let _lock = DaemonLock::acquire(&q).unwrap();
+        let me = std::process::id();
+        let status = |d: DaemonStatus| Status {
+            daemon: d,
+            queue: QueueStatus {
+                path: q.display().to_string(),
+                pending: 0,
+                in_flight: 0,
+                delivered: 0,
+                dead: 0,
+                unmapped: 0,
+                delivered_pruned: 0,
+                oldest_outstanding_age_secs: None,
+            },
+            kinds: Default::default(),
+            devices: Vec::new(),
+            sender: None,
+            senders: Default::default(),
+            inbox: Default::default(),
+            conditions: Vec::new(),
+            dead_letters: Vec::new(),
+        };
+        let own = daemon_state(&q, Some(&snap(me)), Some(now() - 1_000), now());
+        assert!(render_text(&status(own)).contains("\nhealth:    ok\n"));
+        // just started: the snapshot is the previous daemon's, whose verdict is not this one's
+        let previous = daemon_state(&q, Some(&snap(7)), Some(now() - 600_000), now());
+        let text = render_text(&status(previous));
+        assert!(!text.contains("health:    ok"), "{text}");
+        assert!(text.contains("health:    not known yet"), "{text}");
     }
 
     #[test]
