@@ -144,7 +144,8 @@ pub fn damaged_advice(path: &Path, e: &QueueError) -> String {
         "queue {p} is damaged ({e}): rows on the damaged pages can be neither sent nor changed, and \
          /healthz fails until the file is repaired. To repair it: stop clockbridge (systemctl stop \
          clockbridge); keep a copy of the directory; run `sqlite3 {p} '.recover' | sqlite3 \
-         {p}.recovered` (sqlite3 3.29 or later); move {p} and its -wal and -shm files aside and \
+         {p}.recovered` (sqlite3 3.29 or later with the sqlite_dbpage table, which the sqlite3 \
+         of Debian 12 lacks: see the README); move {p} and its -wal and -shm files aside and \
          {p}.recovered in its place (owner and mode as before); start clockbridge: rows that were \
          delivered may be sent again and are absorbed by their idempotent ids. clockbridge keeps no \
          backup of its own; {}",
