@@ -84,7 +84,7 @@ impl Storage {
     }
 
     /// A commit failed with `error`; `punches` are waiting for one.
-    pub(super) fn close(&self, error: String, punches: usize) {
+    pub(crate) fn close(&self, error: String, punches: usize) {
         let mut h = lock(&self.held);
         let since_ms = h.as_ref().map_or_else(now_ms, |h| h.since_ms);
         *h = Some(Held {
@@ -97,7 +97,7 @@ impl Storage {
     }
 
     /// A commit succeeded.
-    pub(super) fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         *lock(&self.held) = None;
         self.open.send_replace(true);
     }
