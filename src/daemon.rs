@@ -34,6 +34,7 @@ use crate::queue::{Queue, QueueError};
 use crate::sender::{Sender, SenderContext, SenderStats};
 use crate::sources::DeviceStats;
 
+use crate::snapshot::SnapshotWriter;
 pub use crate::snapshot::{RuntimeSnapshot, RUNTIME_KEY};
 
 /// How long the status snapshot's look at the health waits for the queue's database thread.
@@ -107,6 +108,8 @@ pub struct Running {
     started_at: i64,
     sink: Option<PunchSink>,
     http: Option<crate::http::HttpServer>,
+    /// Where the status snapshots go (the queue's table and the status file).
+    snapshots: SnapshotWriter,
     /// One daemon per queue: released when the daemon is dropped, after its last snapshot.
     _lock: crate::queue::lock::DaemonLock,
 }
@@ -203,9 +206,9 @@ impl Running {
             http.stop().await;
         }
         let snap = self.snapshot();
-        if let Ok(json) = serde_json::to_string(&RuntimeSnapshot { pid: 0, ..snap }) {
-            let _ = self.queue.put_runtime(RUNTIME_KEY, json).await;
-        }
+        self.snapshots
+            .write(&RuntimeSnapshot { pid: 0, ..snap })
+            .await;
         if lost + held_by_clocks == 0 {
             tracing::info!("clockbridge stopped");
         } else {
@@ -266,6 +269,8 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
             path: cfg.queue.path.display().to_string(),
             reason: e.to_string(),
         })??;
+    // the status file beside the queue, once the queue is known to be one
+    let snapshots = SnapshotWriter::new(queue.clone());
     if report.requeued_in_flight > 0 {
         tracing::info!(
             rows = report.requeued_in_flight,
@@ -407,8 +412,8 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         )));
     }
     {
-        let (queue, devices, stats, mapping, stop) = (
-            queue.clone(),
+        let (snapshots, devices, stats, mapping, stop) = (
+            snapshots.clone(),
             devices.clone(),
             sender_stats.clone(),
             mapping.clone(),
@@ -427,11 +432,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
                 let snap = snapshot(
                     &devices, &stats, started_at, &mapping, &lanes, &inbox, verdict,
                 );
-                if let Ok(json) = serde_json::to_string(&snap) {
-                    if let Err(e) = queue.put_runtime(RUNTIME_KEY, json).await {
-                        tracing::debug!(error = %e, "status snapshot not written");
-                    }
-                }
+                snapshots.write(&snap).await;
             }
         }));
     }
@@ -467,6 +468,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         started_at,
         sink: Some(sink),
         http,
+        snapshots,
         _lock: lock,
     })
 }

@@ -11,6 +11,10 @@
 //! what the daemon's health model found wrong at its last snapshot ([`crate::health`]: each with
 //! `kind`, `message`, `since`, `restart`; empty when it is healthy or not running).
 //! Members may be added, never renamed. Every time in it is Unix seconds.
+//!
+//! The daemon's figures and conditions come from its newer snapshot: the queue's `runtime` row or
+//! the status file beside the queue, which it still writes while the queue's disk is full
+//! ([`crate::snapshot`]).
 
 use std::path::Path;
 
@@ -157,13 +161,10 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
     let dead_letters = read_dead_letters(&conn, 20)?;
     let runtime = read_runtime(&conn, RUNTIME_KEY)?;
     let now = crate::queue::now_ms();
-    let (snap, snap_at) = match runtime {
-        Some((json, at)) => (
-            serde_json::from_str::<RuntimeSnapshot>(&json).ok(),
-            Some(at),
-        ),
-        None => (None, None),
-    };
+    let (snap, snap_at) = newer(
+        runtime.map(|(json, at)| (serde_json::from_str::<RuntimeSnapshot>(&json).ok(), at)),
+        crate::snapshot::read_file(path),
+    );
     let daemon = daemon_state(path, snap.as_ref(), snap_at, now);
     // the devices' live figures only from the running daemon's own, fresh snapshot
     let running = daemon.running && !daemon.snapshot_stale && daemon.started_at.is_some();
@@ -216,6 +217,20 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         sender: snap.map(|s| s.sender),
         dead_letters,
     })
+}
+
+/// The daemon's newer snapshot: the queue's copy (which a full disk stops) or the status file's
+/// ([`crate::snapshot`]), with when it was taken (Unix ms).
+fn newer(
+    table: Option<(Option<RuntimeSnapshot>, i64)>,
+    file: Option<(RuntimeSnapshot, i64)>,
+) -> (Option<RuntimeSnapshot>, Option<i64>) {
+    match (table, file) {
+        (Some((Some(snap), at)), Some((_, file_at))) if at >= file_at => (Some(snap), Some(at)),
+        (_, Some((snap, at))) => (Some(snap), Some(at)),
+        (Some((snap, at)), None) => (snap, Some(at)),
+        (None, None) => (None, None),
+    }
 }
 
 /// The `daemon:` line (and, for a daemon that stopped writing its status, what that likely means).
@@ -407,6 +422,36 @@ mod tests {
 
     fn now() -> i64 {
         crate::queue::now_ms()
+    }
+
+    #[test]
+    fn the_newer_of_the_queues_snapshot_and_the_status_files_is_believed() {
+        let (old, new) = (snap(1), snap(2));
+        let pid = |r: (Option<RuntimeSnapshot>, Option<i64>)| (r.0.map(|s| s.pid), r.1);
+        // the disk is full: the queue's row is old, the file's is new
+        assert_eq!(
+            pid(newer(
+                Some((Some(old.clone()), 10)),
+                Some((new.clone(), 20))
+            )),
+            (Some(2), Some(20))
+        );
+        assert_eq!(
+            pid(newer(
+                Some((Some(new.clone()), 30)),
+                Some((old.clone(), 20))
+            )),
+            (Some(2), Some(30))
+        );
+        // an unreadable row, a missing file, neither
+        assert_eq!(
+            pid(newer(Some((None, 30)), Some((old.clone(), 20)))),
+            (Some(1), Some(20))
+        );
+        assert_eq!(pid(newer(Some((Some(old), 10)), None)), (Some(1), Some(10)));
+        assert_eq!(pid(newer(Some((None, 10)), None)), (None, Some(10)));
+        assert_eq!(pid(newer(None, Some((new, 5)))), (Some(2), Some(5)));
+        assert_eq!(pid(newer(None, None)), (None, None));
     }
 
     #[test]
