@@ -161,20 +161,5 @@ async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = ZkSimArgs::parse();
-    clockbridge::logging::init("info", "text");
-    let run = || -> anyhow::Result<()> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?
-            .block_on(zk_sim(args))
-    };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("clockbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    clockbridge_testkit::run_main("info", async { zk_sim(args).await.map(|()| String::new()) })
 }
