@@ -1,19 +1,23 @@
 //! The running daemon: wires sources → ingest → queue → sender, and the housekeeping around them
 //! (mapping reloads, pruning, status snapshots), and stops them in the order that loses nothing.
 //!
-//! Start order: open the queue (re-queueing rows that were in flight at a crash), load the mapping and
+//! Start order: take the queue's lock (one daemon per queue: [`crate::queue::lock`]), open the queue
+//! (re-queueing rows that were in flight at a crash), load the mapping and
 //! release unmapped punches it now covers, start the ingest writer, the sender, then the sources.
 //! Every lane ([`crate::feishu::lanes::ALL`]: one per platform endpoint) gets its own sender; the
 //! punch lane's is fed by the ingest writer, the others by `submit` and, when `[inbox]` names
-//! directories, the inbox watcher ([`crate::hr::inbox`]).
+//! directories, the inbox watcher ([`crate::inbox`]). The health model ([`crate::health::Monitor`])
+//! watches them all; `/healthz`, the systemd supervisor ([`crate::service`]) and the status snapshot
+//! ([`crate::snapshot`]) read its verdict.
 //! Stop order: sources first (no new punches), then the ingest writer drains and commits what the sources
-//! handed over, then the sender finishes or returns its in-flight requests within the grace period.
+//! handed over (giving up after [`crate::ingest::STOP_COMMIT_BUDGET`] if the queue refuses, and saying
+//! per device what it could not keep), then the sender finishes or returns its in-flight requests within
+//! the grace period.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,16 +25,20 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::feishu::lanes::{self, PUNCHES};
 use crate::feishu::FeishuClient;
-use crate::hr::inbox::{InboxSnapshot, InboxStats};
-use crate::ingest::{run_writer, DeviceInfo, PunchSink};
+use crate::health::{Limits, Monitor, Parts, Verdict};
+use crate::inbox::InboxStats;
+use crate::ingest::{run_writer, DeviceInfo, PunchSink, Writer};
 use crate::mapping::{Mapping, MappingError, MappingHandle};
 use crate::queue::store::DeviceStore;
 use crate::queue::{Queue, QueueError};
-use crate::sender::{Sender, SenderContext, SenderSnapshot, SenderStats};
-use crate::sources::{DeviceSnapshot, DeviceStats};
+use crate::sender::{Sender, SenderContext, SenderStats};
+use crate::sources::DeviceStats;
 
-/// Key of the daemon's snapshot in the queue's `runtime` table.
-pub const RUNTIME_KEY: &str = "daemon";
+use crate::snapshot::SnapshotWriter;
+pub use crate::snapshot::{RuntimeSnapshot, RUNTIME_KEY};
+
+/// How long the status snapshot's look at the health waits for the queue's database thread.
+const SNAPSHOT_PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Capacity of the channel between the sources and the ingest writer.
 pub const INGEST_CHANNEL: usize = 16_384;
@@ -40,6 +48,9 @@ pub const INGEST_CHANNEL: usize = 16_384;
 pub enum DaemonError {
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// Another daemon runs on the queue (or its lock file cannot be used).
+    #[error(transparent)]
+    Lock(#[from] crate::queue::lock::LockError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
     #[error("feishu: {0}")]
@@ -47,24 +58,6 @@ pub enum DaemonError {
     /// The `[http]` endpoint could not listen.
     #[error(transparent)]
     Http(#[from] crate::http::BindError),
-}
-
-/// What the daemon writes for `status` every few seconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RuntimeSnapshot {
-    pub pid: u32,
-    pub version: String,
-    pub started_at: i64,
-    pub devices: HashMap<String, DeviceSnapshot>,
-    pub sender: SenderSnapshot,
-    pub mapping_rows: Option<usize>,
-    /// The senders of every lane but the punch lane (`sender`), by queue kind (`user_approval`,
-    /// `archive_report`, `leave_accrual`).
-    #[serde(default)]
-    pub senders: BTreeMap<String, SenderSnapshot>,
-    /// The inbox directories, by `[inbox]` key.
-    #[serde(default)]
-    pub inbox: BTreeMap<String, InboxSnapshot>,
 }
 
 /// Tunables that are not configuration (tests shorten them).
@@ -101,6 +94,8 @@ pub struct Running {
     /// Wakes each lane's sender (after records of its kind were queued), by queue kind.
     pub lane_wakes: HashMap<&'static str, Arc<Notify>>,
     pub inbox_stats: InboxStats,
+    /// The health model: `/healthz`, the watchdog, `STATUS=` and the snapshot read its verdict.
+    pub health: Arc<Monitor>,
     reload: Arc<Notify>,
     sources_stop: CancellationToken,
     writer_stop: CancellationToken,
@@ -113,6 +108,10 @@ pub struct Running {
     started_at: i64,
     sink: Option<PunchSink>,
     http: Option<crate::http::HttpServer>,
+    /// Where the status snapshots go (the queue's table and the status file).
+    snapshots: SnapshotWriter,
+    /// One daemon per queue: released when the daemon is dropped, after its last snapshot.
+    _lock: crate::queue::lock::DaemonLock,
 }
 
 impl Running {
@@ -131,7 +130,12 @@ impl Running {
         self.sink.clone()
     }
 
-    /// The status snapshot now.
+    /// The health model (for the systemd supervisor).
+    pub fn health(&self) -> Arc<Monitor> {
+        self.health.clone()
+    }
+
+    /// The status snapshot now, with the health model's latest verdict.
     pub fn snapshot(&self) -> RuntimeSnapshot {
         snapshot(
             &self.devices,
@@ -140,6 +144,7 @@ impl Running {
             &self.mapping,
             &self.lane_stats,
             &self.inbox_stats,
+            self.health.last(),
         )
     }
 
@@ -174,20 +179,21 @@ impl Running {
         }
     }
 
-    /// Stops everything in the order that loses nothing, and writes a last snapshot.
+    /// Stops everything in the order that loses nothing (or, when the queue refuses writes, says
+    /// exactly what it could not keep), and writes a last snapshot.
     pub async fn stop(mut self) {
         // `/healthz` answers 503 "stopping" while the rest shuts down
-        if let Some(http) = &self.http {
-            http.set_stopping();
-        }
+        self.health.set_stopping();
         self.sources_stop.cancel();
         for s in self.sources.drain(..) {
             let _ = s.await;
         }
-        self.sink = None;
-        // the writer commits every punch already handed over, then ends
+        let storage = self.sink.take().map(|s| s.storage().clone());
+        // the writer commits every punch already handed over (or gives up on them after
+        // STOP_COMMIT_BUDGET if the queue refuses), then ends
         self.writer_stop.cancel();
         let _ = (&mut self.writer).await;
+        let (lost, held_by_clocks) = storage.map(|s| s.report(&self.devices)).unwrap_or_default();
         self.sender_stop.cancel();
         for s in self.senders.drain(..) {
             let _ = s.await;
@@ -200,10 +206,19 @@ impl Running {
             http.stop().await;
         }
         let snap = self.snapshot();
-        if let Ok(json) = serde_json::to_string(&RuntimeSnapshot { pid: 0, ..snap }) {
-            let _ = self.queue.put_runtime(RUNTIME_KEY, json).await;
+        self.snapshots
+            .write(&RuntimeSnapshot { pid: 0, ..snap })
+            .await;
+        if lost + held_by_clocks == 0 {
+            tracing::info!("clockbridge stopped");
+        } else {
+            tracing::error!(
+                lost,
+                held_by_clocks,
+                "clockbridge stopped with {} punches not committed: {lost} lost, {held_by_clocks} still held by their clocks (see the lines above for each device)",
+                lost + held_by_clocks
+            );
         }
-        tracing::info!("clockbridge stopped");
     }
 }
 
@@ -214,6 +229,7 @@ fn snapshot(
     mapping: &MappingHandle,
     lanes: &BTreeMap<&'static str, Arc<SenderStats>>,
     inbox: &InboxStats,
+    verdict: Verdict,
 ) -> RuntimeSnapshot {
     RuntimeSnapshot {
         pid: std::process::id(),
@@ -233,11 +249,14 @@ fn snapshot(
             .map(|(k, s)| (k.to_string(), s.snapshot()))
             .collect(),
         inbox: inbox.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        conditions: verdict.conditions,
     }
 }
 
 /// Starts the daemon for `cfg`.
 pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError> {
+    // before anything else: a second daemon on this queue stops here, having touched nothing
+    let lock = crate::queue::lock::DaemonLock::acquire(&cfg.queue.path)?;
     // first, so a taken port stops the start before anything runs
     let http_listener = match cfg.http.listen {
         Some(address) => Some(crate::http::bind(address).await?),
@@ -250,6 +269,8 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
             path: cfg.queue.path.display().to_string(),
             reason: e.to_string(),
         })??;
+    // the status file beside the queue, once the queue is known to be one
+    let snapshots = SnapshotWriter::new(queue.clone());
     if report.requeued_in_flight > 0 {
         tracing::info!(
             rows = report.requeued_in_flight,
@@ -273,6 +294,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
                 (
                     d.id.clone(),
                     DeviceInfo {
+                        kind: d.kind().to_string(),
                         tz: d.tz(),
                         location: d.location().to_string(),
                         stats: DeviceStats::new(),
@@ -287,18 +309,18 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let writer_stop = CancellationToken::new();
     let writer = {
         let (wake, stats) = (wake.clone(), sender_stats.clone());
-        tokio::spawn(run_writer(
-            rx,
-            queue.clone(),
-            devices.clone(),
-            mapping.clone(),
-            cfg.queue.max_future_secs,
-            writer_stop.clone(),
-            move || {
-                wake.notify_one();
-                stats.bump();
-            },
-        ))
+        let w = Writer {
+            queue: queue.clone(),
+            devices: devices.clone(),
+            mapping: mapping.clone(),
+            max_future_secs: cfg.queue.max_future_secs,
+            record: lanes::user_flows::record,
+            storage: sink.storage().clone(),
+        };
+        tokio::spawn(run_writer(rx, w, writer_stop.clone(), move || {
+            wake.notify_one();
+            stats.bump();
+        }))
     };
     let sender_stop = CancellationToken::new();
     let ctx = SenderContext {
@@ -310,6 +332,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let mut lane_stats = BTreeMap::new();
     let mut lane_wakes = HashMap::new();
     let mut senders = Vec::new();
+    let mut all_senders = Vec::new();
     for &lane in lanes::ALL {
         // the punch lane shares the daemon's main figures and wake-up with the ingest writer; every
         // other lane has its own and bumps the main progress signal too
@@ -321,6 +344,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
             (stats, Arc::new(Notify::new()), Some(sender_stats.clone()))
         };
         lane_wakes.insert(lane.kind(), wake.clone());
+        all_senders.push((lane.kind(), stats.clone()));
         senders.push(tokio::spawn(
             Sender::new(lane, ctx.clone(), wake, stats, progress).run(opts.grace),
         ));
@@ -347,9 +371,21 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let started_at = chrono::Utc::now().timestamp();
     let mut housekeeping = Vec::new();
     let inbox_stats = InboxStats::default();
+    // the punch lane's sender first
+    all_senders.sort_by_key(|(kind, _)| *kind != PUNCHES.kind());
+    let health = Monitor::new(Parts {
+        queue: queue.clone(),
+        devices: devices.clone(),
+        sender: sender_stats.clone(),
+        senders: all_senders,
+        storage: sink.storage().clone(),
+        inbox: inbox_stats.clone(),
+        limits: Limits::for_config(&cfg),
+        request_timeout_secs: cfg.feishu.request_timeout_secs,
+    });
     if !cfg.inbox.dirs().is_empty() {
-        crate::hr::inbox::prepare(&cfg.inbox, &inbox_stats);
-        housekeeping.push(tokio::spawn(crate::hr::inbox::run(
+        crate::inbox::prepare(&cfg.inbox, &inbox_stats);
+        housekeeping.push(tokio::spawn(crate::inbox::run(
             cfg.inbox.clone(),
             queue.clone(),
             lane_wakes.clone(),
@@ -376,14 +412,14 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         )));
     }
     {
-        let (queue, devices, stats, mapping, stop) = (
-            queue.clone(),
+        let (snapshots, devices, stats, mapping, stop) = (
+            snapshots.clone(),
             devices.clone(),
             sender_stats.clone(),
             mapping.clone(),
             housekeeping_stop.clone(),
         );
-        let (lanes, inbox) = (lane_stats.clone(), inbox_stats.clone());
+        let (lanes, inbox, health) = (lane_stats.clone(), inbox_stats.clone(), health.clone());
         let every = opts.snapshot_interval;
         housekeeping.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -392,24 +428,16 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => return,
                 }
-                let snap = snapshot(&devices, &stats, started_at, &mapping, &lanes, &inbox);
-                if let Ok(json) = serde_json::to_string(&snap) {
-                    if let Err(e) = queue.put_runtime(RUNTIME_KEY, json).await {
-                        tracing::debug!(error = %e, "status snapshot not written");
-                    }
-                }
+                let verdict = health.assess(SNAPSHOT_PROBE_WAIT).await;
+                let snap = snapshot(
+                    &devices, &stats, started_at, &mapping, &lanes, &inbox, verdict,
+                );
+                snapshots.write(&snap).await;
             }
         }));
     }
     let http = http_listener.map(|listener| {
-        let mut state = crate::http::State::new(
-            Arc::new(cfg.clone()),
-            queue.clone(),
-            devices.clone(),
-            sender_stats.clone(),
-            started_at,
-        );
-        state.lanes = lane_stats.clone();
+        let state = crate::http::State::new(Arc::new(cfg.clone()), health.clone(), started_at);
         crate::http::HttpServer::start(listener, state)
     });
     tracing::info!(
@@ -427,6 +455,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         lane_stats,
         lane_wakes,
         inbox_stats,
+        health,
         reload,
         sources_stop,
         writer_stop,
@@ -439,6 +468,8 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         started_at,
         sink: Some(sink),
         http,
+        snapshots,
+        _lock: lock,
     })
 }
 

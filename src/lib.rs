@@ -3,8 +3,11 @@
 //! The flow, one module per step: clock → [`sources`] (lines parsed by [`formats`]) → [`ingest`]
 //! (normalised by [`punch`], users resolved by [`mapping`]) → [`queue`] (SQLite outbox) → [`sender`] →
 //! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`import`] backfills
-//! exported log files into the same queue; [`service`] speaks systemd's notify protocol (readiness,
-//! watchdog); [`http`] and [`metrics`] serve `/healthz`, `/metrics` and `/status`.
+//! exported log files into the same queue; [`inbox`] takes HR files ([`hr`]) from directories;
+//! [`health`] judges what is wrong with the running daemon, for [`service`] (systemd's notify
+//! protocol: readiness, status lines, watchdog), [`http`] (`/healthz`; with [`metrics`], `/metrics`
+//! and `/status`) and the [`snapshot`] that [`status`] reads; [`limits`] keeps file descriptors for
+//! them (clock connections capped), and [`sigbus`] says why a bus error kills the process.
 //! The test doubles (the platform stand-in, the ZKTeco simulator, the demo) are not part of this
 //! crate: they live in the workspace crate `clockbridge-testkit` (`testkit/`), which the product never
 //! ships. See `docs/architecture.md` for the delivery guarantees.
@@ -13,10 +16,13 @@ pub mod config;
 pub mod daemon;
 pub mod device_stats;
 pub mod feishu;
+pub mod health;
 pub mod hr;
 pub mod http;
 pub mod import;
+pub mod inbox;
 pub mod ingest;
+pub mod limits;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
@@ -24,5 +30,7 @@ pub mod punch;
 pub mod queue;
 pub mod sender;
 pub mod service;
+pub mod sigbus;
+pub mod snapshot;
 pub mod sources;
 pub mod status;

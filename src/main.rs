@@ -371,6 +371,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             // status reads the queue only: it needs no secret
             let cfg = Config::load_without_secret(&cli.config)?;
+            sigbus(&cfg);
             let st = clockbridge::status::read(&cfg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
@@ -393,6 +394,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             // the dead letters live in the queue: no secret needed
             let cfg = Config::load_without_secret(&cli.config)?;
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            sigbus(&cfg);
             runtime()?.block_on(dlq(&cfg, command))
         }
         Command::Submit {
@@ -403,6 +405,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             // submit writes to the queue only: it needs no secret
             let cfg = Config::load_without_secret(&cli.config)?;
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            sigbus(&cfg);
             let max = max_file_size.unwrap_or(cfg.inbox.max_file_size);
             runtime()?.block_on(submit(&cfg, encoding, max, command))
         }
@@ -415,6 +418,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             // import writes to the queue only: it needs no secret
             let cfg = Config::load_without_secret(&cli.config)?;
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            sigbus(&cfg);
             let progress = if quiet || json {
                 clockbridge::import::Progress::Quiet
             } else {
@@ -435,17 +439,62 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&cli.config)?;
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
             cfg.warnings().iter().for_each(|w| tracing::warn!("{w}"));
+            sigbus(&cfg);
+            limit_files(&cfg);
             runtime()?.block_on(run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+/// A bus error on the queue's mapped `-shm` file says why before the process dies
+/// (`clockbridge::sigbus`): for every command that opens the queue.
+fn sigbus(cfg: &Config) {
+    if let Err(e) = clockbridge::sigbus::install(&cfg.queue.path) {
+        tracing::debug!("sigbus: cannot install the handler: {e}");
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit and caps clock connections within it, with
+/// a reserve for uploads, the queue and `/healthz` (`clockbridge::limits`).
+fn limit_files(cfg: &Config) {
+    use clockbridge::limits;
+    let n = limits::raise_nofile();
+    let budget = limits::set_clock_connections(cfg.limits.max_clock_connections, n.soft);
+    let raised = if n.soft > n.before {
+        format!(" (raised from {})", n.before)
+    } else {
+        String::new()
+    };
+    tracing::info!(
+        "open files: soft limit {}{raised}, hard limit {}; clock connections: at most {} on all listening devices together (limits.max_clock_connections = {}, {} descriptors kept for uploads, the queue and /healthz)",
+        n.soft,
+        n.hard,
+        budget.cap(),
+        cfg.limits.max_clock_connections,
+        limits::reserve(n.soft),
+    );
+    if let Some(e) = n.error {
+        tracing::warn!(
+            "open files: cannot raise the soft limit from {} to the hard limit {}: {e}: set LimitNOFILE= in the unit (the shipped one has LimitNOFILE=65536)",
+            n.before,
+            n.hard
+        );
+    }
+    if budget.cap() < cfg.limits.max_clock_connections {
+        tracing::warn!(
+            "open files: the soft limit of {} leaves room for {} clock connections, fewer than limits.max_clock_connections = {}: raise LimitNOFILE= (or ulimit -n) to allow more",
+            n.soft,
+            budget.cap(),
+            cfg.limits.max_clock_connections
+        );
+    }
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    use clockbridge::service::{Limits, Service};
+    use clockbridge::service::Service;
     use tokio::signal::unix::{signal, SignalKind};
     let opts = RunOptions::for_config(&cfg);
-    let limits = Limits::for_config(&cfg);
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     Service::starting();
@@ -453,7 +502,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .inspect_err(|e| Service::failed(e))?;
     // READY=1 only now: the queue is open and migrated, the sender and the sources run
-    let service = Service::ready(&running, limits).await;
+    let service = Service::ready(running.health()).await;
     let why = loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break "SIGTERM"; }

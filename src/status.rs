@@ -7,20 +7,27 @@
 //! `kinds` has the same five counts for every record kind (one per lane in
 //! [`crate::feishu::lanes::ALL`]: `user_flow`, `user_approval`, `archive_report`, `leave_accrual`,
 //! always present); `senders` the other lanes' senders' figures by kind (the HR senders) and
-//! `inbox` the `[inbox]` directories' figures (both empty when the daemon never ran).
+//! `inbox` the `[inbox]` directories' figures (both empty when the daemon never ran); `conditions`
+//! what the daemon's health model found wrong at its last snapshot ([`crate::health`]: each with
+//! `kind`, `message`, `since`, `restart`; empty when it is healthy or not running).
 //! Members may be added, never renamed. Every time in it is Unix seconds.
+//!
+//! The daemon's figures and conditions come from its newer snapshot: the queue's `runtime` row or
+//! the status file beside the queue, which it still writes while the queue's disk is full
+//! ([`crate::snapshot`]).
 
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::daemon::{RuntimeSnapshot, RUNTIME_KEY};
+use crate::health::Condition;
 use crate::queue::{
     open_read_only, read_counts, read_dead_letters, read_oldest_outstanding, read_runtime,
     DeadLetter, QueueError, StateCounts,
 };
 use crate::sender::SenderSnapshot;
+use crate::snapshot::{RuntimeSnapshot, RUNTIME_KEY};
 use crate::sources::DeviceSnapshot;
 
 /// A snapshot older than this means the daemon is not running.
@@ -37,19 +44,82 @@ pub struct Status {
     /// daemon's last snapshot.
     pub senders: std::collections::BTreeMap<String, SenderSnapshot>,
     /// The inbox directories, by `[inbox]` key, from the daemon's last snapshot.
-    pub inbox: std::collections::BTreeMap<String, crate::hr::inbox::InboxSnapshot>,
+    pub inbox: std::collections::BTreeMap<String, crate::inbox::InboxSnapshot>,
+    /// What the running daemon's health model found wrong at its last snapshot (empty: healthy, or
+    /// not running).
+    pub conditions: Vec<Condition>,
     /// The newest dead letters (at most 20).
     pub dead_letters: Vec<DeadLetter>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DaemonStatus {
+    /// A daemon holds the queue's lock (or, where the lock cannot be looked at, its snapshot is
+    /// fresh).
     pub running: bool,
     pub pid: Option<u32>,
     pub version: Option<String>,
     pub started_at: Option<i64>,
     /// When the daemon last wrote its snapshot (Unix seconds).
     pub snapshot_at: Option<i64>,
+    /// The pid written in the queue's lock file by the daemon that holds it (`None`: no daemon holds
+    /// it, or the lock file cannot be read).
+    pub lock_pid: Option<u32>,
+    /// A daemon holds the lock but has not written its snapshot for [`STALE_AFTER_MS`] or more: it
+    /// is alive but cannot write its queue (disk full, I/O error), or it is stuck.
+    pub snapshot_stale: bool,
+    /// Seconds since the running daemon last wrote its snapshot (since it took the lock, if it has
+    /// written none yet).
+    pub snapshot_age_secs: Option<i64>,
+}
+
+/// Whether a daemon runs on the queue at `path`, from its lock ([`crate::queue::lock`]) and its
+/// last snapshot (`snap`, written at `snap_at` Unix ms); `now` in Unix ms.
+///
+/// The lock decides: a daemon that holds it is running, whatever its snapshot says (one that cannot
+/// write its queue cannot write its snapshot either); with the lock free nothing runs. Only when
+/// the lock file cannot be looked at (another user's 0600 file) does a fresh snapshot say it.
+fn daemon_state(
+    path: &Path,
+    snap: Option<&RuntimeSnapshot>,
+    snap_at: Option<i64>,
+    now: i64,
+) -> DaemonStatus {
+    use crate::queue::lock::{probe, Probe};
+    let fresh_of = |pid: Option<u32>| match (snap, snap_at) {
+        (Some(s), Some(at)) if s.pid != 0 && pid.is_none_or(|p| p == s.pid) => {
+            Some(now - at < STALE_AFTER_MS)
+        }
+        _ => None,
+    };
+    let (running, pid, lock_pid, own_snapshot, silent_ms) = match probe(path) {
+        Probe::Held { pid, since } => {
+            let since_ms = since
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64);
+            let own = fresh_of(pid).is_some();
+            // silent since its last snapshot, or since it took the lock when it wrote none yet
+            let last = if own { snap_at } else { since_ms };
+            (true, pid, pid, own, last.map(|t| (now - t).max(0)))
+        }
+        Probe::Free => (false, None, None, false, None),
+        Probe::Unknown(_) => {
+            let fresh = fresh_of(None) == Some(true);
+            let pid = snap.filter(|_| fresh).map(|s| s.pid);
+            (fresh, pid, None, fresh, snap_at.map(|t| (now - t).max(0)))
+        }
+    };
+    let own = snap.filter(|_| own_snapshot);
+    DaemonStatus {
+        running,
+        pid,
+        version: snap.map(|s| s.version.clone()),
+        started_at: own.map(|s| s.started_at),
+        snapshot_at: snap_at.map(|t| t / 1000),
+        lock_pid,
+        snapshot_stale: running && silent_ms.is_some_and(|ms| ms >= STALE_AFTER_MS),
+        snapshot_age_secs: silent_ms.filter(|_| running).map(|ms| ms / 1000),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,15 +161,13 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
     let dead_letters = read_dead_letters(&conn, 20)?;
     let runtime = read_runtime(&conn, RUNTIME_KEY)?;
     let now = crate::queue::now_ms();
-    let (snap, snap_at) = match runtime {
-        Some((json, at)) => (
-            serde_json::from_str::<RuntimeSnapshot>(&json).ok(),
-            Some(at),
-        ),
-        None => (None, None),
-    };
-    let running =
-        matches!((&snap, snap_at), (Some(s), Some(at)) if s.pid != 0 && now - at < STALE_AFTER_MS);
+    let (snap, snap_at) = newer(
+        runtime.map(|(json, at)| (serde_json::from_str::<RuntimeSnapshot>(&json).ok(), at)),
+        crate::snapshot::read_file(path),
+    );
+    let daemon = daemon_state(path, snap.as_ref(), snap_at, now);
+    // the devices' live figures only from the running daemon's own, fresh snapshot
+    let running = daemon.running && !daemon.snapshot_stale && daemon.started_at.is_some();
     let devices = cfg
         .devices
         .iter()
@@ -119,13 +187,7 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         })
         .collect();
     Ok(Status {
-        daemon: DaemonStatus {
-            running,
-            pid: snap.as_ref().filter(|_| running).map(|s| s.pid),
-            version: snap.as_ref().map(|s| s.version.clone()),
-            started_at: snap.as_ref().filter(|_| running).map(|s| s.started_at),
-            snapshot_at: snap_at.map(|t| t / 1000),
-        },
+        daemon,
         queue: QueueStatus {
             path: path.display().to_string(),
             pending: counts.total.pending,
@@ -147,18 +209,76 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
         devices,
         senders: snap.as_ref().map(|s| s.senders.clone()).unwrap_or_default(),
         inbox: snap.as_ref().map(|s| s.inbox.clone()).unwrap_or_default(),
+        conditions: snap
+            .as_ref()
+            .filter(|_| running)
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
         sender: snap.map(|s| s.sender),
         dead_letters,
     })
 }
 
+/// The daemon's newer snapshot: the queue's copy (which a full disk stops) or the status file's
+/// ([`crate::snapshot`]), with when it was taken (Unix ms).
+fn newer(
+    table: Option<(Option<RuntimeSnapshot>, i64)>,
+    file: Option<(RuntimeSnapshot, i64)>,
+) -> (Option<RuntimeSnapshot>, Option<i64>) {
+    match (table, file) {
+        (Some((Some(snap), at)), Some((_, file_at))) if at >= file_at => (Some(snap), Some(at)),
+        (_, Some((snap, at))) => (Some(snap), Some(at)),
+        (Some((snap, at)), None) => (snap, Some(at)),
+        (None, None) => (None, None),
+    }
+}
+
+/// The `daemon:` line (and, for a daemon that stopped writing its status, what that likely means).
+fn render_daemon(d: &DaemonStatus) -> String {
+    let pid = d
+        .pid
+        .map(|p| format!("pid {p}"))
+        .unwrap_or_else(|| "pid unknown".into());
+    if !d.running {
+        return "daemon:    not running\n".to_string();
+    }
+    if !d.snapshot_stale {
+        return format!("daemon:    running ({pid})\n");
+    }
+    let silent = d
+        .snapshot_age_secs
+        .map(|s| format!("for {s} s"))
+        .unwrap_or_else(|| "for a while".into());
+    format!(
+        "daemon:    running ({pid}), but it has not written its status {silent}: it likely cannot write its queue (disk full or I/O error: see its log, e.g. journalctl -u clockbridge); the figures below may be old\n"
+    )
+}
+
 /// Human-readable rendering.
 pub fn render_text(s: &Status) -> String {
     let mut o = String::new();
-    o.push_str(&match (s.daemon.running, s.daemon.pid) {
-        (true, Some(pid)) => format!("daemon:    running (pid {pid})\n"),
-        _ => "daemon:    not running\n".to_string(),
-    });
+    o.push_str(&render_daemon(&s.daemon));
+    // the health model's judgement, only from a running daemon's own fresh snapshot (a stale one
+    // may be old news, and render_daemon already says why; a daemon that has not written its first
+    // snapshot yet has no judgement to show: say so rather than "ok")
+    if s.daemon.running && !s.daemon.snapshot_stale && s.daemon.started_at.is_none() {
+        o.push_str(
+            "health:    not known yet (the daemon has not written its status since it started)\n",
+        );
+    } else if s.daemon.running && !s.daemon.snapshot_stale {
+        if s.conditions.is_empty() {
+            o.push_str("health:    ok\n");
+        } else {
+            o.push_str(&format!(
+                "health:    {} problem{}\n",
+                s.conditions.len(),
+                if s.conditions.len() == 1 { "" } else { "s" }
+            ));
+            for c in &s.conditions {
+                o.push_str(&format!("  - {}: {}\n", c.kind.name(), c.message));
+            }
+        }
+    }
     let q = &s.queue;
     o.push_str(&format!("queue:     {}\n", q.path));
     o.push_str(&format!(
@@ -179,6 +299,12 @@ pub fn render_text(s: &Status) -> String {
                 sender.retries,
                 sender.rate_limited
             )),
+        }
+        if sender.timeouts_in_a_row > 0 {
+            o.push_str(&format!(
+                "  the last {} requests timed out (no answer within feishu.request_timeout_secs)\n",
+                sender.timeouts_in_a_row
+            ));
         }
         if let Some(e) = &sender.last_error {
             o.push_str(&format!(
@@ -278,4 +404,161 @@ pub fn render_text(s: &Status) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::lock::{lock_path, DaemonLock};
+
+    fn snap(pid: u32) -> RuntimeSnapshot {
+        RuntimeSnapshot {
+            pid,
+            version: "0.1.0".into(),
+            started_at: 1_700_000_000,
+            ..RuntimeSnapshot::default()
+        }
+    }
+
+    fn now() -> i64 {
+        crate::queue::now_ms()
+    }
+
+    #[test]
+    fn the_newer_of_the_queues_snapshot_and_the_status_files_is_believed() {
+        let (old, new) = (snap(1), snap(2));
+        let pid = |r: (Option<RuntimeSnapshot>, Option<i64>)| (r.0.map(|s| s.pid), r.1);
+        // the disk is full: the queue's row is old, the file's is new
+        assert_eq!(
+            pid(newer(
+                Some((Some(old.clone()), 10)),
+                Some((new.clone(), 20))
+            )),
+            (Some(2), Some(20))
+        );
+        assert_eq!(
+            pid(newer(
+                Some((Some(new.clone()), 30)),
+                Some((old.clone(), 20))
+            )),
+            (Some(2), Some(30))
+        );
+        // an unreadable row, a missing file, neither
+        assert_eq!(
+            pid(newer(Some((None, 30)), Some((old.clone(), 20)))),
+            (Some(1), Some(20))
+        );
+        assert_eq!(pid(newer(Some((Some(old), 10)), None)), (Some(1), Some(10)));
+        assert_eq!(pid(newer(Some((None, 10)), None)), (None, Some(10)));
+        assert_eq!(pid(newer(None, Some((new, 5)))), (Some(2), Some(5)));
+        assert_eq!(pid(newer(None, None)), (None, None));
+    }
+
+    #[test]
+    fn a_fresh_snapshot_without_the_lock_is_a_daemon_that_died() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        // killed a moment ago: its snapshot is fresh, its lock went with it
+        drop(DaemonLock::acquire(&q).unwrap());
+        let d = daemon_state(&q, Some(&snap(4321)), Some(now() - 1_000), now());
+        assert!(!d.running);
+        assert_eq!((d.pid, d.lock_pid, d.started_at), (None, None, None));
+        assert!(!d.snapshot_stale);
+        assert_eq!(render_daemon(&d), "daemon:    not running\n");
+    }
+
+    #[test]
+    fn a_daemon_holding_the_lock_runs_whatever_its_snapshot_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        let _lock = DaemonLock::acquire(&q).unwrap();
+        let me = std::process::id();
+
+        // its own fresh snapshot
+        let d = daemon_state(&q, Some(&snap(me)), Some(now() - 1_000), now());
+        assert!(d.running && !d.snapshot_stale);
+        assert_eq!((d.pid, d.lock_pid), (Some(me), Some(me)));
+        assert_eq!(d.started_at, Some(1_700_000_000));
+        assert_eq!(
+            render_daemon(&d),
+            format!("daemon:    running (pid {me})\n")
+        );
+
+        // just started: the snapshot is the previous daemon's (or there is none)
+        for old in [Some(snap(7)), Some(snap(0)), None] {
+            let d = daemon_state(
+                &q,
+                old.as_ref(),
+                old.as_ref().map(|_| now() - 600_000),
+                now(),
+            );
+            assert!(d.running && !d.snapshot_stale, "{d:?}");
+            assert_eq!(d.pid, Some(me));
+            assert_eq!(d.started_at, None);
+        }
+
+        // alive but silent for a minute: it cannot write its queue
+        let d = daemon_state(&q, Some(&snap(me)), Some(now() - 60_000), now());
+        assert!(d.running && d.snapshot_stale);
+        assert_eq!(d.snapshot_age_secs, Some(60));
+        let text = render_daemon(&d);
+        assert!(
+            text.starts_with(&format!(
+                "daemon:    running (pid {me}), but it has not written its status for 60 s: it likely cannot write its queue (disk full or I/O error: see its log"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_health_line_says_ok_only_from_the_running_daemons_own_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        let _lock = DaemonLock::acquire(&q).unwrap();
+        let me = std::process::id();
+        let status = |d: DaemonStatus| Status {
+            daemon: d,
+            queue: QueueStatus {
+                path: q.display().to_string(),
+                pending: 0,
+                in_flight: 0,
+                delivered: 0,
+                dead: 0,
+                unmapped: 0,
+                delivered_pruned: 0,
+                oldest_outstanding_age_secs: None,
+            },
+            kinds: Default::default(),
+            devices: Vec::new(),
+            sender: None,
+            senders: Default::default(),
+            inbox: Default::default(),
+            conditions: Vec::new(),
+            dead_letters: Vec::new(),
+        };
+        let own = daemon_state(&q, Some(&snap(me)), Some(now() - 1_000), now());
+        assert!(render_text(&status(own)).contains("\nhealth:    ok\n"));
+        // just started: the snapshot is the previous daemon's, whose verdict is not this one's
+        let previous = daemon_state(&q, Some(&snap(7)), Some(now() - 600_000), now());
+        let text = render_text(&status(previous));
+        assert!(!text.contains("health:    ok"), "{text}");
+        assert!(text.contains("health:    not known yet"), "{text}");
+    }
+
+    #[test]
+    fn a_daemon_that_never_wrote_a_snapshot_is_stale_from_when_it_took_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        let _lock = DaemonLock::acquire(&q).unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::options()
+            .write(true)
+            .open(lock_path(&q))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let d = daemon_state(&q, Some(&snap(7)), Some(now() - 600_000), now());
+        assert!(d.running && d.snapshot_stale, "{d:?}");
+        assert_eq!(d.snapshot_age_secs, Some(120));
+    }
 }

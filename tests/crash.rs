@@ -15,7 +15,8 @@ use tokio::process::{Child, Command};
 
 use crate::util::*;
 
-/// Queues `n` punches in the queue file, as a previous run of the daemon would have; returns their keys.
+/// Queues `n` punches in the queue file, as a previous run of the daemon would have, and closes it;
+/// returns their keys.
 pub async fn prefill(path: &Path, n: usize) -> HashSet<String> {
     let (q, _) = Queue::open(path).unwrap();
     let mut keys = HashSet::new();
@@ -25,39 +26,20 @@ pub async fn prefill(path: &Path, n: usize) -> HashSet<String> {
         q.insert(Arc::new(recs)).await.unwrap();
     }
     assert_eq!(q.counts().await.unwrap().total.pending, n as u64);
+    drop(q);
+    // the queue's thread closes the file on its own: its last connection folds the -wal into it
+    // and removes it; wait for that, so that the file is whole and nothing writes it any more
+    let wal = clockbridge::queue::side_file(path, "-wal");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while wal.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} still there: the prefilled queue was not closed",
+            wal.display()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     keys
-}
-
-fn spawn_daemon(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_clockbridge"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-async fn status_json(config: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
-        .args(["status", "--json", "--config"])
-        .arg(config)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

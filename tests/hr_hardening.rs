@@ -5,7 +5,6 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use clockbridge_testkit::standin::StandinConfig;
@@ -17,10 +16,10 @@ use tokio::process::{Child, Command};
 
 use crate::util::*;
 
-const MARKER: &str = clockbridge::hr::inbox::MARKER;
+const MARKER: &str = clockbridge::inbox::MARKER;
 
 /// An approvals CSV of `rows` valid leave items (distinct ids).
-fn approvals_csv(path: &Path, rows: usize) {
+pub(crate) fn approvals_csv(path: &Path, rows: usize) {
     use std::io::Write;
     let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     writeln!(
@@ -40,49 +39,14 @@ fn approvals_csv(path: &Path, rows: usize) {
     w.flush().unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// `clockbridge run`, under a fake service manager when `notify` names its socket.
 fn spawn_daemon(config: &Path, log: &Path, notify: Option<&Path>) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clockbridge"));
-    cmd.args(["run", "--config"])
-        .arg(config)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true);
+    let mut cmd = daemon_command(config, log);
     if let Some(socket) = notify {
         cmd.env("NOTIFY_SOCKET", socket)
             .env("WATCHDOG_USEC", "2000000");
     }
     cmd.spawn().unwrap()
-}
-
-async fn stop(mut child: Child, log: &Path) {
-    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
-    let exit = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "the daemon did not stop on SIGTERM; its log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
 }
 
 /// Bounds the wait for a large file to be taken by the (unoptimised) test binary on a loaded machine:
@@ -92,32 +56,6 @@ const LONG_PATIENCE: Duration = Duration::from_secs(600);
 /// Rows of the large files: a few seconds of work for the test binary, far longer than the checks
 /// made while it works.
 const LARGE: usize = 20_000;
-
-/// Waits (re-checking every few milliseconds) until `f` gives a value; fails after PATIENCE with
-/// `what` and the log.
-async fn until<T>(what: &str, log: &Path, f: impl FnMut() -> Option<T>) -> T {
-    until_within(PATIENCE, what, log, f).await
-}
-
-async fn until_within<T>(
-    patience: Duration,
-    what: &str,
-    log: &Path,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not seen; daemon log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 fn attempt(dir: &Path) -> Option<Value> {
     let text = std::fs::read(dir.join(MARKER)).ok()?;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use clockbridge::config::Config;
 use clockbridge::daemon::{self, RunOptions};
 use clockbridge_testkit::standin::StandinConfig;
-use prometheus_parse::{Scrape, Value};
+use prometheus_parse::Value;
 use serde_json::Value as Json;
 use tokio::io::AsyncWriteExt;
 
@@ -49,26 +49,6 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
         .unwrap_or("")
         .to_string();
     (status, content_type, r.text().await.unwrap())
-}
-
-fn parse(text: &str) -> Scrape {
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
-}
-
-/// The value of the one sample of `name` whose labels include `labels`.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found: Vec<f64> = scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            // the parser knows OpenMetrics counters (`_total` samples) only as untyped
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            ref other => panic!("{name}: not a single value: {other:?}"),
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
-    found[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,9 +92,9 @@ async fn metrics_healthz_and_status_show_the_running_daemon() {
         "{content_type}"
     );
     assert!(text.ends_with("# EOF\n"), "{text}");
-    let m = parse(&text);
+    let m = parse_metrics(&text);
     let records = |state: &str| {
-        value(
+        metric(
             &m,
             "clockbridge_queue_records",
             &[("kind", "user_flow"), ("state", state)],
@@ -127,30 +107,33 @@ async fn metrics_healthz_and_status_show_the_running_daemon() {
     assert_eq!(records("unmapped"), 0.0, "{text}");
     let device = [("device", "door-1")];
     assert_eq!(
-        value(
+        metric(
             &m,
             "clockbridge_device_queue_records",
             &[("device", "door-1"), ("state", "dead")]
         ),
         1.0
     );
-    assert_eq!(value(&m, "clockbridge_queue_up", &[]), 1.0);
+    assert_eq!(metric(&m, "clockbridge_queue_up", &[]), 1.0);
     assert_eq!(
-        value(&m, "clockbridge_queue_oldest_outstanding_age_seconds", &[]),
+        metric(&m, "clockbridge_queue_oldest_outstanding_age_seconds", &[]),
         0.0
     );
     assert_eq!(
-        value(&m, "clockbridge_sender_delivered_records_total", &[]),
+        metric(&m, "clockbridge_sender_delivered_records_total", &[]),
         3.0
     );
-    assert_eq!(value(&m, "clockbridge_sender_dead_records_total", &[]), 1.0);
     assert_eq!(
-        value(&m, "clockbridge_sender_requests_total", &[]),
+        metric(&m, "clockbridge_sender_dead_records_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "clockbridge_sender_requests_total", &[]),
         requests as f64
     );
     for reason in clockbridge::sender::RETRY_REASONS {
         assert_eq!(
-            value(
+            metric(
                 &m,
                 "clockbridge_sender_retried_records_total",
                 &[("reason", reason)]
@@ -159,40 +142,43 @@ async fn metrics_healthz_and_status_show_the_running_daemon() {
             "{reason}"
         );
     }
-    assert_eq!(value(&m, "clockbridge_sender_rate_limited_total", &[]), 0.0);
-    assert_eq!(value(&m, "clockbridge_sender_blocked", &[]), 0.0);
-    assert!(value(&m, "clockbridge_sender_heartbeat_age_seconds", &[]) < 60.0);
-    assert_eq!(value(&m, "clockbridge_device_online", &device), 1.0);
-    assert_eq!(value(&m, "clockbridge_device_connections", &device), 1.0);
     assert_eq!(
-        value(&m, "clockbridge_device_lines_read_total", &device),
+        metric(&m, "clockbridge_sender_rate_limited_total", &[]),
+        0.0
+    );
+    assert_eq!(metric(&m, "clockbridge_sender_blocked", &[]), 0.0);
+    assert!(metric(&m, "clockbridge_sender_heartbeat_age_seconds", &[]) < 60.0);
+    assert_eq!(metric(&m, "clockbridge_device_online", &device), 1.0);
+    assert_eq!(metric(&m, "clockbridge_device_connections", &device), 1.0);
+    assert_eq!(
+        metric(&m, "clockbridge_device_lines_read_total", &device),
         5.0
     );
     assert_eq!(
-        value(&m, "clockbridge_device_punches_read_total", &device),
+        metric(&m, "clockbridge_device_punches_read_total", &device),
         4.0
     );
     assert_eq!(
-        value(&m, "clockbridge_device_malformed_lines_total", &device),
+        metric(&m, "clockbridge_device_malformed_lines_total", &device),
         1.0
     );
     assert_eq!(
-        value(&m, "clockbridge_device_queued_punches_total", &device),
+        metric(&m, "clockbridge_device_queued_punches_total", &device),
         4.0
     );
     assert_eq!(
-        value(&m, "clockbridge_device_duplicate_punches_total", &device),
+        metric(&m, "clockbridge_device_duplicate_punches_total", &device),
         0.0
     );
     assert!(
-        value(
+        metric(
             &m,
             "clockbridge_device_last_line_timestamp_seconds",
             &device
         ) > 1.7e9
     );
     assert_eq!(
-        value(
+        metric(
             &m,
             "clockbridge_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))]
@@ -215,7 +201,7 @@ async fn metrics_healthz_and_status_show_the_running_daemon() {
     assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
     assert_eq!(buckets[0].less_than, 0.025);
     assert_eq!(
-        value(&m, "clockbridge_upstream_latency_seconds_count", &[]),
+        metric(&m, "clockbridge_upstream_latency_seconds_count", &[]),
         requests as f64
     );
     assert!(m.docs.contains_key("clockbridge_sender_retried_records"));
@@ -271,7 +257,32 @@ async fn metrics_healthz_and_status_show_the_running_daemon() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(r.headers()["allow"], "GET");
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+
+    // HEAD: the answer of GET, without its body
+    for path in ["/healthz", "/metrics", "/status"] {
+        let (get_code, get_type, get_body) = get(addr, path).await;
+        let r = client()
+            .head(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), get_code, "HEAD {path}");
+        assert_eq!(
+            r.headers()[reqwest::header::CONTENT_TYPE],
+            get_type.as_str()
+        );
+        let length: usize = r.headers()[reqwest::header::CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(length > 0 && !get_body.is_empty(), "HEAD {path}");
+        assert!(
+            r.bytes().await.unwrap().is_empty(),
+            "HEAD {path} sent a body"
+        );
+    }
 
     conn.shutdown().await.unwrap();
     drop(conn);
@@ -307,11 +318,11 @@ async fn healthz_is_503_and_says_why_while_the_app_is_blocked() {
         "the secret leaked: {body}"
     );
     let (_, _, text) = get(addr, "/metrics").await;
-    let m = parse(&text);
-    assert_eq!(value(&m, "clockbridge_sender_blocked", &[]), 1.0);
-    assert!(value(&m, "clockbridge_sender_app_blocked_total", &[]) >= 1.0);
+    let m = parse_metrics(&text);
+    assert_eq!(metric(&m, "clockbridge_sender_blocked", &[]), 1.0);
+    assert!(metric(&m, "clockbridge_sender_app_blocked_total", &[]) >= 1.0);
     assert_eq!(
-        value(
+        metric(
             &m,
             "clockbridge_queue_records",
             &[("kind", "user_flow"), ("state", "dead")]

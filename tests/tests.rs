@@ -7,6 +7,7 @@ mod cli;
 pub mod crash;
 mod delivery;
 mod dlq;
+mod hardening;
 mod hr;
 mod hr_hardening;
 mod http;

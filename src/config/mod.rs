@@ -38,7 +38,8 @@ pub use device::DeviceConfig;
 pub use errors::ConfigError;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
-    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LogConfig, QueueConfig, SenderConfig,
+    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig,
+    SenderConfig,
 };
 
 /// Where `run`, `status` and `check-config` look when `--config` is not given.
@@ -54,6 +55,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub inbox: InboxConfig,
+    pub limits: LimitsConfig,
     pub devices: Vec<DeviceConfig>,
     /// Where the configuration and its secret came from (for [`Config::warnings`]).
     origin: Origin,
@@ -87,6 +89,8 @@ struct Raw {
     http: HttpConfig,
     #[serde(default)]
     inbox: InboxConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
     #[serde(default)]
     devices: Vec<config::Map<String, config::Value>>,
 }
@@ -125,8 +129,10 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let (mut cfg, env) = Self::parse(text, origin, env)?;
+        let file = cfg.feishu.app_secret_file.clone();
         let source = secret::resolve_secret(
-            &mut cfg.feishu,
+            &mut cfg.feishu.app_secret,
+            file.as_deref(),
             env.credentials_dir.as_deref(),
             env.sets_secret,
         )
@@ -197,6 +203,7 @@ impl Config {
             log: raw.log,
             http: raw.http,
             inbox: raw.inbox,
+            limits: raw.limits,
             devices,
             origin: Origin {
                 name: origin.to_string(),
@@ -237,6 +244,7 @@ impl Config {
             ("log", serde_json::to_value(&self.log)),
             ("http", serde_json::to_value(&self.http)),
             ("inbox", serde_json::to_value(&self.inbox)),
+            ("limits", serde_json::to_value(&self.limits)),
         ];
         for (name, value) in sections {
             top.insert(name.into(), value.unwrap_or_default());

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::errors::ConfigError;
-use super::sections::FeishuConfig;
 
 /// A secret string. Never printed.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -71,21 +70,22 @@ const CREDENTIAL_KEY: &str = "feishu.app_secret (systemd credential app_secret)"
 /// the systemd credential `app_secret` (`$CREDENTIALS_DIRECTORY/app_secret`). Two at once is an
 /// error, so a forgotten inline placeholder can never shadow the real secret. `from_env` tells that
 /// an inline secret was set by `CLOCKBRIDGE__FEISHU__APP_SECRET`.
+///
+/// Takes `feishu.app_secret` and `feishu.app_secret_file` rather than the `[feishu]` section, so
+/// that this file needs nothing from `sections.rs` (which needs [`Secret`] from here).
 pub(super) fn resolve_secret(
-    feishu: &mut FeishuConfig,
+    app_secret: &mut Secret,
+    app_secret_file: Option<&Path>,
     credentials_dir: Option<&Path>,
     from_env: bool,
 ) -> Result<SecretSource, ConfigError> {
     let credential = credentials_dir
         .map(|d| d.join("app_secret"))
         .filter(|p| p.exists());
-    let inline = !feishu.app_secret.is_empty();
+    let inline = !app_secret.is_empty();
     let sources = [
         inline.then_some("feishu.app_secret"),
-        feishu
-            .app_secret_file
-            .as_ref()
-            .map(|_| "feishu.app_secret_file"),
+        app_secret_file.map(|_| "feishu.app_secret_file"),
         credential
             .as_ref()
             .map(|_| "the systemd credential app_secret"),
@@ -107,11 +107,11 @@ pub(super) fn resolve_secret(
             SecretSource::Inline
         });
     }
-    let (key, file, source) = match (&feishu.app_secret_file, credential) {
+    let (key, file, source) = match (app_secret_file, credential) {
         (Some(f), _) => (
             "feishu.app_secret_file",
-            f.clone(),
-            SecretSource::File(f.clone()),
+            f.to_path_buf(),
+            SecretSource::File(f.to_path_buf()),
         ),
         (None, Some(c)) => (CREDENTIAL_KEY, c.clone(), SecretSource::Credential(c)),
         (None, None) => {
@@ -121,7 +121,7 @@ pub(super) fn resolve_secret(
             })
         }
     };
-    feishu.app_secret = read_secret_file(key, &file)?;
+    *app_secret = read_secret_file(key, &file)?;
     Ok(source)
 }
 

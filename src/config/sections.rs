@@ -1,5 +1,5 @@
 //! The sections of the configuration besides `[[devices]]`: `[feishu]`, `[queue]`, `[mapping]`,
-//! `[sender]`, `[log]`, `[http]` and `[inbox]`, with their defaults and their checks.
+//! `[sender]`, `[log]`, `[http]`, `[inbox]` and `[limits]`, with their defaults and their checks.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -194,6 +194,29 @@ pub struct HttpConfig {
     /// it behind a firewall or an authenticating reverse proxy.
     #[serde(default)]
     pub allow_remote: bool,
+}
+
+/// `[limits]`: how much of the process's resources clock connections may take (see
+/// [`crate::limits`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections all listening devices together may have open; never more than the soft limit of
+    /// open files less a reserve for uploads, the queue and `/healthz`.
+    #[serde(default = "default_max_clock_connections")]
+    pub max_clock_connections: usize,
+}
+
+fn default_max_clock_connections() -> usize {
+    crate::limits::DEFAULT_MAX_CLOCK_CONNECTIONS
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_clock_connections: default_max_clock_connections(),
+        }
+    }
 }
 
 /// `ip:port`, with an error that shows the value.
@@ -420,6 +443,13 @@ pub(super) fn validate(c: &super::Config) -> Result<(), ConfigError> {
                 "is not a known encoding: use \"utf-8\", \"gb18030\", \"big5\" or another WHATWG label",
             ));
         }
+    }
+    if c.limits.max_clock_connections == 0 {
+        return Err(ConfigError::invalid(
+            "limits.max_clock_connections",
+            0,
+            "must be at least 1",
+        ));
     }
     let mut dirs = HashSet::new();
     for (_, name, dir) in inbox.dirs() {

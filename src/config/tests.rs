@@ -634,7 +634,7 @@ fn an_error_from_an_environment_variable_names_the_variable() {
 }
 
 #[test]
-fn two_devices_may_not_share_an_id_a_listen_address_or_a_zk_address() {
+fn two_devices_may_not_share_an_id_a_listen_address_a_zk_address_or_a_serial_port() {
     let e = parse(
         &four_devices("timezone = \"UTC\"").replace("id = \"door-4\"", "id = \"door-3\""),
         &[],
@@ -678,6 +678,35 @@ fn two_devices_may_not_share_an_id_a_listen_address_or_a_zk_address() {
         format!("\n[[devices]]\nid = \"{id}\"\nkind = \"tcp\"\nmode = \"listen\"\naddress = \"127.0.0.1:0\"\ntimezone = \"UTC\"\n")
     };
     parse(&format!("{GOOD}{}{}", free("a"), free("b")), &[]).unwrap();
+    // one serial port read by two devices, written once by its link and once by what it leads to
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("ttyUSB0");
+    std::fs::write(&port, b"").unwrap();
+    let link = dir.path().join("usb-clock-if00");
+    std::os::unix::fs::symlink(&port, &link).unwrap();
+    let serial = |id: &str, path: &std::path::Path| {
+        format!(
+            "\n[[devices]]\nid = \"{id}\"\nkind = \"serial\"\npath = \"{}\"\ntimezone = \"UTC\"\n",
+            path.display()
+        )
+    };
+    let e = parse(
+        &format!(
+            "{GOOD}{}{}",
+            serial("lobby-a", &link),
+            serial("lobby-b", &port)
+        ),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "config key devices[2] (id \"lobby-b\").path: \"{}\" is the serial port of devices[1] (id \"lobby-a\") too",
+            port.display()
+        )),
+        "{e}"
+    );
 }
 
 #[test]

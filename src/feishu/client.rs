@@ -37,6 +37,8 @@ pub struct Reply {
     pub ratelimit_reset: Option<u64>,
     /// The body's `data`.
     pub data: serde_json::Value,
+    /// No answer came within `feishu.request_timeout_secs` (a transport failure: `code` is `None`).
+    pub timed_out: bool,
 }
 
 impl Reply {
@@ -142,9 +144,10 @@ impl FeishuClient {
             .await;
         let (reply, env) = match read_reply(resp).await {
             Ok(x) => x,
-            Err(reason) => {
+            Err(t) => {
                 return Err(Reply {
-                    msg: format!("tenant token request failed: {reason}"),
+                    msg: format!("tenant token request failed: {}", t.reason),
+                    timed_out: t.timed_out,
                     ..Reply::default()
                 })
             }
@@ -184,8 +187,9 @@ impl FeishuClient {
                 .await;
             let reply = match read_reply(resp).await {
                 Ok((r, _)) => r,
-                Err(reason) => Reply {
-                    msg: reason,
+                Err(t) => Reply {
+                    msg: t.reason,
+                    timed_out: t.timed_out,
                     ..Reply::default()
                 },
             };
@@ -204,10 +208,16 @@ impl FeishuClient {
     }
 }
 
-/// Reads an HTTP reply into a [`Reply`]; Err is a transport-level failure description.
+/// A failure below HTTP: no reply (or a broken one) at all.
+struct Transport {
+    reason: String,
+    timed_out: bool,
+}
+
+/// Reads an HTTP reply into a [`Reply`]; Err is a transport-level failure.
 async fn read_reply(
     resp: Result<reqwest::Response, reqwest::Error>,
-) -> Result<(Reply, Option<Envelope>), String> {
+) -> Result<(Reply, Option<Envelope>), Transport> {
     let resp = resp.map_err(describe_reqwest)?;
     let status = resp.status().as_u16();
     let header = |name: &str| {
@@ -245,7 +255,7 @@ async fn read_reply(
     Ok((reply, env))
 }
 
-fn describe_reqwest(e: reqwest::Error) -> String {
+fn describe_reqwest(e: reqwest::Error) -> Transport {
     // without the URL (it carries no secret, but keep lines short) and with the source chain
     let kind = if e.is_timeout() {
         "timed out"
@@ -263,7 +273,10 @@ fn describe_reqwest(e: reqwest::Error) -> String {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    msg
+    Transport {
+        reason: msg,
+        timed_out: e.is_timeout(),
+    }
 }
 
 #[cfg(test)]

@@ -18,11 +18,10 @@
 //!   no-op. Report rows and accrual updates set absolute values: their queue key is the target (report
 //!   row, granting record) plus a hash of the value, a newer value for the same target is queued behind
 //!   the older one and never sent before it, and re-submitting the latest value is a no-op.
-//! - [`inbox`] watches a directory per kind in the running daemon.
+//! - [`crate::inbox`] watches a directory per kind in the running daemon.
 
 pub mod accruals;
 pub mod approvals;
-pub mod inbox;
 pub mod input;
 pub mod names;
 pub mod reports;

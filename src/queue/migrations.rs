@@ -125,6 +125,19 @@ FROM zk_watermarks;
 DROP TABLE zk_watermarks;
 "#;
 
+/// The tables a queue holds, with the schema version that created each and the one that dropped it:
+/// a file whose version says it holds a table it lacks was altered by hand (or is another program's
+/// file), and is refused rather than written to. Keep it in step with the migrations below.
+pub const TABLES: &[(&str, i64, Option<i64>)] = &[
+    ("outbox", 1, None),
+    ("counts", 1, None),
+    ("totals", 1, None),
+    ("runtime", 1, None),
+    ("dropped", 2, None),
+    ("zk_watermarks", 3, Some(4)),
+    ("source_state", 4, None),
+];
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -140,6 +153,33 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(super::migrations().validate().is_ok());
+    }
+
+    /// `TABLES` says what each version holds: checked against the migrations themselves.
+    #[test]
+    fn the_tables_of_each_version_are_those_the_migrations_create() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        let versions = super::TABLES.iter().map(|t| t.1).max().unwrap();
+        for v in 1..=versions {
+            super::migrations()
+                .to_version(&mut conn, v as usize)
+                .unwrap();
+            let mut st = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .unwrap();
+            let have: Vec<String> = st
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let mut want: Vec<String> = super::TABLES
+                .iter()
+                .filter(|(_, since, until)| *since <= v && until.is_none_or(|u| v < u))
+                .map(|(name, _, _)| name.to_string())
+                .collect();
+            want.sort();
+            assert_eq!(have, want, "schema version {v}");
+        }
     }
 
     /// A deployment of the version with `zk_watermarks` (schema 3) keeps its watermarks.

@@ -46,15 +46,19 @@
 //! runtime's threads.
 //!
 //! # Files
-//! `open` (file, pragmas, migrations, the database thread), `insert` (the one
+//! `open` (what may be opened or created, pragmas, migrations, the database thread), `lock` (one
+//! daemon per queue), `insert` (the one
 //! insert path), `claim`, `outcome` (acknowledgements and pruning),
 //! `remap` (what the queue knows of a kind; unmapped rows), `dlq` (dead letters), `counts`
-//! (the read model behind `status` and `/metrics`), `runtime` (the daemon's snapshots).
+//! (the read model behind `status` and `/metrics`), `runtime` (the daemon's snapshots), `faults`
+//! (what the file did wrong: damage, writes failing; read by the health model).
 
 mod claim;
 mod counts;
 mod dlq;
+pub mod faults;
 mod insert;
+pub mod lock;
 mod migrations;
 mod open;
 mod outcome;
@@ -64,8 +68,9 @@ pub mod store;
 
 pub use counts::{read_counts, read_oldest_outstanding, Counts, QueueReading, StateCounts};
 pub use dlq::{read_dead_letters, DeadLetter, DeadSelection, RetryReport};
+pub use faults::{Fault, Faults};
 pub use insert::LATEST_SUFFIX_LEN;
-pub use open::open_read_only;
+pub use open::{open_read_only, side_file};
 pub use remap::{KindRules, KindsOf, Remap};
 pub use runtime::read_runtime;
 
@@ -211,6 +216,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct Queue {
     tx: std::sync::mpsc::Sender<Job>,
     path: Arc<PathBuf>,
+    /// What the file did wrong since it was opened (every call is recorded; see [`faults`]).
+    faults: Arc<faults::FaultLog>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -222,7 +229,26 @@ impl Queue {
     /// Runs `f` on the database thread and returns its result. Crate-private: everything outside
     /// the queue goes through its typed methods (the one caller outside `queue` is the ZKTeco
     /// source's watermark table).
+    ///
+    /// Its outcome is recorded in the queue's [`Faults`] (a damaged file, writes failing).
     pub(crate) async fn call<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    {
+        let (faults, path) = (self.faults.clone(), self.path.clone());
+        self.call_unrecorded(move |conn| {
+            let before = conn.total_changes();
+            let r = f(conn);
+            faults.record(&path, &r, conn.total_changes() != before);
+            r
+        })
+        .await
+    }
+
+    /// [`Queue::call`] without recording the outcome in [`Faults`] (the status snapshot: a tiny
+    /// write that may succeed on a full disk proves nothing about the queue's rows).
+    async fn call_unrecorded<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
@@ -234,6 +260,12 @@ impl Queue {
             }))
             .map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// What the queue file did wrong since it was opened: damage (for good), writes failing (until
+    /// one succeeds). Read by the health model.
+    pub fn faults(&self) -> Faults {
+        self.faults.get()
     }
 
     /// Asks the database thread a question that needs no database: `on_answer` runs on that thread

@@ -7,8 +7,9 @@ use super::{now_ms, Queue, Result};
 
 impl Queue {
     /// Stores a runtime snapshot (JSON) under `key`, for `status` in another process.
+    /// Not recorded in [`super::Faults`]: see [`Queue::call_unrecorded`].
     pub async fn put_runtime(&self, key: &'static str, value: String) -> Result<()> {
-        self.call(move |conn| {
+        self.call_unrecorded(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO runtime(key, value, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",

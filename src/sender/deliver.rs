@@ -45,6 +45,7 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
         let sent = Instant::now();
         let mut reply = sh.lane.send(&sh.client, &batch).await;
         sh.stats.latency.observe(sent.elapsed());
+        sh.stats.record_timing(reply.timed_out);
         let verdict = sh.lane.classify(&reply);
         if let Some(detail) = sh.lane.failure_detail(&reply) {
             // e.g. 1225001's error records: kept with the dead letter

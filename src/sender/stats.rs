@@ -120,6 +120,10 @@ pub(super) struct SenderState {
     pub(super) blocked: Option<String>,
     pub(super) last_error: Option<LastError>,
     pub(super) last_success_at: Option<i64>,
+    /// Requests in a row that got no answer within `feishu.request_timeout_secs`.
+    pub(super) timeouts_in_a_row: u64,
+    /// Unix seconds of the first of them.
+    pub(super) timing_out_since: Option<i64>,
 }
 
 /// The last failure the platform (or the network) reported.
@@ -149,6 +153,13 @@ pub struct SenderSnapshot {
     pub rate_limited: u64,
     pub last_success_at: Option<i64>,
     pub last_error: Option<LastError>,
+    /// Requests in a row that got no answer within `feishu.request_timeout_secs` (0 once one is
+    /// answered); [`crate::health::UPSTREAM_TIMEOUT_STREAK`] of them make a health condition.
+    #[serde(default)]
+    pub timeouts_in_a_row: u64,
+    /// Unix seconds of the first request of that streak.
+    #[serde(default)]
+    pub timing_out_since: Option<i64>,
 }
 
 impl SenderStats {
@@ -164,6 +175,21 @@ impl SenderStats {
 
     pub(super) fn with_state<R>(&self, f: impl FnOnce(&mut SenderState) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Records whether a request got an answer in time (`timed_out`: none within
+    /// `feishu.request_timeout_secs`).
+    pub fn record_timing(&self, timed_out: bool) {
+        self.with_state(|s| {
+            if timed_out {
+                s.timeouts_in_a_row += 1;
+                s.timing_out_since
+                    .get_or_insert_with(|| chrono::Utc::now().timestamp());
+            } else {
+                s.timeouts_in_a_row = 0;
+                s.timing_out_since = None;
+            }
+        });
     }
 
     pub(super) fn record_error(&self, reply: &Reply) {
@@ -199,6 +225,8 @@ impl SenderStats {
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             last_success_at: st.last_success_at,
             last_error: st.last_error,
+            timeouts_in_a_row: st.timeouts_in_a_row,
+            timing_out_since: st.timing_out_since,
         }
     }
 }

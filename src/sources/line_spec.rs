@@ -3,18 +3,22 @@
 //! `time_format`, `state_map`), the conversation (`poll_command`, `ack_template`) and the line limit
 //! (`max_line_length`).
 //!
-//! Guarantees: [`LineSpec::parse`] accepts only what the line session can use: the format is built
-//! once ([`LineParser::new`]), the poll command and the acknowledgement template are checked for their
-//! escapes and placeholders, so a bad value stops the configuration with an error naming the key,
-//! never a surprise on the wire.
+//! This file is the keys as data only, and imports nothing of the sources: the format
+//! ([`super::formats`]), the session ([`super::session`]) and the kind framework ([`super::kind`])
+//! read it. Reading and checking the keys of a device is [`super::line_check`].
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::formats::{LineFormat, LineParser};
-use super::kind::{from_keys, Device, Keys, SpecError};
-use super::session::{unescape, AckTemplate};
+crate::choice_enum! {
+    /// The line formats (`format = "..."`).
+    pub enum LineFormat {
+        ZkAttlog = "zk-attlog",
+        Csv = "csv",
+        Pattern = "pattern",
+    }
+}
 
 /// The keys of [`LineSpec`].
 pub const LINE_KEYS: &[&str] = &[
@@ -98,51 +102,5 @@ impl Default for LineSpec {
             ack_template: None,
             max_line_length: default_max_line(),
         }
-    }
-}
-
-impl LineSpec {
-    /// Reads the line keys of `keys` (only [`LINE_KEYS`]) and checks them.
-    pub fn parse(device: &Device, keys: Keys) -> Result<LineSpec, SpecError> {
-        let spec: LineSpec = from_keys(keys)?;
-        spec.check(device)?;
-        Ok(spec)
-    }
-
-    /// Checks values that have the right type but are not acceptable.
-    pub fn check(&self, device: &Device) -> Result<(), SpecError> {
-        if self.max_line_length < 16 || self.max_line_length > 1 << 20 {
-            return Err(SpecError::value(
-                "max_line_length",
-                self.max_line_length,
-                "must be between 16 and 1048576",
-            ));
-        }
-        if let Err(e) = LineParser::new(&device.id, device.tz, self) {
-            return Err(SpecError {
-                value: e.config_value(self),
-                key: e.key.to_string(),
-                reason: e.reason,
-            });
-        }
-        if let Some(cmd) = &self.poll_command {
-            match unescape(cmd) {
-                Ok(bytes) if bytes.is_empty() => {
-                    return Err(SpecError::value(
-                        "poll_command",
-                        cmd,
-                        "is empty: remove the key, or give the command the clock expects",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) => return Err(SpecError::value("poll_command", cmd, e)),
-            }
-        }
-        if let Some(t) = &self.ack_template {
-            if let Err(e) = AckTemplate::parse(t) {
-                return Err(SpecError::value("ack_template", t, e));
-            }
-        }
-        Ok(())
     }
 }

@@ -16,3 +16,31 @@
 pub mod demo;
 pub mod standin;
 pub mod zksim;
+
+/// The body of each binary's `main`: logging at `log_level`, a two-thread runtime running `work`,
+/// its output printed, and an error printed as `clockbridge: ...` with exit status 1.
+pub fn run_main<F>(log_level: &str, work: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<String>>,
+{
+    use anyhow::Context;
+    clockbridge::logging::init(log_level, "text");
+    let run = || -> anyhow::Result<String> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(work)
+    };
+    match run() {
+        Ok(out) => {
+            print!("{out}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("clockbridge: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -96,17 +96,9 @@ pub use sample::{sample, SAMPLE_MAX};
 use time::*;
 use zk_attlog::*;
 
+pub use super::line_spec::LineFormat;
 use super::line_spec::LineSpec;
 use crate::punch::Punch;
-
-crate::choice_enum! {
-    /// The line formats (`format = "..."`).
-    pub enum LineFormat {
-        ZkAttlog = "zk-attlog",
-        Csv = "csv",
-        Pattern = "pattern",
-    }
-}
 
 /// Why a line is not a punch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1082,7 +1082,7 @@ fn parse_errors_are_lowercase_and_short() {
 
 /// `cargo test --release --lib formats::tests::csv_parse_rate -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "throughput measurement, not a check: run with --ignored on a quiet machine"]
 fn csv_parse_rate() {
     let n = 1_000_000;
     let lines: Vec<String> = (0..n)

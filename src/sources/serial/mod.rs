@@ -9,7 +9,9 @@ use std::time::Duration;
 
 pub use spec::{FlowControl, Parity, SerialSpec};
 
-use super::kind::{Device, DeviceSpec, Keys, Kind, Members, SourceContext, SourceTask, SpecError};
+use super::kind::{
+    Claim, Device, DeviceSpec, Keys, Kind, Members, SourceContext, SourceTask, SpecError,
+};
 use super::line_spec::{LineSpec, LINE_KEYS};
 
 /// The `serial` kind, as registered in [`super::KINDS`].
@@ -43,6 +45,9 @@ impl DeviceSpec for SerialSpec {
     }
     fn default_poll_interval(&self) -> Duration {
         Duration::from_secs(super::DEFAULT_POLL_INTERVAL_SECS)
+    }
+    fn claims(&self) -> Vec<Claim> {
+        SerialSpec::claims(self)
     }
     fn warnings(&self) -> Vec<SpecError> {
         SerialSpec::warnings(self)

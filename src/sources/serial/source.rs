@@ -81,9 +81,7 @@ pub async fn run(spec: SerialSpec, ctx: SourceContext) {
 /// on it).
 fn port_settings(id: &str, cfg: &PortSpec) -> Result<SerialPortBuilder, String> {
     let bad = |key: &str, value: &dyn std::fmt::Display, want: &str| {
-        format!(
-            "device {id}: {key} = {value} is not usable: {want}: fix it in the configuration"
-        )
+        format!("device {id}: {key} = {value} is not usable: {want}: fix it in the configuration")
     };
     let path = match cfg.path.as_deref().filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => p,

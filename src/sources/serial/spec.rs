@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sources::kind::{from_keys, take_keys, Device, Keys, Members, SpecError};
+use crate::sources::kind::{from_keys, take_keys, Claim, Device, Keys, Members, SpecError};
+use crate::sources::line_check;
 use crate::sources::line_spec::{LineSpec, LINE_KEYS};
 
 crate::choice_enum! {
@@ -130,7 +131,7 @@ impl SerialSpec {
         }
         Ok(SerialSpec {
             port,
-            lines: LineSpec::parse(device, lines)?,
+            lines: line_check::parse(device, lines)?,
         })
     }
 
@@ -139,6 +140,25 @@ impl SerialSpec {
         let mut m = crate::sources::kind::shown(&self.port);
         m.extend(crate::sources::kind::shown(&self.lines));
         m
+    }
+
+    /// The port: two devices cannot read one port (each would get half of its lines). A path that
+    /// exists is compared by what it leads to, so `/dev/serial/by-id/...` and the `/dev/ttyUSB0` it
+    /// links to are the same port.
+    pub fn claims(&self) -> Vec<Claim> {
+        self.port
+            .path
+            .as_ref()
+            .map(|p| Claim {
+                key: "path",
+                what: "serial port",
+                value: std::fs::canonicalize(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string(),
+            })
+            .into_iter()
+            .collect()
     }
 
     /// A port that does not exist now: worth a warning, not an error (an adapter may be plugged in

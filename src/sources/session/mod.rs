@@ -13,6 +13,12 @@
 //!   usual.
 //! - Without `ack_template`, punches are handed over with [`PunchSink::submit`] and no commit is
 //!   awaited per line (the fast path: the TCP source reads well over 50,000 lines/s).
+//! - While the queue commits nothing (disk full, I/O error: the ingest stage's storage gate,
+//!   [`PunchSink::ready`]), no further line is taken from the stream: the clock is held back by flow
+//!   control (TCP, the serial line's buffer), and what a stop then cannot keep is at most what was
+//!   already handed over, the read buffer and what the kernel buffers. A punch read but not handed
+//!   over when the daemon stops is counted as not kept ([`PunchSink::not_kept`]), never claimed to
+//!   be still in the clock.
 //! - With `ack_template`, each punch is handed over with [`PunchSink::submit_committed`] and its
 //!   acknowledgement is written back on the same stream only once the queue has committed it
 //!   ([`crate::ingest::IngestOutcome::is_committed`]); when the queue could not store it, nothing
@@ -242,6 +248,15 @@ impl LineDevice {
                 {
                     break End::Stopped;
                 }
+                // The storage gate: while the queue commits nothing, nothing more is read, so the
+                // clock is held back by flow control instead of its punches piling up in memory.
+                if !self.sink.storage().is_open() {
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => break End::Stopped,
+                        _ = self.sink.ready() => {}
+                    }
+                }
                 let event = tokio::select! {
                     biased;
                     command = tick(&mut poll) => Event::Poll(command),
@@ -391,10 +406,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 match tokio::time::timeout(SHUTDOWN_GRACE, &mut submit).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) if !dev.shutdown.is_cancelled() => return Err(End::SinkClosed),
-                    _ => tracing::warn!(
-                        "device {} ({}): stopping: the punch of line {} could not be handed to the queue in time; it is still in the clock's log",
-                        dev.id, self.peer, self.lines
-                    ),
+                    _ => {
+                        // without ack_template the clock has already let it go: it is lost, and
+                        // counted in the stop's report of what could not be kept
+                        dev.sink.not_kept(&dev.id, false, 1);
+                        tracing::warn!(
+                            "device {} ({}): stopping: the punch of line {} could not be handed to the queue in time and is not kept",
+                            dev.id, self.peer, self.lines
+                        );
+                    }
                 }
                 Err(End::Stopped)
             }

@@ -361,3 +361,73 @@ async fn a_closed_sink_ends_the_connection() {
         .unwrap()
         .contains("queue is closed"));
 }
+
+fn minute(item: &IngestItem) -> String {
+    item.punch.local_time.format("%M").to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_more_is_read_while_the_storage_gate_is_closed() {
+    let (sink, mut rx) = PunchSink::channel(16);
+    let storage = sink.storage().clone();
+    let dev = device(&config(), 5, sink).unwrap();
+    let (stats, shutdown) = (dev.stats.clone(), dev.shutdown.clone());
+    let (ours, mut clock) = tokio::io::duplex(4096);
+    let task = tokio::spawn(async move { dev.serve(ours, "test").await });
+    clock.write_all(line(1, 0).as_bytes()).await.unwrap();
+    assert_eq!(minute(&recv(&mut rx).await), "00");
+    // the session now waits in a read (the paused clock jumps ahead once every task idles)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // a commit failed: the read already waiting takes one line, and no more
+    storage.close("database or disk is full".into(), 0);
+    let lines: String = (1..6).map(|m| line(1, m)).collect();
+    clock.write_all(lines.as_bytes()).await.unwrap();
+    assert_eq!(minute(&recv(&mut rx).await), "01");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "a punch was read behind a closed gate"
+    );
+    assert_eq!(stats.lines_read.load(Ordering::Relaxed), 2);
+    // a commit succeeded: the rest is read, in order
+    storage.reopen();
+    for m in 2..6 {
+        assert_eq!(minute(&recv(&mut rx).await), format!("{m:02}"));
+    }
+    assert_eq!(stats.lines_read.load(Ordering::Relaxed), 6);
+    // a stop while waiting at the gate ends the connection at once, nothing counted as not kept
+    storage.close("database or disk is full".into(), 0);
+    clock.write_all(line(1, 9).as_bytes()).await.unwrap();
+    assert_eq!(minute(&recv(&mut rx).await), "09");
+    shutdown.cancel();
+    let end = tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+    assert!(matches!(end.end, End::Stopped), "{:?}", end.end);
+    assert!(storage.not_kept_so_far().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_punch_of_a_plain_clock_not_handed_over_at_a_stop_is_counted_as_lost() {
+    // a channel of one, which nobody drains: the second punch cannot be handed over
+    let (sink, _rx) = PunchSink::channel(1);
+    let storage = sink.storage().clone();
+    let dev = device(&config(), 5, sink).unwrap();
+    let (stats, shutdown) = (dev.stats.clone(), dev.shutdown.clone());
+    let (ours, mut clock) = tokio::io::duplex(4096);
+    let task = tokio::spawn(async move { dev.serve(ours, "test").await });
+    let lines: String = (0..2).map(|m| line(1, m)).collect();
+    clock.write_all(lines.as_bytes()).await.unwrap();
+    while stats.punches_read.load(Ordering::Relaxed) < 2 {
+        tokio::task::yield_now().await;
+    }
+    shutdown.cancel();
+    let end = tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+    assert!(matches!(end.end, End::Stopped), "{:?}", end.end);
+    let t = storage.not_kept_so_far();
+    assert_eq!(
+        t["clock-1"],
+        crate::ingest::NotKept {
+            lost: 1,
+            clock_keeps: 0
+        }
+    );
+}

@@ -1,7 +1,10 @@
 //! TCP line clocks (`kind = "tcp"`): punches read as text lines from a TCP connection, in either
 //! direction (`mode = "listen"`: the clocks dial us; `mode = "connect"`: we dial the clock). The keys
-//! are in [`spec`], the task in [`source`].
+//! are in [`spec`], the task in [`source`]; a listening device's limits in [`idle`] (silence) and
+//! [`figures`] (what it refused or closed, for `status` and `/metrics`).
 
+pub mod figures;
+pub mod idle;
 pub mod source;
 pub mod spec;
 
@@ -10,8 +13,10 @@ use std::time::Duration;
 
 pub use spec::{TcpMode, TcpSpec};
 
-use super::kind::{Claim, Device, DeviceSpec, Keys, Kind, Members, SourceContext, SourceTask};
 use super::kind::SpecError;
+use super::kind::{
+    Claim, Device, DeviceSpec, Gauge, Keys, Kind, Members, SourceContext, SourceTask,
+};
 use super::line_spec::{LineSpec, LINE_KEYS};
 
 /// The `tcp` kind, as registered in [`super::KINDS`].
@@ -33,6 +38,12 @@ impl Kind for TcpKind {
     }
     fn parse(&self, device: &Device, keys: Keys) -> Result<Arc<dyn DeviceSpec>, SpecError> {
         Ok(Arc::new(TcpSpec::parse(device, keys)?))
+    }
+    fn render_figures(&self, figures: &Members, out: &mut String) {
+        figures::render(figures, out)
+    }
+    fn gauges(&self) -> &'static [Gauge] {
+        figures::GAUGES
     }
 }
 

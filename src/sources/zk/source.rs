@@ -32,17 +32,17 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use super::codec::EF_ATTLOG;
 use super::figures::{UnmappedUser, ZkFigures};
 use super::spec::{UserIdSource, ZkSpec};
 use super::watermark::{self, Watermark};
+use super::{AttRecord, Event, Timeouts, User, ZkClient, ZkError};
 use crate::device_stats::DeviceStats;
 use crate::ingest::{IngestOutcome, PunchSink};
 use crate::punch::{resolve_local, Punch};
 use crate::queue::store::{DeviceStore, StoreError};
 use crate::sources::kind::SourceContext;
 use crate::sources::reconnect::{Attempt, Attempts, Failure, Link, Quiet, Reconnect};
-use super::codec::EF_ATTLOG;
-use super::{AttRecord, Event, Timeouts, User, ZkClient, ZkError};
 
 /// Most unmapped users listed in `status`.
 const UNMAPPED_LISTED: usize = 50;
@@ -723,8 +723,9 @@ impl ZkDevice {
         self.stats
             .last_line_at
             .store(Utc::now().timestamp(), Ordering::Relaxed);
-        self.stats
-            .update_figures(|z: &mut ZkFigures| z.realtime_events = Some(z.realtime_events.unwrap_or(0) + n));
+        self.stats.update_figures(|z: &mut ZkFigures| {
+            z.realtime_events = Some(z.realtime_events.unwrap_or(0) + n)
+        });
         let users: Vec<String> = punches.iter().map(|p| p.device_user_id.clone()).collect();
         let outcomes = self
             .sink

@@ -5,7 +5,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -25,23 +24,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    clockbridge::logging::init("warn", "text");
-    let run = || -> anyhow::Result<String> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?
-            .block_on(clockbridge_testkit::demo::run(args.punches, args.keep))
-    };
-    match run() {
-        Ok(summary) => {
-            print!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("clockbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    clockbridge_testkit::run_main(
+        "warn",
+        clockbridge_testkit::demo::run(args.punches, args.keep),
+    )
 }

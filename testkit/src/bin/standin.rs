@@ -46,20 +46,5 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    clockbridge::logging::init("info", "text");
-    let run = || -> anyhow::Result<()> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?
-            .block_on(serve(args))
-    };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("clockbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    clockbridge_testkit::run_main("info", async { serve(args).await.map(|()| String::new()) })
 }

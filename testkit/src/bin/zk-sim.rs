@@ -107,6 +107,9 @@ impl ZkSimArgs {
 async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
     use chrono::Timelike;
     use clockbridge_testkit::zksim::{SimRecord, SimUser};
+    // before anything can connect: a SIGTERM from whoever saw the "serving" line must be caught
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
     let sim = clockbridge_testkit::zksim::start(args.config()?).await?;
     let c = sim.record_count();
     eprintln!(
@@ -129,8 +132,6 @@ async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
         )),
     };
     let users: Vec<SimUser> = sim.users();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
     let mut n = 0usize;
     loop {
         let tick = async {
@@ -161,20 +162,5 @@ async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = ZkSimArgs::parse();
-    clockbridge::logging::init("info", "text");
-    let run = || -> anyhow::Result<()> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?
-            .block_on(zk_sim(args))
-    };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("clockbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    clockbridge_testkit::run_main("info", async { zk_sim(args).await.map(|()| String::new()) })
 }

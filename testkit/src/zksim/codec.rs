@@ -2,9 +2,10 @@
 //! packed time, and the layouts of attendance records, user records, free sizes and realtime events.
 //!
 //! Written from the protocol as its public clients implement it (pyzk 0.9, node-zklib) and from
-//! captures of real terminals (the "notes A1–A10" tags below name the project's protocol notes on
-//! each topic), and checked against their test vectors. It shares nothing with the product's client
-//! (`clockbridge::zk`) on purpose: the simulator is an independent reading of the protocol, so a
+//! captures of real terminals (the facts, with their public sources, are in the repository's
+//! `docs/zkteco-protocol.md`; the "see ..." notes below name its sections), and checked against
+//! their test vectors. It shares nothing with the product's client (`clockbridge::sources::zk`) on
+//! purpose: the simulator is an independent reading of the protocol, so a
 //! misreading in one is caught by the other (and both by pyzk).
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
@@ -16,7 +17,7 @@ pub const TCP_TOP_LEN: usize = 8;
 /// Bytes of the protocol header (command, checksum, session id, reply id).
 pub const HEADER_LEN: usize = 8;
 
-/// Command and reply codes (notes A4).
+/// Command and reply codes (see docs/zkteco-protocol.md, "Packets").
 pub mod cmd {
     /// Read the user table (in a buffered read request).
     pub const USERTEMP_RRQ: u16 = 9;
@@ -84,7 +85,7 @@ pub mod cmd {
 pub const EF_ATTLOG: u32 = 1;
 
 /// The 16-bit ones'-complement checksum of `header + data`, the checksum field counted as 0
-/// (notes A2). `bytes` must hold the header with its checksum field zeroed, then the data.
+/// (see docs/zkteco-protocol.md, "Packets"). `bytes` must hold the header with its checksum field zeroed, then the data.
 pub fn checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut words = bytes.chunks_exact(2);
@@ -175,7 +176,7 @@ pub fn parse_top(top: &[u8; TCP_TOP_LEN]) -> Top {
     Top::Len(u32::from_le_bytes([top[4], top[5], top[6], top[7]]) as usize)
 }
 
-/// The 4-byte comm-key hash a client sends in CMD_AUTH (notes A5, pyzk `make_commkey`).
+/// The 4-byte comm-key hash a client sends in CMD_AUTH (see docs/zkteco-protocol.md, "Comm key"; pyzk `make_commkey`).
 pub fn comm_key_hash(key: u32, session: u16, ticks: u8) -> [u8; 4] {
     let k = key.reverse_bits().wrapping_add(u32::from(session));
     let b = k.to_le_bytes();
@@ -190,7 +191,7 @@ pub fn comm_key_matches(key: u32, session: u16, sent: &[u8]) -> bool {
     sent.len() >= 4 && comm_key_hash(key, session, sent[2]) == sent[..4]
 }
 
-/// Encodes a wall-clock time as the packed u32 (notes A9); `None` outside years 2000–2099 (the
+/// Encodes a wall-clock time as the packed u32 (see docs/zkteco-protocol.md, "Times"); `None` outside years 2000–2099 (the
 /// format keeps the year modulo 100, so a client would read another century).
 pub fn encode_time(t: NaiveDateTime) -> Option<u32> {
     if !(2000..=2099).contains(&t.year()) {
@@ -215,7 +216,7 @@ pub fn decode_time(mut t: u32) -> Option<NaiveDateTime> {
     NaiveDate::from_ymd_opt(2000 + t as i32, mo, d)?.and_hms_opt(h, m, s)
 }
 
-/// The 6 raw bytes of a realtime event's time: `Y-2000, M, D, h, m, s` (notes A9).
+/// The 6 raw bytes of a realtime event's time: `Y-2000, M, D, h, m, s` (see docs/zkteco-protocol.md, "Times").
 pub fn event_time(t: NaiveDateTime) -> [u8; 6] {
     [
         (t.year() - 2000).clamp(0, 255) as u8,
@@ -338,7 +339,7 @@ pub struct FreeSizes {
     pub finger_capacity: u32,
 }
 
-/// The 92-byte GET_FREE_SIZES reply: 23 i32 LE (notes A6).
+/// The 92-byte GET_FREE_SIZES reply: 23 i32 LE (see docs/zkteco-protocol.md, "Sizes, and reading the log").
 pub fn free_sizes(f: &FreeSizes) -> Vec<u8> {
     let mut v = [0i32; 23];
     let c = |x: u32| i32::try_from(x).unwrap_or(i32::MAX);
@@ -357,7 +358,7 @@ pub fn free_sizes(f: &FreeSizes) -> Vec<u8> {
 }
 
 /// The 13-byte ACK_OK reply to a buffered read request: `00, u32 size, u32 size, u32 0` where size
-/// is the dataset's length including its 4-byte total-size prefix (notes A7).
+/// is the dataset's length including its 4-byte total-size prefix (see docs/zkteco-protocol.md, "Sizes, and reading the log").
 pub fn buffer_ready(dataset_len: usize) -> Vec<u8> {
     let size = dataset_len as u32;
     let mut v = vec![0u8];

@@ -5,7 +5,7 @@ use chrono::{NaiveDateTime, TimeDelta};
 
 use super::codec;
 
-/// Layout of the attendance records a device serves (notes A8).
+/// Layout of the attendance records a device serves (see docs/zkteco-protocol.md, "Sizes, and reading the log").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RecordSize {
     /// 8 bytes: `uid u16, verify, time, state`: the user is the table's `uid` (old firmware).
@@ -38,7 +38,7 @@ impl RecordSize {
     }
 }
 
-/// Layout of the user table a device serves (notes A8).
+/// Layout of the user table a device serves (see docs/zkteco-protocol.md, "Sizes, and reading the log").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UserSize {
     /// 28 bytes, numeric user ids (u32), 8-byte names.
@@ -67,7 +67,7 @@ impl UserSize {
     }
 }
 
-/// Payload layout of the realtime EF_ATTLOG events pushed to registered sessions (notes A10; the
+/// Payload layout of the realtime EF_ATTLOG events pushed to registered sessions (see docs/zkteco-protocol.md, "Realtime events"; the
 /// lengths pyzk 0.9 parses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventFormat {

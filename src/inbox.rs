@@ -5,7 +5,7 @@
 //!   under such a name, then rename into the directory). A file is taken only when its size and
 //!   modification time are the same on two looks one `poll_interval` apart, so even a file written
 //!   in place is not read half-written.
-//! - **All or nothing, as `submit`.** The file is checked whole and queued ([`super::take`]: streamed,
+//! - **All or nothing, as `submit`.** The file is checked whole and queued ([`crate::hr::take`]: streamed,
 //!   on a blocking thread, in chunks), then moved to `done/` with `NAME.report.json` beside it (what
 //!   was queued), or, if any record breaks a rule, to `rejected/` with `NAME.report.json` listing each
 //!   problem with its line; nothing of a rejected file is queued. A file over `max_file_size` is
@@ -21,7 +21,7 @@
 //!   `rejected/` with a report. A `done/` or `rejected/` that is not a real directory (a symbolic
 //!   link that could lead elsewhere) stops the directory's work with an ERROR and a `condition` in
 //!   `status` until it is fixed.
-//! - **Names are escaped** in every log line and report (see [`super::names`]); a name too long to
+//! - **Names are escaped** in every log line and report (see [`crate::hr::names`]); a name too long to
 //!   gain `.report.json` (or `.1`) is shortened the same way every time.
 //! - A queue failure (disk full) leaves the file where it is, to be tried again at the next look.
 
@@ -35,9 +35,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::names::{escape, escape_path, escape_text, fit, NAME_MAX};
-use super::{submit_file_with, HrKind, Issue, SubmitError, SubmitOptions, SubmitReport};
 use crate::config::InboxConfig;
+use crate::hr::names::{escape, escape_path, escape_text, fit, NAME_MAX};
+use crate::hr::{submit_file_with, HrKind, Issue, SubmitError, SubmitOptions, SubmitReport};
 use crate::queue::Queue;
 
 /// A file during which the daemon died this many times is set aside.
