@@ -132,7 +132,8 @@ pub fn load_table(path: &Path) -> Result<Table, MappingError> {
     parse_table(file, &p)
 }
 
-fn parse_table(input: impl std::io::Read, p: &str) -> Result<Table, MappingError> {
+/// Reads a mapping table from `input` (named `p` in errors), as [`load_table`] reads a file.
+pub fn parse_table(input: impl std::io::Read, p: &str) -> Result<Table, MappingError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

@@ -4,7 +4,8 @@
 //! error in a value set by a `CLOCKBRIDGE__...` environment variable names the variable.
 //!
 //! No secret is ever part of one: values are shown only for keys that are not secrets, and the
-//! secrets' own parsers never repeat what they were given.
+//! secrets' own parsers never repeat what they were given. Each is one visible line: control
+//! characters of a key or a value are escaped.
 
 use std::fmt;
 
@@ -36,6 +37,28 @@ impl ConfigError {
             key: key.into(),
             value: format!("{value:?}"),
             reason: reason.into(),
+        }
+    }
+
+    /// The error as one visible line: a key path or a value may come from a quoted TOML key or an
+    /// environment variable's name, and could hold a line break or an escape sequence
+    /// ([`crate::logging::visible`]).
+    pub(super) fn visible(self) -> Self {
+        use crate::logging::visible as v;
+        match self {
+            ConfigError::File { path, reason } => ConfigError::File {
+                path: v(&path),
+                reason: v(&reason),
+            },
+            ConfigError::Key { key, reason } => ConfigError::Key {
+                key: v(&key),
+                reason: v(&reason),
+            },
+            ConfigError::Invalid { key, value, reason } => ConfigError::Invalid {
+                key: v(&key),
+                value: v(&value),
+                reason: v(&reason),
+            },
         }
     }
 

@@ -11,7 +11,9 @@
 //! - Unknown keys are errors (every section denies unknown fields, and a device's keys are each read
 //!   by the part that knows them), so a typo never silently falls back to a default; a misspelt key
 //!   suggests the nearest one.
-//! - Every error names the key path and, where there is one, the bad value
+//! - The same file gives the same error at every run: keys are read in the order of the file, so of
+//!   two bad keys the first is named.
+//! - Every error is one visible line and names the key path and, where there is one, the bad value
 //!   (`devices[0] (id "door-1").timezone: "Asia/Shang" is not an IANA time zone: ...`); a value set by
 //!   an environment variable names the variable.
 //! - The app secret is held in a [`Secret`] and a ZKTeco comm key in a
@@ -133,7 +135,8 @@ impl Config {
             file.as_deref(),
             env.credentials_dir.as_deref(),
             env.sets_secret,
-        )?;
+        )
+        .map_err(ConfigError::visible)?;
         cfg.origin.secret = Some(source);
         Ok(cfg)
     }
@@ -161,7 +164,7 @@ impl Config {
         let vars: Vec<String> = env.keys().cloned().collect();
         Self::parse_with(text, origin, env)
             .map(|c| (c, secret_env))
-            .map_err(|e| e.naming_env(&vars))
+            .map_err(|e| e.naming_env(&vars).visible())
     }
 
     fn parse_with(

@@ -76,6 +76,51 @@ fn unknown_key_is_an_error_naming_its_section() {
 }
 
 #[test]
+fn of_several_unknown_keys_the_first_in_the_file_is_named_every_time() {
+    // found by the config fuzz target: with two misspelt keys the error named one or the other
+    // (the order of a hash map), so check-config could tell another story at each run
+    let bad = GOOD
+        .replace("employee_type", "employe_type")
+        .replace("[mapping]", "[maping]")
+        .replace("location_name", "locaton_name");
+    for _ in 0..32 {
+        assert_eq!(
+            parse(&bad, &[]).unwrap_err().to_string(),
+            "config key feishu.employe_type: unknown key: did you mean \"employee_type\"?"
+        );
+    }
+    let bad = GOOD.replace("[mapping]", "[maping]").replace(
+        "location_name = \"HQ 1F door\"",
+        "locaton_name = \"HQ 1F door\"\nmod = 1",
+    );
+    for _ in 0..32 {
+        assert_eq!(
+            parse(&bad, &[]).unwrap_err().to_string(),
+            "config key maping: unknown key: did you mean \"mapping\"?"
+        );
+    }
+}
+
+#[test]
+fn a_key_or_variable_name_with_control_characters_is_shown_on_one_visible_line() {
+    // found by the config fuzz target: the name of an environment variable (or a quoted TOML key)
+    // reached the error as it was, a tab or an escape sequence in a line of the log or the terminal
+    let e = parse(GOOD, &[("CLOCKBRIDGE__M4\tX\u{1b}[2K__APP_ID", "x")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "config key m4\\tx\\u{1b}[2k.app_id (from CLOCKBRIDGE__M4\\tX\\u{1b}[2K__APP_ID): unknown key"
+        ),
+        "{e}"
+    );
+    let e = parse(&format!("{GOOD}\n[\"a\\nb\"]\nx = 1\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("config key a\\nb: unknown key"), "{e}");
+}
+
+#[test]
 fn poll_interval_takes_seconds_or_a_duration_and_the_older_spelling() {
     for (line, secs) in [
         ("poll_interval = 30", 30),

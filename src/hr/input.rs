@@ -507,6 +507,7 @@ impl<R: Read> Units<R> {
                 unreachable!()
             };
             let input = self.src.fill_buf()?;
+            let at_end = input.is_empty();
             let (res, nin, nout, nend) =
                 scan.rdr
                     .read_record(input, &mut scan.out[outlen..], &mut scan.ends[endlen..]);
@@ -536,6 +537,10 @@ impl<R: Read> Units<R> {
                     self.consume(nin);
                     return Ok((endlen, oversized, false));
                 }
+                // csv-core drops a byte-order mark at the start of its input, then takes what is
+                // left of the buffer for the end of the input: when the buffer held the mark alone,
+                // the file goes on
+                R::End if !at_end && nin > 0 => {}
                 R::End => {
                     self.consume(nin);
                     return Ok((0, false, true));

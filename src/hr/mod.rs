@@ -81,10 +81,12 @@ pub struct Issue {
 }
 
 impl Issue {
+    /// A problem at `line`. The message is made one visible line ([`crate::logging::visible`]): it
+    /// may quote a column name or a value of the file, and it reaches logs, the terminal and reports.
     pub fn new(line: u64, message: impl Into<String>) -> Issue {
         Issue {
             line,
-            message: message.into(),
+            message: crate::logging::visible(&message.into()),
         }
     }
 }

@@ -9,6 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use sha2::{Digest, Sha256};
 
+use crate::logging::invisible;
+
 /// The longest file name most Linux file systems take, in bytes (`NAME_MAX`).
 pub const NAME_MAX: usize = 255;
 
@@ -48,12 +50,6 @@ fn escape_into(out: &mut String, s: &str) {
             out.push(c);
         }
     }
-}
-
-/// Characters that print as nothing or reorder what follows (zero-width, line and paragraph
-/// separators, bidirectional controls, the byte-order mark).
-fn invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// `name` + `suffix` if that fits in `room` bytes; otherwise the start of `name` (cut on a character

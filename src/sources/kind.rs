@@ -187,7 +187,7 @@ pub fn from_keys<T: DeserializeOwned>(keys: Keys) -> Result<T, SpecError> {
     })
 }
 
-/// Splits `keys` into those named in `names` and the rest.
+/// Splits `keys` into those named in `names` and the rest, both in the order of the file.
 pub fn take_keys(keys: &mut Keys, names: &[&str]) -> Keys {
     let taken: Vec<String> = keys
         .keys()
@@ -196,7 +196,7 @@ pub fn take_keys(keys: &mut Keys, names: &[&str]) -> Keys {
         .collect();
     taken
         .into_iter()
-        .filter_map(|k| keys.remove(&k).map(|v| (k, v)))
+        .filter_map(|k| keys.shift_remove(&k).map(|v| (k, v)))
         .collect()
 }
 

@@ -220,6 +220,21 @@ fn flat_items_and_csv_rows_make_the_same_record() {
 }
 
 #[test]
+fn a_column_named_with_control_characters_is_reported_on_one_visible_line() {
+    // found by the hr_input fuzz target: a header cell "e\0...\x01end_time" reached the problem's
+    // message as it was (the terminal of `submit`, the inbox's log and report)
+    let row: Vec<(String, String)> = vec![
+        ("type".into(), "leave".into()),
+        ("e\0\u{1}end_time\n\u{1b}[2K\u{202e}".into(), "x".into()),
+    ];
+    let e = records(&[Unit::Csv { line: 2, row }]).unwrap_err();
+    assert_eq!(
+        e[0].message,
+        "column e\\u{0}\\u{1}end_time\\n\\u{1b}[2K\\u{202e}: is not a column of the approvals CSV layout (see the README)"
+    );
+}
+
+#[test]
 fn the_same_item_twice_in_a_file_is_refused() {
     let v = body("leaves", leave());
     let e = records(&[

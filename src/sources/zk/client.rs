@@ -99,6 +99,10 @@ impl AttLog {
     }
 }
 
+/// The largest dataset a buffered read accepts, in bytes: 128 MiB, over three million 40-byte
+/// records, more than a terminal's log holds. A larger announcement is a corrupt reply.
+pub const MAX_DATASET: usize = 128 << 20;
+
 /// A connected, authenticated session with one device.
 pub struct ZkClient {
     stream: BufReader<TcpStream>,
@@ -488,8 +492,15 @@ impl ZkClient {
             }
         }
         let size = u32::from_le_bytes([d[1], d[2], d[3], d[4]]) as usize;
+        if !(4..=MAX_DATASET).contains(&size) {
+            // a table starts with its own 4-byte size
+            return Err(self.protocol(format!(
+                "the clock announces a dataset of {size} bytes (a table takes 4 to {MAX_DATASET}): its reply is corrupt; reconnecting"
+            )));
+        }
         let start = from(size).min(size);
-        let mut data = Vec::with_capacity(size - start);
+        // memory grows with what arrives, never with what the clock announces
+        let mut data = Vec::with_capacity((size - start).min(CHUNK as usize));
         let mut at = start;
         while at < size {
             let len = (size - at).min(CHUNK as usize);
@@ -644,5 +655,78 @@ impl ZkClient {
         let body = &buf.data[4..];
         let size = record_size("user table", body.len(), users).map_err(|e| self.decode(e))?;
         decode_users(body, size).map_err(|e| self.decode(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A clock that writes `script` as soon as the client connects, closes its side, then reads
+    /// what the client sends until the client hangs up (the shape of the `zk_client` fuzz target).
+    async fn scripted_clock(script: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(&script).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut sink = [0u8; 1024];
+            while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_clock_announcing_a_4_gib_user_table_is_refused_before_anything_is_reserved() {
+        // found by the zk_client fuzz target: a PREPARE_BUFFER answer of 0xffffffff bytes made the
+        // client reserve 4 GiB at once (an out-of-memory abort on a small gateway)
+        let mut sizes = vec![0u8; 80];
+        sizes[16..20].copy_from_slice(&3u32.to_le_bytes()); // 3 users
+        let script = [
+            encode(CMD_ACK_OK, 7, 0, &[]),
+            encode(CMD_ACK_OK, 7, 1, &sizes),
+            encode(CMD_ACK_OK, 7, 2, &[0, 0xff, 0xff, 0xff, 0xff]),
+        ]
+        .concat();
+        let addr = scripted_clock(script).await;
+        let mut c = ZkClient::connect("device t (clock)", &addr, 0, Timeouts::default())
+            .await
+            .unwrap();
+        assert_eq!(c.free_sizes().await.unwrap().users, 3);
+        let e = c.read_users(3).await.unwrap_err();
+        assert!(matches!(e, ZkError::Protocol { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "device t (clock): protocol error: the clock announces a dataset of 4294967295 bytes (a table takes 4 to 134217728): its reply is corrupt; reconnecting"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clock_announcing_a_log_shorter_than_its_size_field_gets_a_clear_error() {
+        // found by the zk_client fuzz target: an attendance log announced as 2 bytes (less than its
+        // own u32 size) made `read_attendance` subtract 4 from 2 (a panic with overflow checks, a
+        // wrapped size without)
+        let mut sizes = vec![0u8; 80];
+        sizes[32..36].copy_from_slice(&5u32.to_le_bytes()); // 5 records
+        let script = [
+            encode(CMD_ACK_OK, 7, 0, &[]),
+            encode(CMD_ACK_OK, 7, 1, &sizes),
+            encode(CMD_ACK_OK, 7, 2, &[0, 2, 0, 0, 0]),
+            encode(CMD_ACK_OK, 7, 3, &[]), // FREE_DATA
+        ]
+        .concat();
+        let addr = scripted_clock(script).await;
+        let mut c = ZkClient::connect("device t (clock)", &addr, 0, Timeouts::default())
+            .await
+            .unwrap();
+        let records = c.free_sizes().await.unwrap().records;
+        assert_eq!(records, 5);
+        let e = c.read_attendance(3, records as u64).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "device t (clock): protocol error: the clock announces a dataset of 2 bytes (a table takes 4 to 134217728): its reply is corrupt; reconnecting"
+        );
     }
 }

@@ -253,7 +253,8 @@ pub fn decode_record(b: &[u8]) -> Result<AttRecord, DecodeError> {
 /// The record size a log of `total` bytes and `count` records uses (pyzk: `total / count`).
 pub fn record_size(what: &'static str, total: usize, count: u64) -> Result<usize, DecodeError> {
     let layout = DecodeError::Layout { what, total, count };
-    if count == 0 || !(total as u64).is_multiple_of(count) {
+    // no records of 0 bytes: an empty table for `count` records is a corrupt one
+    if count == 0 || total == 0 || !(total as u64).is_multiple_of(count) {
         return Err(layout);
     }
     Ok((total as u64 / count) as usize)
@@ -554,6 +555,7 @@ mod tests {
         assert_eq!(record_size("log", 490, 10), Ok(49));
         assert!(record_size("log", 81, 10).is_err());
         assert!(record_size("log", 80, 0).is_err());
+        assert!(record_size("log", 0, 10).is_err());
     }
 
     #[test]
