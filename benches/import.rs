@@ -70,7 +70,8 @@ fn main() {
         std::process::exit(1);
     }
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let queued = report[0]["queued"].as_u64().unwrap_or(0);
+    // --json: one object per file, one per line; one file here
+    let queued = report["queued"].as_u64().unwrap_or(0);
     if queued != lines as u64 {
         eprintln!("FAILED: import queued {queued} of {lines}: {report}");
         std::process::exit(1);
@@ -95,8 +96,8 @@ fn main() {
     println!(
         "import: the same file again in {:.2} s: {} queued, {} duplicates",
         t.elapsed().as_secs_f64(),
-        r2[0]["queued"],
-        r2[0]["duplicates"]
+        r2["queued"],
+        r2["duplicates"]
     );
 
     // reference: sqlite3 .import of the same rows into a plain table (the reference), and,

@@ -27,8 +27,13 @@ use crate::mapping::{Mapping, MappingError};
 use crate::punch::normalise;
 use crate::queue::{InsertStatus, NewRecord, Queue, QueueError};
 use crate::sources::formats::{sample, LineParser};
-use crate::sources::line_spec::LineSpec;
+use crate::sources::line_spec::{LineFormat, LineSpec};
 use crate::sources::lines::FileLines;
+
+/// The exit code of `clockbridge import` when a file's lines were all rejected (1: it could not run).
+pub const EXIT_NOTHING_READ: u8 = 3;
+/// Lines kept as they were read, to try other delimiters on when no line gave a punch.
+const HINT_LINES: usize = 20;
 
 /// Records per insert transaction.
 pub const BATCH: usize = 5_000;
@@ -95,6 +100,9 @@ pub struct FileReport {
     pub ends_mid_line: bool,
     /// Lines holding control bytes (NUL and the like): a sign of a binary or damaged file.
     pub binary_lines: u64,
+    /// When no line gave a punch: what would (another `delimiter` for a csv device).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     pub seconds: f64,
 }
 
@@ -102,6 +110,12 @@ impl FileReport {
     /// Punches committed to the queue in any state.
     pub fn committed(&self) -> u64 {
         self.queued + self.unmapped + self.dead
+    }
+
+    /// Lines were read but none gave a punch (every one rejected): the wrong file, device or
+    /// format. `clockbridge import` then exits with [`EXIT_NOTHING_READ`].
+    pub fn nothing_read(&self) -> bool {
+        self.rejected > 0 && self.committed() + self.duplicates == 0
     }
 
     /// The human summary of this file.
@@ -129,6 +143,9 @@ impl FileReport {
         }
         if self.ends_mid_line {
             o.push_str("  warning: the file ends mid-line (no line ending after the last line): the export may have been cut short; check the last punch\n");
+        }
+        if let Some(h) = &self.hint {
+            o.push_str(&format!("  hint: {h}\n"));
         }
         if self.binary_lines > 0 {
             o.push_str(&format!(
@@ -256,6 +273,7 @@ async fn import_file(
     report.rejected_lines = read.rejected_lines;
     report.ends_mid_line = read.ends_mid_line;
     report.binary_lines = read.binary_lines;
+    report.hint = read.hint;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -268,6 +286,7 @@ struct ReadOutcome {
     rejected_lines: Vec<Rejected>,
     ends_mid_line: bool,
     binary_lines: u64,
+    hint: Option<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -291,6 +310,8 @@ fn read_file(
         .map_or(LineSpec::default().max_line_length, |l| l.max_line_length);
     let mut lines = FileLines::new(f, max_line_length);
     let mut out = ReadOutcome::default();
+    let mut punches = 0u64;
+    let mut first: Vec<Vec<u8>> = Vec::new();
     let mut batch = Vec::with_capacity(BATCH);
     let mut bytes_seen = 0u64;
     let now = chrono::Utc::now();
@@ -325,8 +346,12 @@ fn read_file(
             if text.iter().any(|&b| b < 0x20 && b != b'\t') {
                 out.binary_lines += 1;
             }
+            if first.len() < HINT_LINES {
+                first.push(text.to_vec());
+            }
             match session.parse(text) {
                 Ok(Some(p)) => {
+                    punches += 1;
                     let user = mapping.lookup(&p.device_id, &p.device_user_id);
                     let n = normalise(p, tz, &location, user.as_deref(), now, max_future_secs);
                     batch.push(user_flows::record(&n));
@@ -349,8 +374,55 @@ fn read_file(
         let _ = tx.blocking_send(Batch { records: batch });
     }
     out.ends_mid_line = lines.ended_mid_line();
+    if punches == 0 && out.rejected > 0 {
+        if let Some(spec) = device.spec.lines() {
+            out.hint = delimiter_hint(&device.id, tz, spec, &first);
+        }
+    }
     bar.set(bytes_seen, out.lines);
     Ok(out)
+}
+
+/// For a csv device whose file gave no punch: the delimiter with which the first lines all read
+/// as punches (or headers), said as the key to set.
+fn delimiter_hint(
+    device: &str,
+    tz: chrono_tz::Tz,
+    spec: &LineSpec,
+    first: &[Vec<u8>],
+) -> Option<String> {
+    if spec.format != LineFormat::Csv || first.is_empty() {
+        return None;
+    }
+    let current = spec.delimiter.as_deref().unwrap_or(",");
+    let current = if current == "\\t" { "\t" } else { current };
+    [
+        (",", "\",\"", "commas"),
+        (";", "\";\"", "semicolons"),
+        ("\t", "\"\\t\"", "tabs"),
+        ("|", "\"|\"", "vertical bars"),
+    ]
+    .into_iter()
+    .filter(|(d, _, _)| *d != current)
+    .find_map(|(d, shown, name)| {
+        let mut s = spec.clone();
+        s.delimiter = Some(d.to_string());
+        let parser = LineParser::new(device, tz, &s).ok()?;
+        let mut session = parser.session();
+        let mut punches = 0;
+        for line in first {
+            match session.parse(line) {
+                Ok(Some(_)) => punches += 1,
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        (punches > 0).then(|| {
+            format!(
+                "the lines look separated by {name}: with delimiter = {shown} in device {device}'s [[devices]] block, the first {punches} read as punches"
+            )
+        })
+    })
 }
 
 /// Progress on standard error: an `indicatif` bar on a terminal, plain lines otherwise.

@@ -251,7 +251,9 @@ fn print_dead(list: &[clockbridge::queue::DeadLetter]) {
 async fn dlq(cfg: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
     use clockbridge::queue::Queue;
     let path = cfg.queue.path.clone();
-    let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path)).await??;
+    // dead letters are only where a queue is: never create one here
+    let queue =
+        tokio::task::spawn_blocking(move || Queue::open_existing_beside_daemon(&path)).await??;
     match command {
         DlqCommand::List { filter, json } => {
             let list = queue.list_dead(filter.selection(false)?).await?;
@@ -322,10 +324,26 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("clockbridge: {e:#}");
+            eprintln!("clockbridge: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause only once: many errors already say their cause
+/// ("import x: cannot read: No such file"), which anyhow's `{:#}` would repeat after them.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.is_empty() {
+            text = c;
+        } else if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -426,14 +444,28 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let reports = runtime()?
                 .block_on(clockbridge::import::import(&cfg, &device, &files, progress))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&reports)?);
-            } else {
-                for r in &reports {
+            // --json: one object per file, one per line (JSON Lines)
+            for r in &reports {
+                if json {
+                    println!("{}", serde_json::to_string(r)?);
+                } else {
                     print!("{}", r.render());
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            let empty: Vec<&str> = reports
+                .iter()
+                .filter(|r| r.nothing_read())
+                .map(|r| r.path.as_str())
+                .collect();
+            if empty.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "clockbridge: import: no line of {} was a punch of device {device}: check --device and the device's format keys (the rejected lines above say why)",
+                    empty.join(", ")
+                );
+                Ok(ExitCode::from(clockbridge::import::EXIT_NOTHING_READ))
+            }
         }
         Command::Run => {
             let cfg = Config::load(&cli.config)?;
@@ -513,4 +545,31 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     service.stopping(why).await;
     running.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("import x.dat: cannot read: {source}")]
+    struct Says {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_error_already_says_is_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(Says { source: io() });
+        assert_eq!(
+            error_text(&e),
+            "import x.dat: cannot read: No such file or directory"
+        );
+        // a cause not said yet is added once
+        let e = anyhow::Error::new(io()).context("mapping users.csv: cannot load");
+        assert_eq!(
+            error_text(&e),
+            "mapping users.csv: cannot load: No such file or directory"
+        );
+    }
 }

@@ -143,6 +143,9 @@ pub struct Normalised {
     /// More than the configured tolerance ahead of the gateway's clock: the device clock is probably
     /// wrong.
     pub far_future: bool,
+    /// How far the punch's instant is ahead of the gateway's clock when it was normalised, in
+    /// seconds (negative: behind). Said in the reason of a punch that cannot be sent.
+    pub ahead_secs: i64,
 }
 
 /// Normalises a punch: resolves its time in `tz`, computes its key, and notes the location and the
@@ -162,6 +165,7 @@ pub fn normalise(
         location_name: location_name.to_string(),
         user_id: user_id.filter(|u| !u.is_empty()).map(str::to_string),
         far_future: check_time > now.timestamp() + max_future_secs,
+        ahead_secs: check_time - now.timestamp(),
         punch,
     }
 }

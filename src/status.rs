@@ -353,6 +353,16 @@ pub fn render_text(s: &Status) -> String {
         }
     }
     o.push_str("devices:\n");
+    // columns as wide as their longest cell (ids, kinds and addresses vary: "serial", a port path)
+    let width = |f: &dyn Fn(&DeviceStatus) -> usize, min: usize| {
+        s.devices.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let id_w = width(&|d| d.id.chars().count(), 12);
+    let kind_w = width(&|d| d.kind.chars().count(), 4);
+    let addr_w = width(
+        &|d| d.address.as_deref().map_or(1, |a| a.chars().count()),
+        22,
+    );
     for d in &s.devices {
         let online = match &d.source {
             Some(src) if src.online => "online",
@@ -360,10 +370,10 @@ pub fn render_text(s: &Status) -> String {
             None => "-",
         };
         o.push_str(&format!(
-            "  {:<12} {:<4} {:<22} {:<7}",
+            "  {:<id_w$} {:<kind_w$} {:<addr_w$} {:<7}",
             d.id,
             d.kind,
-            d.address.as_deref().unwrap_or(""),
+            d.address.as_deref().unwrap_or("-"),
             online
         ));
         if let Some(src) = &d.source {

@@ -289,8 +289,43 @@ async fn status_without_a_queue_says_how_to_create_it() {
     let out = clockbridge(&["status"], &cfg);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("does not exist yet"), "{stderr}");
+    assert!(
+        stderr.contains("does not exist: check queue.path"),
+        "{stderr}"
+    );
     assert!(!env.queue_path().exists());
+}
+
+#[tokio::test]
+async fn dlq_commands_refuse_a_queue_that_does_not_exist_and_create_nothing() {
+    // a wrong queue.path must not get a new empty queue that answers "no dead letters"
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config("");
+    for args in [
+        &["dlq", "list"][..],
+        &["dlq", "list", "--json"],
+        &["dlq", "retry", "--all"],
+        &["dlq", "drop", "--all", "--yes"],
+    ] {
+        let out = clockbridge(args, &cfg);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&env.queue_path().display().to_string())
+                && stderr.contains("does not exist: check queue.path"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("no dead letters"),
+            "{args:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(env.queue_path().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&*env.queue_path().file_name().unwrap().to_string_lossy()))
+            .collect();
+        assert!(left.is_empty(), "{args:?} created {left:?}");
+    }
 }
 
 #[tokio::test]
@@ -370,4 +405,62 @@ fn the_test_doubles_are_not_commands_of_the_product() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn status_shows_where_each_device_is_in_aligned_columns() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config(
+        r#"
+[[devices]]
+id = "door-1"
+kind = "tcp"
+mode = "listen"
+address = "127.0.0.1:0"
+timezone = "Asia/Shanghai"
+
+[[devices]]
+id = "canteen-serial"
+kind = "serial"
+path = "/dev/ttyUSB-clockbridge-test"
+baud_rate = 19200
+timezone = "Asia/Shanghai"
+
+[[devices]]
+id = "gate"
+kind = "zk"
+address = "127.0.0.1:1"
+timezone = "Asia/Shanghai"
+"#,
+    );
+    prefill(&env.queue_path(), 1).await;
+    let out = clockbridge(&["status"], &cfg);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "devices:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("    "))
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(
+        rows[1].contains("serial") && rows[1].contains("/dev/ttyUSB-clockbridge-test 19200"),
+        "{text}"
+    );
+    assert!(rows[2].contains("127.0.0.1:1"), "{text}");
+    // the columns after the address start at the same place on every row
+    let at = |r: &str| r.find(" | pending").unwrap();
+    assert!(rows.iter().all(|r| at(r) == at(rows[0])), "{text}");
+    let kind_at = |r: &str, k: &str| r.find(&format!(" {k} ")).unwrap();
+    assert_eq!(
+        kind_at(rows[0], "tcp"),
+        kind_at(rows[1], "serial"),
+        "{text}"
+    );
 }

@@ -608,8 +608,9 @@ async fn a_second_daemon_on_a_queue_is_refused_with_the_first_ones_pid_and_the_t
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // --json: one object per file
     let imported: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(imported[0]["queued"], 10, "{imported}");
+    assert_eq!(imported["queued"], 10, "{imported}");
     let csv = env.dir.path().join("approvals.csv");
     crate::hr_hardening::approvals_csv(&csv, 2);
     let out = clockbridge_cli(

@@ -44,11 +44,17 @@ fn kind(c: &clockbridge::queue::Counts, k: &str) -> StateCounts {
     c.by_kind.get(k).copied().unwrap_or_default()
 }
 
-async fn wait_kind(running: &Running, k: &'static str, pred: impl Fn(StateCounts) -> bool) {
-    running
+/// Waits until the counts of kind `k` satisfy `pred`, and returns them.
+async fn wait_kind(
+    running: &Running,
+    k: &'static str,
+    pred: impl Fn(StateCounts) -> bool,
+) -> StateCounts {
+    let c = running
         .wait_for(PATIENCE, |c| pred(kind(c, k)))
         .await
         .unwrap();
+    kind(&c, k)
 }
 
 fn leave(user: &str, id: &str, day: u32) -> Value {
@@ -229,6 +235,28 @@ async fn approval_lost_response_after_the_write_is_retried_without_a_second_leav
         assert_eq!(env.standin.stats().lost_responses, 1);
         running.stop().await;
     }
+}
+
+#[tokio::test]
+async fn approval_lost_response_then_no_row_affected_is_retried_and_delivered_once() {
+    let env = Env::new(StandinConfig::default()).await;
+    env.standin
+        .push_fault_on(Api::UserApprovals, Fault::LoseResponseAfterApply);
+    env.standin
+        .push_fault_on(Api::UserApprovals, Fault::NoRowAffected);
+    let running = env.start("").await;
+    let file = write(
+        env.dir.path(),
+        "a.jsonl",
+        &format!("{}\n", leave("u1", "hr-9", 2)),
+    );
+    submit(&running, HrKind::Approvals, &file, &ReportArgs::default()).await;
+    let k = wait_kind(&running, KIND_USER_APPROVAL, |k| k.delivered == 1).await;
+    assert_eq!(k.dead, 0);
+    assert_eq!(env.standin.requests_to(Api::UserApprovals), 3);
+    assert_eq!(env.standin.approvals().len(), 1, "one leave only");
+    assert_eq!(env.standin.approval_write_counts()["leave:hr-9"], 1);
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -415,6 +443,25 @@ async fn archive_report_lost_response_is_resent_and_the_values_stay_the_same() {
     assert_eq!(env.standin.requests_to(Api::UploadReport), 2);
     // written twice (an upload sets absolute values), the same values
     assert_eq!(env.standin.report_rows_written(), 4);
+    let values = env.standin.report_values();
+    assert_eq!(values.len(), 2);
+    assert!(values.values().all(|f| f["late_count"] == "3"));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn archive_report_lost_response_then_no_row_affected_is_retried_and_delivered() {
+    let env = Env::new(StandinConfig::default()).await;
+    env.standin
+        .push_fault_on(Api::UploadReport, Fault::LoseResponseAfterApply);
+    env.standin
+        .push_fault_on(Api::UploadReport, Fault::NoRowAffected);
+    let running = env.start("").await;
+    let file = write(env.dir.path(), "r.jsonl", &report_rows(&["m1", "m2"], "3"));
+    submit(&running, HrKind::ArchiveReport, &file, &report_args()).await;
+    let k = wait_kind(&running, KIND_ARCHIVE_REPORT, |k| k.delivered == 2).await;
+    assert_eq!(k.dead, 0);
+    assert_eq!(env.standin.requests_to(Api::UploadReport), 3);
     let values = env.standin.report_values();
     assert_eq!(values.len(), 2);
     assert!(values.values().all(|f| f["late_count"] == "3"));
@@ -636,6 +683,38 @@ async fn leave_accrual_lost_response_then_retry_sets_the_same_value() {
     wait_kind(&running, KIND_LEAVE_ACCRUAL, |k| k.delivered == 1).await;
     let g1 = env.standin.accrual_record("g1").unwrap();
     assert_eq!((g1.quantity.as_str(), g1.patches), ("3", 2));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn leave_accrual_lost_response_then_no_row_affected_is_retried_not_dead() {
+    // 1220600 is on the accrual page's list of refusals, but "no row affected" is the
+    // integration guide's conflict to retry: the update must not end as a dead letter
+    let env = Env::new(StandinConfig::default()).await;
+    env.standin.add_accrual_record(record("g1", "e1"));
+    env.standin
+        .push_fault_on(Api::LeaveAccrual, Fault::LoseResponseAfterApply);
+    env.standin
+        .push_fault_on(Api::LeaveAccrual, Fault::NoRowAffected);
+    let running = env.start("").await;
+    let file = write(
+        env.dir.path(),
+        "a.csv",
+        &format!("{ACCRUAL_CSV_HEADER}{}", accrual_line("g1", "e1", "3")),
+    );
+    submit(
+        &running,
+        HrKind::LeaveAccruals,
+        &file,
+        &ReportArgs::default(),
+    )
+    .await;
+    let k = wait_kind(&running, KIND_LEAVE_ACCRUAL, |k| k.delivered == 1).await;
+    assert_eq!(k.dead, 0);
+    let g1 = env.standin.accrual_record("g1").unwrap();
+    // applied by the lost request and by the last one: the same absolute value
+    assert_eq!((g1.quantity.as_str(), g1.patches), ("3", 2));
+    assert_eq!(env.standin.requests_to(Api::LeaveAccrual), 3);
     running.stop().await;
 }
 

@@ -24,7 +24,17 @@ fn import(config: &std::path::Path, files: &[&std::path::Path]) -> (serde_json::
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+    (json_lines(&out.stdout), stderr)
+}
+
+/// `import --json`'s output: one object per file, each on its own line; as an array.
+fn json_lines(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::Value::Array(
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in {text}")))
+            .collect(),
+    )
 }
 
 fn attlog(n: usize) -> String {
@@ -142,6 +152,122 @@ async fn an_unknown_device_is_refused_with_the_known_ones() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("door-9") && stderr.contains("door-1"),
+        "{stderr}"
+    );
+}
+
+const CSV_DEVICE: &str = r#"
+[[devices]]
+id = "door-1"
+kind = "tcp"
+mode = "listen"
+address = "127.0.0.1:0"
+timezone = "Asia/Shanghai"
+format = "csv"
+columns = ["user", "time"]
+header = true
+"#;
+
+#[tokio::test]
+async fn json_is_one_object_per_file_on_its_own_line() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config(DEVICE);
+    let a = env.dir.path().join("a.dat");
+    let b = env.dir.path().join("b.dat");
+    std::fs::write(&a, attlog(3)).unwrap();
+    std::fs::write(&b, attlog(5)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["import", "--device", "door-1", "--json", "--config"])
+        .arg(&cfg)
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (line, (path, lines_read)) in lines.iter().zip([(&a, 3), (&b, 5)]) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v.is_object(), "{line}");
+        assert_eq!(v["path"], path.display().to_string());
+        assert_eq!(v["lines"], lines_read);
+    }
+}
+
+#[tokio::test]
+async fn a_file_whose_every_line_is_rejected_exits_3_and_names_the_delimiter_that_works() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config(CSV_DEVICE);
+    let file = env.dir.path().join("export.csv");
+    std::fs::write(
+        &file,
+        "user;time\n1001;2026-03-02 08:59:59\n1002;2026-03-02 09:01:12\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["import", "--device", "door-1", "--quiet", "--config"])
+        .arg(&cfg)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("0 punches queued") && stdout.contains("2 rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hint: the lines look separated by semicolons: with delimiter = \";\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the first 2 read as punches"), "{stdout}");
+    assert!(
+        stderr.contains("no line of") && stderr.contains("export.csv"),
+        "{stderr}"
+    );
+    // the same in --json, and nothing was queued
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["import", "--device", "door-1", "--json", "--config"])
+        .arg(&cfg)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let r = &json_lines(&out.stdout)[0];
+    assert_eq!(r["queued"], 0);
+    assert!(
+        r["hint"].as_str().unwrap().contains("delimiter = \";\""),
+        "{r}"
+    );
+    // with the delimiter the hint names, every punch is taken and the exit is 0
+    let fixed =
+        env.write_config(&CSV_DEVICE.replace("header = true", "header = true\ndelimiter = \";\""));
+    let (r, _) = import(&fixed, &[&file]);
+    assert_eq!(r[0]["queued"], 2);
+    assert!(r[0].get("hint").is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn a_missing_file_is_named_with_its_cause_said_once() {
+    let env = Env::new(StandinConfig::default()).await;
+    let cfg = env.write_config(DEVICE);
+    let missing = env.dir.path().join("no-such.dat");
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["import", "--device", "door-1", "--config"])
+        .arg(&cfg)
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such.dat: cannot read"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
         "{stderr}"
     );
 }

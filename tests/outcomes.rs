@@ -44,6 +44,21 @@ async fn no_row_affected_is_retried_until_delivered() {
 }
 
 #[tokio::test]
+async fn a_lost_response_then_no_row_affected_delivers_the_punches_once() {
+    // the first batch is stored but its reply is lost; the re-send meets an optimistic-lock
+    // conflict; the one after is absorbed by the idempotent ids
+    let (env, retries) = deliver_with_faults(
+        vec![Fault::LoseResponseAfterApply, Fault::NoRowAffected],
+        DedupMode::Silent,
+        10,
+    )
+    .await;
+    assert!(retries >= 2, "retries {retries}");
+    assert_eq!(assert_each_written_once(&env.standin), 10);
+    assert_eq!(env.standin.stats().lost_responses, 1);
+}
+
+#[tokio::test]
 async fn server_errors_resets_and_timeouts_are_retried() {
     let (env, retries) = deliver_with_faults(
         vec![

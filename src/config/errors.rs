@@ -139,7 +139,10 @@ pub fn from_serde(path: &str, message: &str) -> (String, String) {
         };
         return (key, unknown_key(&field, &expected));
     }
-    if let Some(field) = between(message, "missing field `", "`") {
+    // serde's words, and the config crate's for a key it was asked for and did not find
+    if let Some(field) = between(message, "missing field `", "`")
+        .or_else(|| between(message, "missing configuration field \"", "\""))
+    {
         return (join(path, field), "missing: add it".to_string());
     }
     (

@@ -249,6 +249,30 @@ impl Config {
         for (name, value) in sections {
             top.insert(name.into(), value.unwrap_or_default());
         }
+        // one secret, shown once: `app_secret = "***"` only when the file holds it; otherwise a
+        // comment says where it was read (never its value), not a second app_secret beside
+        // app_secret_file
+        let from = match &self.origin.secret {
+            Some(secret::SecretSource::File(p)) => {
+                Some(format!("the file feishu.app_secret_file ({})", p.display()))
+            }
+            Some(secret::SecretSource::Credential(p)) => Some(format!(
+                "the systemd credential app_secret ({})",
+                p.display()
+            )),
+            Some(secret::SecretSource::Environment) => {
+                Some("the environment variable CLOCKBRIDGE__FEISHU__APP_SECRET".to_string())
+            }
+            Some(secret::SecretSource::Inline) | None => None,
+        };
+        if from.is_some() {
+            if let Some(f) = top.get_mut("feishu").and_then(|f| f.as_object_mut()) {
+                f.remove("app_secret");
+            }
+        }
+        let note = from
+            .map(|f| format!("# feishu.app_secret: read from {f} (not shown)\n"))
+            .unwrap_or_default();
         top.insert(
             "devices".into(),
             self.devices
@@ -258,7 +282,7 @@ impl Config {
         );
         let table = toml::Value::try_from(strip_nulls(serde_json::Value::Object(top)));
         match table.map(|t| toml::to_string(&t)) {
-            Ok(Ok(text)) => text,
+            Ok(Ok(text)) => note + &text,
             Ok(Err(e)) | Err(e) => format!("# cannot show the configuration as TOML: {e}\n"),
         }
     }

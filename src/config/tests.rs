@@ -192,6 +192,17 @@ fn secret_from_file() {
     );
     let c = parse(&text, &[]).unwrap();
     assert_eq!(c.feishu.app_secret.expose(), "from-file");
+    // check-config shows one secret: the file's key, and where the secret came from, no
+    // app_secret = "***" beside it as if there were two
+    let t = c.to_masked_toml();
+    assert!(!t.contains("from-file"), "{t}");
+    assert!(!t.contains("app_secret = "), "{t}");
+    assert!(t.contains("app_secret_file = "), "{t}");
+    assert!(
+        t.starts_with("# feishu.app_secret: read from the file feishu.app_secret_file ("),
+        "{t}"
+    );
+    assert!(t.parse::<toml::Table>().is_ok(), "{t}");
 }
 
 #[test]
@@ -522,6 +533,19 @@ fn a_device_error_names_the_device_by_index_and_id() {
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("config key devices[1].id: missing"), "{e}");
+    // a required key left out is named as such (not "(top level)")
+    let e = parse(
+        &format!(
+            "{GOOD}\n[[devices]]\nid = \"door-7\"\nkind = \"tcp\"\nmode = \"listen\"\naddress = \"127.0.0.1:0\"\n"
+        ),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e, "config key devices[1] (id \"door-7\").timezone: missing: add it",
+        "{e}"
+    );
 }
 
 #[test]

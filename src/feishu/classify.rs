@@ -98,6 +98,15 @@ pub fn parse_failed_list(msg: &str) -> Option<Vec<String>> {
     )
 }
 
+/// Whether the reply is the integration guide's "no row affected" (a failed update or an
+/// optimistic-lock conflict: retried on every endpoint, see [`crate::feishu::lanes::verdict`]). A
+/// 429 is a rate limit whatever its message.
+pub fn no_row_affected(reply: &Reply) -> bool {
+    reply.http_status != 429
+        && reply.code != Some(0)
+        && reply.msg.to_ascii_lowercase().contains("no row affected")
+}
+
 /// Classifies a reply to a write request.
 pub fn classify(reply: &Reply) -> Verdict {
     let msg = reply.msg.to_ascii_lowercase();

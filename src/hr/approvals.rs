@@ -7,7 +7,8 @@
 //! ([`derived_idempotent_id`]); the queue's unique key is `TYPE:IDEMPOTENT_ID`.
 //!
 //! Accepted input units: a request body `{"user_approval": {...}}`, a bare `user_approval` object, or
-//! a flat item `{"type": "leave", "user_id": ..., "date": ..., <the item's fields>}`; and CSV rows
+//! a flat item `{"type": "leave", "user_id": ..., "date": ..., <the item's fields>}` (an overtime's
+//! own `type` is then written `overtime_type`); and CSV rows
 //! with the flat item's columns (see the README).
 
 use serde::{Deserialize, Serialize};
@@ -433,8 +434,14 @@ pub fn check_item(c: &mut Check<'_>, p: &str, item: &Item) {
                 o.category,
                 &[(1, "working day"), (2, "rest day"), (3, "public holiday")],
             );
+            // a flat item (a CSV row) writes it overtime_type: name the key the input used
+            let key = if p.starts_with("item.") {
+                "overtime_type"
+            } else {
+                "type"
+            };
             c.one_of(
-                &format!("{p}.type"),
+                &format!("{p}.{key}"),
                 o.overtime_type,
                 &[
                     (0, "record only"),
@@ -565,6 +572,13 @@ fn flat_item(mut obj: Map<String, Value>, t: Value) -> Result<UserApproval, Stri
     let user_id = take(&mut obj, "user_id")?;
     let date = take(&mut obj, "date")?;
     let time_zone = take(&mut obj, "time_zone")?;
+    if t.as_str() == Some("overtime") {
+        // the flat item's "type" is the kind of item, so the overtime's own "type" (record only,
+        // time off in lieu, overtime pay) is written "overtime_type" (the CSV column's name)
+        if let Some(v) = obj.remove("overtime_type") {
+            obj.insert("type".into(), v);
+        }
+    }
     let rest = Value::Object(obj);
     let item = match t.as_str() {
         Some("leave") => Item::Leave(from_json(rest, "")?),
@@ -672,9 +686,6 @@ fn csv_item(row: &[(String, String)], c: &mut Check<'_>) -> Option<Value> {
         match k.as_str() {
             "name_ch" | "name_en" | "name_ja" => {
                 names.insert(k[5..].to_string(), value);
-            }
-            "overtime_type" => {
-                obj.insert("type".into(), value);
             }
             "type" => {}
             _ => {

@@ -32,6 +32,48 @@ pub const STOP_COMMIT_BUDGET: Duration = Duration::from_secs(5);
 /// Pause between two commit attempts while stopping.
 const STOP_RETRY: Duration = Duration::from_millis(500);
 
+/// Least time between two log lines about punches of one device kept as dead letters on arrival.
+pub const DEAD_LOG_EVERY: Duration = Duration::from_secs(600);
+
+/// Logs punches that are kept as dead letters on arrival (a time the platform cannot import: the
+/// device's clock or zone is wrong), at most one line per device per [`DEAD_LOG_EVERY`], the line
+/// saying how many more came since the last one. Without it a clock set to the wrong zone fills the
+/// dead letters with nothing in the journal.
+#[derive(Default)]
+struct DeadLog {
+    /// Per device: when it was last logged, and how many came since without a line.
+    devices: HashMap<String, (Instant, u64)>,
+}
+
+impl DeadLog {
+    /// Notes one such punch; logs it unless its device had a line less than [`DEAD_LOG_EVERY`] ago.
+    /// Returns, when it logged, how many of the device's punches came since its last line.
+    fn note(&mut self, device: &str, reason: &str, message: &str, now: Instant) -> Option<u64> {
+        let more = match self.devices.get_mut(device) {
+            Some((last, more)) if now.duration_since(*last) < DEAD_LOG_EVERY => {
+                *more += 1;
+                return None;
+            }
+            Some((last, more)) => {
+                *last = now;
+                std::mem::take(more)
+            }
+            None => {
+                self.devices.insert(device.to_string(), (now, 0));
+                0
+            }
+        };
+        tracing::warn!(
+            device = %device,
+            reason = %reason,
+            more_since_last_line = more,
+            "device {device}: {message}; kept as a dead letter with the time it was read with (clockbridge dlq list --reason {reason}); the device's next punches are right once its clock is; more such punches of this device are logged at most every {} min",
+            DEAD_LOG_EVERY.as_secs() / 60
+        );
+        Some(more)
+    }
+}
+
 /// What the writer works with.
 pub struct Writer {
     pub queue: Queue,
@@ -59,6 +101,7 @@ pub async fn run_writer(
 ) {
     let mut group: Vec<IngestItem> = Vec::with_capacity(GROUP_MAX);
     let mut closed = false;
+    let mut dead_log = DeadLog::default();
     loop {
         group.clear();
         let n = if closed {
@@ -109,14 +152,20 @@ pub async fn run_writer(
             return;
         };
         let mut sendable = false;
-        for (item, st) in group.drain(..).zip(statuses) {
+        let logged_at = Instant::now();
+        for ((item, st), rec) in group.drain(..).zip(statuses).zip(records.iter()) {
             let outcome = match st {
                 InsertStatus::Pending => {
                     sendable = true;
                     IngestOutcome::Queued
                 }
                 InsertStatus::Unmapped => IngestOutcome::Unmapped,
-                InsertStatus::Dead(reason) => IngestOutcome::Dead(reason),
+                InsertStatus::Dead(reason) => {
+                    if let Some((_, message)) = &rec.dead {
+                        let _ = dead_log.note(&rec.device_id, &reason, message, logged_at);
+                    }
+                    IngestOutcome::Dead(reason)
+                }
                 InsertStatus::Duplicate => IngestOutcome::Duplicate,
             };
             if let Some(d) = w.devices.get(&item.punch.device_id) {
@@ -218,5 +267,43 @@ async fn commit(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_punches_are_logged_once_per_device_per_interval_with_a_count_of_the_rest() {
+        let mut log = DeadLog::default();
+        let t0 = Instant::now();
+        let m = "punch at ... is 8 h ahead";
+        assert_eq!(log.note("door-1", "far_future", m, t0), Some(0));
+        // the same device within the interval: counted, not logged; another device: logged
+        for i in 1..=41 {
+            assert_eq!(
+                log.note("door-1", "far_future", m, t0 + Duration::from_secs(i)),
+                None
+            );
+        }
+        assert_eq!(
+            log.note("door-2", "before_2022", m, t0 + Duration::from_secs(5)),
+            Some(0)
+        );
+        // after the interval: logged, with the 41 that were not
+        assert_eq!(
+            log.note("door-1", "far_future", m, t0 + DEAD_LOG_EVERY),
+            Some(41)
+        );
+        assert_eq!(
+            log.note(
+                "door-1",
+                "far_future",
+                m,
+                t0 + DEAD_LOG_EVERY + Duration::from_secs(1)
+            ),
+            None
+        );
     }
 }

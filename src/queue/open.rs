@@ -378,6 +378,16 @@ impl Queue {
         Self::open_with(path, false).map(|(q, _)| q)
     }
 
+    /// Opens an existing queue for a tool that reads or changes the rows already there (`dlq`): like
+    /// [`Queue::open_beside_daemon`], but a path where no queue is is refused, never created (a
+    /// wrong `queue.path` would otherwise get an empty queue and answer "no dead letters").
+    pub fn open_existing_beside_daemon(path: &Path) -> Result<Queue> {
+        if look(path)? == Found::Nothing {
+            return Err(missing(path));
+        }
+        Self::open_beside_daemon(path)
+    }
+
     fn open_with(path: &Path, requeue: bool) -> Result<(Queue, OpenReport)> {
         let p = path.display().to_string();
         let mut conn = open_conn(path)?;
@@ -427,14 +437,19 @@ impl Queue {
     }
 }
 
+/// The refusal of a queue path where nothing is, for the commands that never create one.
+fn missing(path: &Path) -> QueueError {
+    open_error(
+        path,
+        "does not exist: check queue.path in the configuration (the daemon creates the queue when it first starts: clockbridge run)".into(),
+    )
+}
+
 /// Opens an existing queue read-only (for `status` while the daemon runs). Never creates, migrates
 /// or writes anything; refuses what [`Queue::open`] refuses.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
     if look(path)? == Found::Nothing {
-        return Err(open_error(
-            path,
-            "does not exist yet: start the daemon (clockbridge run) to create it".into(),
-        ));
+        return Err(missing(path));
     }
     let conn = Connection::open_with_flags(
         path,

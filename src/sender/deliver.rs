@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::pacing::{backoff, block, unblock};
 use super::stats::retry_reason;
 use super::Shared;
-use crate::feishu::{Reply, Verdict};
+use crate::feishu::{lanes, Reply, Verdict};
 use crate::queue::{now_ms, Claimed, ErrorInfo, QueueError};
 
 /// Sends one claimed batch (splitting it when needed) and settles every row.
@@ -46,7 +46,7 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
         let mut reply = sh.lane.send(&sh.client, &batch).await;
         sh.stats.latency.observe(sent.elapsed());
         sh.stats.record_timing(reply.timed_out);
-        let verdict = sh.lane.classify(&reply);
+        let verdict = lanes::verdict(sh.lane, &reply);
         if let Some(detail) = sh.lane.failure_detail(&reply) {
             // e.g. 1225001's error records: kept with the dead letter
             reply = with_detail(&reply, &detail);

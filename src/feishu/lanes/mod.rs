@@ -37,6 +37,21 @@ pub static ALL: &[&dyn Lane] = &[
 /// `clockbridge_sender_*` metrics (every other lane's are under `senders` and `clockbridge_hr_*`).
 pub static PUNCHES: &dyn Lane = &user_flows::UserFlows;
 
+/// What a reply means for a request of `lane`: what the sender acts on.
+///
+/// The integration guide's error table says that "no row affected" (a failed update, or an
+/// optimistic-lock conflict with a concurrent write) is to be retried, whatever the endpoint and the
+/// code it comes with (1220600 is also a page's "param invalid"). So it is retried, with the
+/// sender's back-off, on every lane before the lane's own table is read: a lane cannot turn it into a
+/// dead letter. A retry is harmless: every record carries its idempotent key, or sets an absolute
+/// value.
+pub fn verdict(lane: &dyn Lane, reply: &Reply) -> Verdict {
+    if crate::feishu::classify::no_row_affected(reply) {
+        return Verdict::Retry;
+    }
+    lane.classify(reply)
+}
+
 /// The lane that sends records of `kind`.
 pub fn get(kind: &str) -> Option<&'static dyn Lane> {
     ALL.iter().copied().find(|l| l.kind() == kind)
@@ -131,5 +146,47 @@ pub trait Lane: KindRules {
     /// Whether each delivered request is logged (at debug level). Default: yes.
     fn logs_deliveries(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feishu::classify::reply;
+
+    #[test]
+    fn no_row_affected_is_retried_on_every_lane_whatever_its_code() {
+        // the codes each page lists for good (accruals: 1220600; approvals: 1225001) and the
+        // general ones must not turn the integration guide's "retry" into a dead letter
+        let replies = [
+            reply(400, Some(1220600), "no row affected"),
+            reply(200, Some(1220600), "No Row Affected"),
+            reply(400, Some(1225001), "no row affected"),
+            reply(400, Some(1220005), "update failed: no row affected"),
+            reply(500, Some(1229999), "no row affected"),
+        ];
+        for lane in ALL {
+            for r in &replies {
+                assert_eq!(verdict(*lane, r), Verdict::Retry, "{} {r:?}", lane.kind());
+            }
+            // a rate limit stays a rate limit, and the lane's own table reads everything else
+            assert!(matches!(
+                verdict(*lane, &reply(429, Some(99991400), "no row affected")),
+                Verdict::RateLimited { .. }
+            ));
+            assert_eq!(
+                verdict(*lane, &reply(400, Some(1220600), "param invalid")),
+                lane.classify(&reply(400, Some(1220600), "param invalid")),
+                "{}",
+                lane.kind()
+            );
+        }
+        assert_eq!(
+            verdict(
+                &accruals::Accruals,
+                &reply(400, Some(1220600), "param invalid")
+            ),
+            Verdict::Invalid
+        );
     }
 }

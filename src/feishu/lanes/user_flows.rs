@@ -170,26 +170,52 @@ impl Unsendable {
             Unsendable::FarFuture => "far_future",
         }
     }
-    /// What the operator should know.
-    pub fn message(self) -> &'static str {
+    /// What the operator should know of `n`: its time as the device wrote it, how far that is from
+    /// the gateway's clock, and what to check (kept as the dead letter's message and logged).
+    pub fn message(self, n: &Normalised) -> String {
+        let at = n.punch.local_time.format("%Y-%m-%d %H:%M:%S");
+        let off = offset_text(n.ahead_secs.unsigned_abs());
         match self {
-            Unsendable::Before2022 => {
-                "punch is before 2022-01-01, which the platform cannot import: check the device clock"
-            }
+            Unsendable::Before2022 => format!(
+                "punch at {at} (device time) is before 2022-01-01, which the platform cannot import; \
+                 it is {off} behind the gateway's clock: check the device's date and time (a clock \
+                 that lost its setting often restarts in 2000)"
+            ),
             Unsendable::FarFuture => {
-                "punch is far in the future: check the device clock and its timezone setting"
+                // a whole number of hours (or half hours) off is a time zone, not a drifting clock
+                let zone = n.ahead_secs < 15 * 3600 && (n.ahead_secs + 300) % 1800 < 600;
+                let check = if zone {
+                    "check the device's time zone (its timezone key, or the clock's own setting)"
+                } else {
+                    "check the device's date and time"
+                };
+                format!(
+                    "punch at {at} (device time) is {off} ahead of the gateway's clock, more than \
+                     queue.max_future_secs allows: {check}"
+                )
             }
         }
+    }
+}
+
+/// `secs` as an operator reads an offset: "8 h", "8 h 30 min", "12 min", "3 days 4 h", "45 s".
+fn offset_text(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (1, h, _) => format!("1 day {h} h"),
+        (d, h, _) if d < 400 => format!("{d} days {h} h"),
+        (d, _, _) => format!("{} years", d / 365),
     }
 }
 
 /// The queue row for a normalised punch: pending, unmapped (no user yet) or dead on arrival.
 pub fn record(n: &Normalised) -> NewRecord {
     let (status, dead) = match (Unsendable::of(n), &n.user_id) {
-        (Some(u), _) => (
-            Status::Dead,
-            Some((u.reason().to_string(), u.message().to_string())),
-        ),
+        (Some(u), _) => (Status::Dead, Some((u.reason().to_string(), u.message(n)))),
         (None, None) => (Status::Unmapped, None),
         (None, Some(_)) => (Status::Pending, None),
     };
@@ -319,6 +345,73 @@ mod tests {
         );
         assert_eq!(Unsendable::of(&fut), Some(Unsendable::FarFuture));
         assert_eq!(record(&fut).status, Status::Dead);
+    }
+
+    #[test]
+    fn a_punch_that_cannot_be_sent_says_how_far_off_its_time_is_and_what_to_check() {
+        let now = Utc::now();
+        let at = |ahead: chrono::Duration, tz: chrono_tz::Tz| {
+            // the device's local time is `ahead` of now, in the zone the device is configured with
+            let local = (now + ahead).with_timezone(&tz).naive_local();
+            let n = normalise(
+                Punch {
+                    local_time: local,
+                    ..punch("door-1", "1", "2026-01-01 00:00:00")
+                },
+                tz,
+                "x",
+                Some("u"),
+                now,
+                3600,
+            );
+            record(&n).dead.expect("dead on arrival")
+        };
+        // a clock set to UTC+8 read as UTC: 8 hours ahead, a time zone
+        let (reason, msg) = at(chrono::Duration::hours(8), chrono_tz::UTC);
+        assert_eq!(reason, "far_future");
+        assert!(msg.contains("is 8 h ahead of the gateway's clock"), "{msg}");
+        assert!(msg.contains("check the device's time zone"), "{msg}");
+        assert!(msg.contains("(device time)"), "{msg}");
+        // India's half hour
+        let (_, msg) = at(chrono::Duration::minutes(5 * 60 + 30), chrono_tz::UTC);
+        assert!(
+            msg.contains("5 h 30 min ahead") && msg.contains("time zone"),
+            "{msg}"
+        );
+        // three days ahead: the date, not the zone
+        let (_, msg) = at(
+            chrono::Duration::days(3) + chrono::Duration::minutes(7),
+            chrono_tz::UTC,
+        );
+        assert!(msg.contains("3 days 0 h ahead"), "{msg}");
+        assert!(msg.contains("check the device's date and time"), "{msg}");
+        // a reset clock in 2000
+        let old = normalise(
+            punch("door-1", "1", "2000-01-01 00:03:12"),
+            chrono_tz::Asia::Shanghai,
+            "x",
+            Some("u"),
+            now,
+            3600,
+        );
+        let (reason, msg) = record(&old).dead.unwrap();
+        assert_eq!(reason, "before_2022");
+        assert!(
+            msg.starts_with("punch at 2000-01-01 00:03:12 (device time) is before 2022-01-01"),
+            "{msg}"
+        );
+        assert!(msg.contains("years behind the gateway's clock"), "{msg}");
+    }
+
+    #[test]
+    fn offsets_read_as_an_operator_reads_them() {
+        assert_eq!(offset_text(45), "45 s");
+        assert_eq!(offset_text(12 * 60 + 5), "12 min");
+        assert_eq!(offset_text(8 * 3600), "8 h");
+        assert_eq!(offset_text(8 * 3600 + 30 * 60), "8 h 30 min");
+        assert_eq!(offset_text(86_400 + 2 * 3600), "1 day 2 h");
+        assert_eq!(offset_text(3 * 86_400), "3 days 0 h");
+        assert_eq!(offset_text(26 * 365 * 86_400), "26 years");
     }
 
     #[test]

@@ -248,3 +248,105 @@ fn the_same_item_twice_in_a_file_is_refused() {
     assert_eq!(e[0].line, 2);
     assert!(e[0].message.contains("first on line 1"));
 }
+
+/// The records of an approvals CSV, read as `submit` and the inbox read it.
+fn csv_records(text: &str) -> Result<Vec<NewRecord>, Vec<Issue>> {
+    let units = crate::hr::input::read_units(text.as_bytes(), "a.csv", encoding_rs::UTF_8)?;
+    records(&units)
+}
+
+#[test]
+fn a_csv_row_of_every_approval_type_makes_the_apis_item() {
+    // one row per type, each with every column of its type; the record must be what the same
+    // item gives in the API's own body form
+    let csv = "type,user_id,date,start_time,end_time,idempotent_id,reason,unit,interval,uniq_id,name_ch,name_en,default_locale,duration,category,overtime_type,approve_apply_time,approve_pass_time,transportation,trip_type,remarks,departure,destinations\n\
+        leave,u1,20260302,2026-03-02 09:00:00,2026-03-02 18:00:00,LV-1,family,1,28800,annual,年假,Annual leave,ch,,,,,,,,,,\n\
+        out,u1,20260303,2026-03-03 14:00:00,2026-03-03 16:00:00,OUT-1,client visit,2,7200,visit,外出,Outing,en,,,,,,,,,,\n\
+        overtime,u1,20260307,2026-03-07 09:00:00,2026-03-07 13:00:00,OT-1,release,2,,,,,,4,2,2,,,,,,,\n\
+        trip,u1,20260309,2026-03-09 09:00:00,2026-03-10 18:00:00,TR-1,training,,,,,,,,,,2026-03-01 10:00:00,2026-03-01 12:00:00,1;4,2,bring slides,l1:6863333418483058189,l3:1;l3:2\n";
+    let got = csv_records(csv).unwrap_or_else(|e| panic!("{e:?}"));
+    let expected = [
+        body(
+            "leaves",
+            json!({"uniq_id": "annual", "unit": 1, "interval": 28800,
+                "start_time": "2026-03-02 09:00:00", "end_time": "2026-03-02 18:00:00",
+                "i18n_names": {"ch": "年假", "en": "Annual leave"}, "default_locale": "ch",
+                "reason": "family", "idempotent_id": "LV-1"}),
+        ),
+        body(
+            "outs",
+            json!({"uniq_id": "visit", "unit": 2, "interval": 7200,
+                "start_time": "2026-03-03 14:00:00", "end_time": "2026-03-03 16:00:00",
+                "i18n_names": {"ch": "外出", "en": "Outing"}, "default_locale": "en",
+                "reason": "client visit", "idempotent_id": "OUT-1"}),
+        ),
+        body(
+            "overtime_works",
+            json!({"duration": 4.0, "unit": 2, "category": 2, "type": 2,
+                "start_time": "2026-03-07 09:00:00", "end_time": "2026-03-07 13:00:00",
+                "reason": "release", "idempotent_id": "OT-1"}),
+        ),
+        body(
+            "trips",
+            json!({"start_time": "2026-03-09 09:00:00", "end_time": "2026-03-10 18:00:00",
+                "reason": "training", "approve_apply_time": "2026-03-01 10:00:00",
+                "approve_pass_time": "2026-03-01 12:00:00", "transportation": [1, 4], "trip_type": 2,
+                "remarks": "bring slides",
+                "departure": {"region_level": "l1", "region_id": "6863333418483058189"},
+                "destinations": [{"region_level": "l3", "region_id": "1"}, {"region_level": "l3", "region_id": "2"}],
+                "idempotent_id": "TR-1"}),
+        ),
+    ];
+    assert_eq!(got.len(), 4);
+    for (i, (g, mut e)) in got.iter().zip(expected).enumerate() {
+        e["user_approval"]["user_id"] = json!("u1");
+        e["user_approval"]["date"] = json!(["20260302", "20260303", "20260307", "20260309"][i]);
+        let want = records(&[Unit::Json { line: 1, value: e }]).unwrap();
+        assert_eq!(g.payload, want[0].payload, "row {}", i + 2);
+        assert_eq!(g.ukey, want[0].ukey, "row {}", i + 2);
+    }
+    let ot: Value = serde_json::from_str(&got[2].payload).unwrap();
+    assert_eq!(ot["user_approval"]["overtime_works"][0]["type"], 2);
+}
+
+#[test]
+fn an_overtime_row_without_or_with_a_bad_overtime_type_names_the_column() {
+    let head =
+        "type,user_id,date,start_time,end_time,reason,unit,duration,category,overtime_type\n";
+    let e = csv_records(&format!(
+        "{head}overtime,u1,20260307,2026-03-07 09:00:00,2026-03-07 13:00:00,x,2,4,2,\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, 2);
+    assert!(e[0].message.contains("overtime_type"), "{e:?}");
+    let e = csv_records(&format!(
+        "{head}overtime,u1,20260307,2026-03-07 09:00:00,2026-03-07 13:00:00,x,2,4,2,7\n"
+    ))
+    .unwrap_err();
+    assert!(
+        e[0].message.contains("overtime_type") && e[0].message.contains('7'),
+        "{e:?}"
+    );
+    // the flat JSON item takes the same key
+    let flat = json!({"type": "overtime", "user_id": "u1", "date": "20260307", "duration": 4,
+        "unit": 2, "category": 2, "overtime_type": 1,
+        "start_time": "2026-03-07 09:00:00", "end_time": "2026-03-07 13:00:00"});
+    let r = records(&[Unit::Json {
+        line: 1,
+        value: flat,
+    }])
+    .unwrap();
+    let p: Value = serde_json::from_str(&r[0].payload).unwrap();
+    assert_eq!(p["user_approval"]["overtime_works"][0]["type"], 1);
+    // and a leave may not carry it
+    let e = csv_records(&format!(
+        "{head}leave,u1,20260307,2026-03-07 09:00:00,2026-03-07 13:00:00,x,1,,,1\n"
+    ))
+    .unwrap_err();
+    assert!(
+        e[0].message
+            .contains("column overtime_type: does not apply to a leave"),
+        "{e:?}"
+    );
+}

@@ -46,6 +46,13 @@ impl DeviceSpec for SerialSpec {
     fn default_poll_interval(&self) -> Duration {
         Duration::from_secs(super::DEFAULT_POLL_INTERVAL_SECS)
     }
+    /// The port and its speed (`/dev/ttyUSB0 9600`).
+    fn address(&self) -> Option<String> {
+        self.port
+            .path
+            .as_ref()
+            .map(|p| format!("{} {}", p.display(), self.port.baud_rate))
+    }
     fn claims(&self) -> Vec<Claim> {
         SerialSpec::claims(self)
     }
