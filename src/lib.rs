@@ -24,6 +24,7 @@ pub mod inbox;
 pub mod ingest;
 pub mod limits;
 pub mod logging;
+pub mod manpage;
 pub mod mapping;
 pub mod metrics;
 pub mod punch;

@@ -404,8 +404,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
+            // the commands from the CLI itself, the configuration reference from the README
             let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            print!(
+                "{}",
+                clockbridge::manpage::render(&cmd, include_str!("../README.md"))
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command } => {

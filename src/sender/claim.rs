@@ -31,6 +31,10 @@ impl Sender {
         let mut linger_since: Option<Instant> = None;
         let mut backlog = true;
         let mut db_failures = 0u32;
+        let progress = {
+            let sh = sh.clone();
+            tokio::spawn(async move { super::progress::report(&sh).await })
+        };
         loop {
             sh.stats.heartbeat.store(now_ms(), Ordering::Relaxed);
             while let Some(res) = tasks.try_join_next() {
@@ -136,6 +140,7 @@ impl Sender {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
+        progress.abort();
         match sh.queue.requeue_in_flight_of(kind).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(

@@ -27,13 +27,17 @@
 //!   rows of any request it had to abandon to pending. A crash instead leaves them in flight, and the
 //!   queue re-sends them on the next start; the idempotent id makes that harmless.
 //! - **Figures** (`stats`): counters, retries by reason, latency, last error, blocked state.
+//! - **Progress** (`progress`): while a backlog drains, an INFO line every 30 s (delivered, rate,
+//!   what is left and about how long), and one when it is gone.
 
 mod claim;
 mod deliver;
 mod pacing;
+mod progress;
 mod stats;
 
 pub use claim::IDLE_RECHECK;
+pub use progress::PROGRESS_EVERY;
 pub use stats::{
     LastError, LatencyHistogram, SenderSnapshot, SenderStats, LATENCY_BUCKETS_MS, RETRY_REASONS,
 };

@@ -89,6 +89,8 @@ struct ZkDevice {
     unmapped: HashSet<String>,
     skew_log: Quiet,
     skew_warned: bool,
+    /// New records committed by the current poll (for its summary line).
+    poll_new: u64,
     /// The device was disabled and the session ended before it was re-enabled: re-enable it first
     /// thing on the next connection.
     maybe_disabled: bool,
@@ -136,6 +138,7 @@ pub async fn run(cfg: ZkSpec, ctx: SourceContext) {
         unmapped: HashSet::new(),
         skew_log: Quiet::default(),
         skew_warned: false,
+        poll_new: 0,
         cfg,
     };
     dev.run(&shutdown).await;
@@ -225,6 +228,11 @@ impl ZkDevice {
         }
         self.load_watermark().await?;
         let serial = client.serial_number().await?;
+        tracing::info!(
+            "{}: connected (serial number {})",
+            self.label,
+            serial.as_deref().unwrap_or("not given")
+        );
         self.check_serial(serial).await?;
         let mut subscribed = false;
         loop {
@@ -340,7 +348,8 @@ impl ZkDevice {
     }
 
     /// Measures the device's clock against the gateway's; sets it with `sync_clock`.
-    async fn check_clock(&mut self, client: &mut ZkClient) -> Result<(), PollError> {
+    /// Returns the skew (device minus gateway, seconds) once the clock is checked (and set).
+    async fn check_clock(&mut self, client: &mut ZkClient) -> Result<i64, PollError> {
         let tz = self.tz;
         let skew = measure_skew(client, tz).await?;
         let threshold = self.cfg.max_clock_skew_secs as i64;
@@ -377,12 +386,13 @@ impl ZkDevice {
             z.clock_skew_secs = Some(skew_now);
             z.clock_skew_measured_at = Some(at);
         });
-        Ok(())
+        Ok(skew_now)
     }
 
     /// One poll: see the module documentation.
     async fn poll(&mut self, client: &mut ZkClient) -> Result<(), PollError> {
-        self.check_clock(client).await?;
+        let skew = self.check_clock(client).await?;
+        self.poll_new = 0;
         self.maybe_disabled = true;
         client.disable().await?;
         let read = self.read_disabled(client).await;
@@ -402,6 +412,13 @@ impl ZkDevice {
             z.last_poll_at = Some(at);
             z.polls = Some(z.polls.unwrap_or(0) + 1);
         });
+        // the story of each poll at INFO (one line a poll interval, never one per punch)
+        let wm = self.wm.as_ref().map_or(0, |w| w.records);
+        tracing::info!(
+            "{}: polled: {} new records committed, watermark {wm} records, clock {skew:+} s off the gateway's",
+            self.label,
+            self.poll_new
+        );
         Ok(())
     }
 
@@ -531,6 +548,7 @@ impl ZkDevice {
             .map(|r| self.punch(r))
             .collect();
         let count = new.len();
+        self.poll_new += count as u64;
         if count > 0 {
             self.stats
                 .lines_read
