@@ -80,6 +80,14 @@ pub struct Rejected {
     pub sample: String,
 }
 
+/// Punches of one file kept as dead letters for one reason.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeadReason {
+    pub count: u64,
+    /// The first such punch's message.
+    pub first: String,
+}
+
 /// What became of one file.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FileReport {
@@ -100,6 +108,10 @@ pub struct FileReport {
     pub ends_mid_line: bool,
     /// Lines holding control bytes (NUL and the like): a sign of a binary or damaged file.
     pub binary_lines: u64,
+    /// Punches kept as dead letters, by reason (`before_2022`, `far_future`), with the first one's
+    /// message (what is wrong with its time and what to check).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dead_reasons: std::collections::BTreeMap<String, DeadReason>,
     /// When no line gave a punch: what would (another `delimiter` for a csv device).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
@@ -143,6 +155,12 @@ impl FileReport {
         }
         if self.ends_mid_line {
             o.push_str("  warning: the file ends mid-line (no line ending after the last line): the export may have been cut short; check the last punch\n");
+        }
+        for (reason, d) in &self.dead_reasons {
+            o.push_str(&format!(
+                "  dead ({reason}): {}, kept as dead letters (clockbridge dlq list --reason {reason}); the first: {}\n",
+                d.count, d.first
+            ));
         }
         if let Some(h) = &self.hint {
             o.push_str(&format!("  hint: {h}\n"));
@@ -250,13 +268,21 @@ async fn import_file(
     };
     let mut report = FileReport::default();
     while let Some(batch) = rx.recv().await {
-        let statuses = queue.insert(Arc::new(batch.records)).await?;
-        for st in statuses {
+        let records = Arc::new(batch.records);
+        let statuses = queue.insert(records.clone()).await?;
+        for (st, rec) in statuses.into_iter().zip(records.iter()) {
             match st {
                 InsertStatus::Pending => report.queued += 1,
                 InsertStatus::Duplicate => report.duplicates += 1,
                 InsertStatus::Unmapped => report.unmapped += 1,
-                InsertStatus::Dead(_) => report.dead += 1,
+                InsertStatus::Dead(reason) => {
+                    report.dead += 1;
+                    let r = report.dead_reasons.entry(reason).or_default();
+                    r.count += 1;
+                    if r.first.is_empty() {
+                        r.first = rec.dead.as_ref().map(|d| d.1.clone()).unwrap_or_default();
+                    }
+                }
             }
         }
     }

@@ -89,6 +89,12 @@ async fn rejected_lines_are_reported_with_their_numbers_and_the_rest_imported() 
     assert_eq!(r["lines"], 5);
     assert_eq!(r["queued"], 2);
     assert_eq!(r["dead"], 1); // before 2022: kept as a dead letter, not rejected
+    assert_eq!(r["dead_reasons"]["before_2022"]["count"], 1);
+    let first = r["dead_reasons"]["before_2022"]["first"].as_str().unwrap();
+    assert!(
+        first.starts_with("punch at 2021-06-01 18:02:40 (device time) is before 2022-01-01"),
+        "{first}"
+    );
     assert_eq!(r["rejected"], 2);
     assert_eq!(r["rejected_lines"][0]["line"], 3);
     assert_eq!(r["rejected_lines"][1]["line"], 4);
