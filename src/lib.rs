@@ -8,6 +8,8 @@
 //! protocol: readiness, status lines, watchdog), [`http`] (`/healthz`; with [`metrics`], `/metrics`
 //! and `/status`) and the [`snapshot`] that [`status`] reads; [`limits`] keeps file descriptors for
 //! them (clock connections capped), and [`sigbus`] says why a bus error kills the process.
+//! [`online`] is `check-config --online`: a token and one harmless read, to test the app's setup
+//! before go-live.
 //! The test doubles (the platform stand-in, the ZKTeco simulator, the demo) are not part of this
 //! crate: they live in the workspace crate `clockbridge-testkit` (`testkit/`), which the product never
 //! ships. See `docs/architecture.md` for the delivery guarantees.
@@ -27,6 +29,7 @@ pub mod logging;
 pub mod manpage;
 pub mod mapping;
 pub mod metrics;
+pub mod online;
 pub mod punch;
 pub mod queue;
 pub mod sender;

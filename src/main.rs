@@ -29,7 +29,16 @@ enum Command {
     /// Run the daemon: read the clocks, queue every punch, upload to the platform.
     Run,
     /// Check the configuration and print it with secrets masked; exit 1 on an error.
-    CheckConfig,
+    ///
+    /// With --online, then ask the platform whether it accepts the app: exit 4 if it refuses it,
+    /// 5 if it cannot be reached.
+    CheckConfig {
+        /// Then ask the platform: fetch a tenant token and make one harmless read of the
+        /// attendance API; exit 4 if the platform refuses the app (credentials, scope, IP
+        /// allow-list), 5 if it cannot be reached (DNS, connection, timeout, TLS, proxy).
+        #[arg(long)]
+        online: bool,
+    },
     /// Show the queue, the devices and the sender (safe while the daemon runs).
     Status {
         /// Print one JSON object instead of text.
@@ -356,7 +365,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::CheckConfig => {
+        Command::CheckConfig { online } => {
             let cfg = match Config::load(&cli.config) {
                 Ok(cfg) => cfg,
                 Err(e) => {
@@ -384,7 +393,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 "clockbridge: {}: configuration is valid",
                 cli.config.display()
             );
-            Ok(ExitCode::SUCCESS)
+            if !online {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // the platform's answers, one line per step (clockbridge::online): never the secret
+            // or the token
+            let report = runtime()?.block_on(clockbridge::online::check(&cfg));
+            for line in report.lines() {
+                eprintln!("clockbridge: online: {line}");
+            }
+            Ok(ExitCode::from(report.exit_code()))
         }
         Command::Status { json } => {
             // status reads the queue only: it needs no secret

@@ -253,17 +253,8 @@ impl Config {
         // comment says where it was read (never its value), not a second app_secret beside
         // app_secret_file
         let from = match &self.origin.secret {
-            Some(secret::SecretSource::File(p)) => {
-                Some(format!("the file feishu.app_secret_file ({})", p.display()))
-            }
-            Some(secret::SecretSource::Credential(p)) => Some(format!(
-                "the systemd credential app_secret ({})",
-                p.display()
-            )),
-            Some(secret::SecretSource::Environment) => {
-                Some("the environment variable CLOCKBRIDGE__FEISHU__APP_SECRET".to_string())
-            }
             Some(secret::SecretSource::Inline) | None => None,
+            Some(source) => Some(source.describe()),
         };
         if from.is_some() {
             if let Some(f) = top.get_mut("feishu").and_then(|f| f.as_object_mut()) {
@@ -285,6 +276,11 @@ impl Config {
             Ok(Ok(text)) => note + &text,
             Ok(Err(e)) | Err(e) => format!("# cannot show the configuration as TOML: {e}\n"),
         }
+    }
+
+    /// Where the app secret was read (`None` when it was not: [`Config::load_without_secret`]).
+    pub fn secret_source(&self) -> Option<&SecretSource> {
+        self.origin.secret.as_ref()
     }
 
     /// The config for a device id.

@@ -59,6 +59,23 @@ pub enum SecretSource {
     Credential(PathBuf),
 }
 
+impl SecretSource {
+    /// Where the secret was read, for messages (never the secret): "the file
+    /// feishu.app_secret_file (/etc/clockbridge/app_secret)".
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Inline => "feishu.app_secret in the configuration file".to_string(),
+            SecretSource::Environment => {
+                "the environment variable CLOCKBRIDGE__FEISHU__APP_SECRET".to_string()
+            }
+            SecretSource::File(p) => format!("the file feishu.app_secret_file ({})", p.display()),
+            SecretSource::Credential(p) => {
+                format!("the systemd credential app_secret ({})", p.display())
+            }
+        }
+    }
+}
+
 /// The most bytes a secret file may hold. A Feishu app secret is 32 characters: a larger file is
 /// the wrong file (a log, a key store, `/dev/zero`), and it is refused without being read whole.
 pub const MAX_SECRET_FILE: u64 = 4096;

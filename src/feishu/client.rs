@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::net::{self, Network};
 use super::token::{is_token_error, TokenCache, TOKEN_PATH};
 use crate::config::{EmployeeType, FeishuConfig, Secret};
 
@@ -39,6 +40,11 @@ pub struct Reply {
     pub data: serde_json::Value,
     /// No answer came within `feishu.request_timeout_secs` (a transport failure: `code` is `None`).
     pub timed_out: bool,
+    /// Why no answer of the platform came: a transport failure, or an answer that is not the
+    /// platform's JSON ([`Network::NotPlatform`]). `None` when the platform answered.
+    pub network: Option<Network>,
+    /// The title of an HTML page that came instead of the platform's JSON (a proxy's page...).
+    pub page_title: Option<String>,
 }
 
 impl Reply {
@@ -147,7 +153,8 @@ impl FeishuClient {
             Err(t) => {
                 return Err(Reply {
                     msg: format!("tenant token request failed: {}", t.reason),
-                    timed_out: t.timed_out,
+                    timed_out: t.network == Network::Timeout,
+                    network: Some(t.network),
                     ..Reply::default()
                 })
             }
@@ -170,6 +177,21 @@ impl FeishuClient {
     /// JSON `body`. Handles token errors (drop, refetch, re-send once). Returns the reply of the last
     /// attempt, a token failure as a reply, or a transport failure as a reply with no code.
     pub async fn send(&self, method: reqwest::Method, path_and_query: &str, body: String) -> Reply {
+        self.call(method, path_and_query, Some(body)).await
+    }
+
+    /// Sends one `GET` (a read: no body), like [`FeishuClient::send`] in every other way (the token,
+    /// its re-send once, the timeouts, the classification of failures).
+    pub async fn get(&self, path_and_query: &str) -> Reply {
+        self.call(reqwest::Method::GET, path_and_query, None).await
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<String>,
+    ) -> Reply {
         let url = format!("{}{}", self.base_url, path_and_query);
         let mut retried = false;
         loop {
@@ -177,19 +199,18 @@ impl FeishuClient {
                 Ok(t) => t,
                 Err(reply) => return reply,
             };
-            let resp = self
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(&token)
-                .header("Content-Type", "application/json; charset=utf-8")
-                .body(body.clone())
-                .send()
-                .await;
-            let reply = match read_reply(resp).await {
+            let mut request = self.http.request(method.clone(), &url).bearer_auth(&token);
+            if let Some(body) = &body {
+                request = request
+                    .header("Content-Type", "application/json; charset=utf-8")
+                    .body(body.clone());
+            }
+            let reply = match read_reply(request.send().await).await {
                 Ok((r, _)) => r,
                 Err(t) => Reply {
                     msg: t.reason,
-                    timed_out: t.timed_out,
+                    timed_out: t.network == Network::Timeout,
+                    network: Some(t.network),
                     ..Reply::default()
                 },
             };
@@ -211,7 +232,7 @@ impl FeishuClient {
 /// A failure below HTTP: no reply (or a broken one) at all.
 struct Transport {
     reason: String,
-    timed_out: bool,
+    network: Network,
 }
 
 /// Reads an HTTP reply into a [`Reply`]; Err is a transport-level failure.
@@ -228,6 +249,7 @@ async fn read_reply(
     };
     let log_id = header("x-tt-logid");
     let reset = header("x-ogw-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+    let content_type = header("content-type");
     let bytes = resp.bytes().await.map_err(describe_reqwest)?;
     let env: Option<Envelope> = serde_json::from_slice(&bytes).ok();
     let mut reply = Reply {
@@ -250,6 +272,10 @@ async fn read_reply(
             let short: String = text.chars().take(200).collect();
             reply.msg =
                 format!("HTTP {status} with a body that is not the platform's JSON: {short:?}");
+            reply.network = Some(Network::NotPlatform);
+            if net::is_html(content_type.as_deref(), &bytes) {
+                reply.page_title = net::page_title(&bytes);
+            }
         }
     }
     Ok((reply, env))
@@ -275,7 +301,7 @@ fn describe_reqwest(e: reqwest::Error) -> Transport {
     }
     Transport {
         reason: msg,
-        timed_out: e.is_timeout(),
+        network: Network::of(&e),
     }
 }
 

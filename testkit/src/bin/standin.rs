@@ -25,14 +25,32 @@ struct Args {
     /// Milliseconds added to every write reply.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// The scopes granted to the app, comma-separated (default: attendance:task,attendance:rule);
+    /// an endpoint none of whose scopes is granted answers 99991672.
+    #[arg(long, value_delimiter = ',', value_name = "SCOPES")]
+    scopes: Option<Vec<String>>,
+    /// The app's IP allow-list: only callers from these addresses may call the attendance
+    /// endpoints, the others get 99991401 (repeatable; default: no allow-list).
+    #[arg(long = "allow-ip", value_name = "IP")]
+    allow_ip: Vec<std::net::IpAddr>,
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let defaults = StandinConfig::default();
     let cfg = StandinConfig {
         app_id: args.app_id,
         app_secret: args.app_secret,
         latency: std::time::Duration::from_millis(args.latency_ms),
-        ..Default::default()
+        scopes: match args.scopes {
+            Some(list) => list
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => defaults.scopes.clone(),
+        },
+        ip_allow_list: (!args.allow_ip.is_empty()).then(|| args.allow_ip.into_iter().collect()),
+        ..defaults
     };
     let listen = args.listen;
     let s = Standin::bind(listen, cfg)

@@ -1,13 +1,20 @@
-//! Admission of a write request, before its body is looked at: its bearer token must be one the
-//! stand-in issued and still valid (99991661 missing, 99991663 unknown / expired / revoked), then its
-//! endpoint's sliding one-second rate limit must have room (HTTP 429, code 99991400, with the
-//! `x-ogw-ratelimit-*` headers). Each endpoint has its own window.
+//! Admission of a request to an attendance endpoint, before its body is looked at, in the order the
+//! platform's gateway would: its bearer token must be one the stand-in issued and still valid
+//! (99991661 missing, 99991663 unknown / expired / revoked); the caller's address must be in the
+//! app's IP allow-list, if it has one (99991401); the app must have one of the endpoint's scopes
+//! ([`Api::scopes`], 99991672); then the endpoint's sliding one-second rate limit must have room
+//! (HTTP 429, code 99991400, with the `x-ogw-ratelimit-*` headers). Each endpoint has its own
+//! window.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::platform::Api;
-use super::reply::{rate_limited_reply, token_invalid_reply, token_missing_reply, Reply};
+use super::reply::{
+    ip_not_allowed_reply, rate_limited_reply, scope_missing_reply, token_invalid_reply,
+    token_missing_reply, Reply,
+};
 use super::server::{lock, Shared};
 use super::token::bearer_token;
 
@@ -44,6 +51,7 @@ pub(super) fn admit(
     shared: &Shared,
     parts: &hyper::http::request::Parts,
     api: Api,
+    peer: IpAddr,
 ) -> Option<Reply> {
     let Some(token) = bearer_token(parts) else {
         return Some(token_missing_reply());
@@ -52,6 +60,16 @@ pub(super) fn admit(
     let now = Instant::now();
     if g.tokens.get(token).is_none_or(|expiry| *expiry <= now) {
         return Some(token_invalid_reply());
+    }
+    if g.cfg
+        .ip_allow_list
+        .as_ref()
+        .is_some_and(|allowed| !allowed.contains(&peer))
+    {
+        return Some(ip_not_allowed_reply(peer));
+    }
+    if !api.scopes().iter().any(|s| g.cfg.scopes.contains(*s)) {
+        return Some(scope_missing_reply(api.scopes()));
     }
     let limit = g.cfg.rate_limit_per_sec;
     match g.windows.entry(api).or_default().admit(now, limit) {

@@ -2,11 +2,13 @@
 //! setters), its deduplication modes and its counters ([`Standin::stats`]).
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use super::platform::{SCOPE_RULE, SCOPE_TASK};
 use super::server::lock;
 #[cfg(doc)]
 use super::Fault;
@@ -32,6 +34,12 @@ pub struct StandinConfig {
     /// Users whose records make the platform refuse the *whole* batch with 1220004 ("user_id is not
     /// exist or does not have permission"), as it does for ids it rejects at validation.
     pub invalid_users: HashSet<String>,
+    /// The scopes the app has been granted. An endpoint whose scopes ([`super::Api::scopes`]) are
+    /// all missing answers 99991672. Default: `attendance:task` and `attendance:rule`.
+    pub scopes: HashSet<String>,
+    /// `None`: no IP allow-list. `Some(set)`: only callers from these addresses may call the
+    /// attendance endpoints (others get 99991401); the token endpoint is not restricted.
+    pub ip_allow_list: Option<HashSet<IpAddr>>,
 }
 
 impl Default for StandinConfig {
@@ -45,6 +53,8 @@ impl Default for StandinConfig {
             known_users: None,
             dedup: DedupMode::Silent,
             invalid_users: HashSet::new(),
+            scopes: [SCOPE_TASK, SCOPE_RULE].map(str::to_owned).into(),
+            ip_allow_list: None,
         }
     }
 }
@@ -59,6 +69,8 @@ impl std::fmt::Debug for StandinConfig {
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("known_users", &self.known_users.as_ref().map(HashSet::len))
             .field("dedup", &self.dedup)
+            .field("scopes", &self.scopes)
+            .field("ip_allow_list", &self.ip_allow_list)
             .finish()
     }
 }
@@ -134,6 +146,16 @@ impl Standin {
     /// Changes the deduplication mode.
     pub fn set_dedup(&self, m: DedupMode) {
         lock(&self.shared.inner).cfg.dedup = m;
+    }
+
+    /// Replaces the scopes granted to the app (e.g. none, to answer 99991672 on every endpoint).
+    pub fn set_scopes<S: Into<String>>(&self, scopes: impl IntoIterator<Item = S>) {
+        lock(&self.shared.inner).cfg.scopes = scopes.into_iter().map(Into::into).collect();
+    }
+
+    /// Sets (or with `None` removes) the IP allow-list of the attendance endpoints.
+    pub fn set_ip_allow_list(&self, ips: Option<HashSet<IpAddr>>) {
+        lock(&self.shared.inner).cfg.ip_allow_list = ips;
     }
 
     /// Changes the rate limit (requests per sliding second and endpoint; 0 disables it).

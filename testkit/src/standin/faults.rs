@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 
-use super::platform::{codes, Api};
-use super::reply::{rate_limited_reply, token_invalid_reply, Reply};
+use super::platform::{codes, Api, SCOPE_TASK};
+use super::reply::{rate_limited_reply, scope_missing_reply, token_invalid_reply, Reply};
 use super::server::{lock, Inner, Shared};
 use super::Standin;
 
@@ -101,12 +101,7 @@ pub(super) fn error_reply(shared: &Shared, f: &Fault) -> Option<Reply> {
             rate_limited_reply(g.cfg.rate_limit_per_sec, *reset_secs)
         }
         Fault::TokenInvalid => token_invalid_reply(),
-        Fault::ScopeMissing => Reply::err(
-            StatusCode::BAD_REQUEST,
-            codes::SCOPE_MISSING,
-            "Access denied. One of the following scopes is required: [attendance:task]. \
-             Please enable one of the scopes for the app.",
-        ),
+        Fault::ScopeMissing => scope_missing_reply(&[SCOPE_TASK]),
         Fault::NoPermission => Reply::err(
             StatusCode::BAD_REQUEST,
             codes::NO_PERMISSION,

@@ -9,16 +9,20 @@
 //!
 //! # Rules it enforces
 //! As the platform's public pages document them (open.feishu.cn: "导入打卡流水" for
-//! `user_flows/batch_create`, the attendance development guide for the common error codes, and the
-//! tenant token page), one file per topic:
+//! `user_flows/batch_create`, "查询打卡流水" for the read of one record, the attendance development
+//! guide for the common error codes, and the tenant token page), one file per topic:
 //! - [`platform`]: the endpoint paths, limits and error codes;
 //! - `token`: the token endpoint (the same token again while 30 minutes are left, 99991543 for
 //!   wrong credentials);
-//! - `admit`: every write request's bearer token (99991661, 99991663) and its endpoint's sliding
+//! - `admit`: every attendance request's bearer token (99991661, 99991663), the app's IP
+//!   allow-list (99991401, [`StandinConfig::ip_allow_list`]), its scopes (99991672, one of the
+//!   endpoint's [`Api::scopes`] must be in [`StandinConfig::scopes`]) and its endpoint's sliding
 //!   one-second rate limit (HTTP 429, code 99991400, headers `x-ogw-ratelimit-limit` /
 //!   `x-ogw-ratelimit-reset`);
 //! - `user_flows`: batch_create's body rules, deduplication by `idempotent_id` ([`DedupMode`]),
-//!   unknown users listed in `msg` while the others are stored;
+//!   unknown users listed in `msg` while the others are stored; and the read of one record by id
+//!   (`GET user_flows/:user_flow_id`, what `clockbridge check-config --online` asks), which finds
+//!   none;
 //! - `hr`: `user_approvals`, `archive_rule/upload_report` and `leave_accrual_record` PATCH, each
 //!   with its page's rules (checked with the product's validators, `clockbridge::hr`);
 //! - `faults`: injected faults ([`Fault`]), per endpoint or sticky;
@@ -57,7 +61,8 @@ pub use faults::Fault;
 pub use hr::{AccrualRecord, ReportKey, StoredApproval};
 pub use platform::{
     codes, Api, BATCH_CREATE_PATH, LEAVE_ACCRUAL_PATH, MAX_BODY_BYTES, MAX_RECORDS_PER_BATCH,
-    MIN_CHECK_TIME, TOKEN_PATH, UPLOAD_REPORT_PATH, USER_APPROVALS_PATH,
+    MIN_CHECK_TIME, SCOPE_RULE, SCOPE_TASK, SCOPE_TASK_READONLY, TOKEN_PATH, UPLOAD_REPORT_PATH,
+    USER_APPROVALS_PATH, USER_FLOWS_PATH,
 };
 pub use server::Standin;
 pub use user_flows::StoredFlow;

@@ -13,6 +13,9 @@ pub const BATCH_CREATE_PATH: &str = "/open-apis/attendance/v1/user_flows/batch_c
 pub const USER_APPROVALS_PATH: &str = "/open-apis/attendance/v1/user_approvals";
 /// `POST ?employee_type=…`: write archived report results ("写入归档报表结果").
 pub const UPLOAD_REPORT_PATH: &str = "/open-apis/attendance/v1/archive_rule/upload_report";
+/// `GET {USER_FLOWS_PATH}/:user_flow_id?employee_type=…`: read one punch record by its id ("查询打卡
+///流水"). Also the prefix of [`BATCH_CREATE_PATH`] (a `POST`).
+pub const USER_FLOWS_PATH: &str = "/open-apis/attendance/v1/user_flows";
 /// `PATCH {LEAVE_ACCRUAL_PATH}/:leave_id?user_id_type=…`: update a leave granting record
 /// ("修改发放记录").
 pub const LEAVE_ACCRUAL_PATH: &str = "/open-apis/attendance/v1/leave_accrual_record";
@@ -26,13 +29,35 @@ pub const MIN_CHECK_TIME: u64 = 1_640_966_400;
 /// A token with less than this left is replaced by a new one when a token is asked for.
 pub(super) const TOKEN_REUSE_MIN_LEFT: Duration = Duration::from_secs(30 * 60);
 
-/// The stand-in's write endpoints (for faults, rate windows and recorded bodies).
+/// The scope of every attendance write ("写入打卡数据").
+pub const SCOPE_TASK: &str = "attendance:task";
+/// The read-only attendance scope ("导出打卡数据").
+pub const SCOPE_TASK_READONLY: &str = "attendance:task:readonly";
+/// The scope of leave accrual updates ("写入打卡管理规则").
+pub const SCOPE_RULE: &str = "attendance:rule";
+
+/// The stand-in's attendance endpoints (for faults, rate windows, scopes and recorded bodies): the
+/// four writes and the one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Api {
     UserFlows,
     UserApprovals,
     UploadReport,
     LeaveAccrual,
+    /// `GET user_flows/:user_flow_id`.
+    UserFlowGet,
+}
+
+impl Api {
+    /// The scopes that let an app call the endpoint, any one of them (each page's "权限要求"): the
+    /// read accepts the write scope or the read-only one; leave accruals need `attendance:rule`.
+    pub fn scopes(self) -> &'static [&'static str] {
+        match self {
+            Api::UserFlows | Api::UserApprovals | Api::UploadReport => &[SCOPE_TASK],
+            Api::LeaveAccrual => &[SCOPE_RULE],
+            Api::UserFlowGet => &[SCOPE_TASK, SCOPE_TASK_READONLY],
+        }
+    }
 }
 
 /// Platform error codes used by the stand-in.
@@ -57,6 +82,8 @@ pub mod codes {
     pub const TOKEN_INVALID: i64 = 99_991_663;
     /// Required scope not enabled for the app.
     pub const SCOPE_MISSING: i64 = 99_991_672;
+    /// The caller's IP address is not in the app's IP allow-list.
+    pub const IP_NOT_ALLOWED: i64 = 99_991_401;
     /// Malformed token request.
     pub const INVALID_PARAM: i64 = 10_003;
     /// batch_create: a user id refused at validation (whole batch).

@@ -72,6 +72,27 @@ pub(super) fn token_invalid_reply() -> Reply {
     )
 }
 
+/// 99991672, listing the scopes of which the endpoint needs one (as the platform's message does).
+pub(super) fn scope_missing_reply(scopes: &[&str]) -> Reply {
+    Reply::err(
+        StatusCode::BAD_REQUEST,
+        codes::SCOPE_MISSING,
+        format!(
+            "Access denied. One of the following scopes is required: [{}]. Please enable one of the scopes for the app.",
+            scopes.join(", ")
+        ),
+    )
+}
+
+/// 99991401: the caller's address is not in the app's IP allow-list.
+pub(super) fn ip_not_allowed_reply(peer: std::net::IpAddr) -> Reply {
+    Reply::err(
+        StatusCode::BAD_REQUEST,
+        codes::IP_NOT_ALLOWED,
+        format!("ip {peer} is not in the app's IP whitelist: add it under Security Settings"),
+    )
+}
+
 pub(super) fn too_large_reply() -> Reply {
     param_invalid(format!("request body larger than {MAX_BODY_BYTES} bytes"))
 }

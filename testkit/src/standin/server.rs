@@ -7,7 +7,7 @@
 //! purpose ([`DropConnection`]) makes hyper close the connection without a reply.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -221,7 +221,7 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(%peer, "stand-in: connection accepted");
-                    conns.spawn(serve_connection(stream, shared.clone(), conn_shutdown.clone()));
+                    conns.spawn(serve_connection(stream, peer.ip(), shared.clone(), conn_shutdown.clone()));
                 }
                 Err(e) => {
                     // e.g. too many open files: back off a little instead of spinning.
@@ -243,13 +243,14 @@ async fn accept_loop(
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: IpAddr,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let svc = service_fn(move |req| {
         let shared = shared.clone();
-        async move { handle(shared, req).await }
+        async move { handle(shared, req, peer).await }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -327,10 +328,11 @@ impl Shared {
     }
 }
 
-/// Routes a request to its endpoint.
+/// Routes a request from `peer` to its endpoint.
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
+    peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
     let log_id = shared.next_log_id();
     let path = req.uri().path().to_owned();
@@ -350,6 +352,8 @@ async fn handle(
             .is_some_and(|rest| rest.starts_with('/'))
     {
         Api::LeaveAccrual
+    } else if req.method() == Method::GET && user_flows::record_id(&path).is_some() {
+        Api::UserFlowGet
     } else {
         let reply = Reply::err(
             StatusCode::NOT_FOUND,
@@ -358,17 +362,18 @@ async fn handle(
         );
         return Ok(shared.finish(reply, &log_id));
     };
-    handle_write(&shared, api, req, &log_id).await
+    handle_write(&shared, api, req, &log_id, peer).await
 }
 
-/// The one path of every write request: count it, take its fault, keep its body (if asked), apply
-/// it or not as the fault says, wait the configured latency, then reply, or drop the connection
-/// without a reply.
+/// The one path of every request to an attendance endpoint (the writes, and the read of one
+/// record): count it, take its fault, keep its body (if asked), apply it or not as the fault says,
+/// wait the configured latency, then reply, or drop the connection without a reply.
 async fn handle_write(
     shared: &Shared,
     api: Api,
     req: Request<Incoming>,
     log_id: &str,
+    peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
     let _in_flight = (api == Api::UserFlows).then(|| InFlight::enter(shared));
     let (fault, batch_requests) = {
@@ -390,7 +395,7 @@ async fn handle_write(
             list.push((api, String::from_utf8_lossy(b).into_owned()));
         }
     }
-    let run = |body| apply(shared, api, &parts, body, log_id);
+    let run = |body| apply(shared, api, &parts, body, log_id, peer);
     let mut lose_after_apply = false;
     let reply = match fault {
         Some(Fault::CloseBeforeApply) => {
@@ -427,19 +432,21 @@ async fn handle_write(
     Ok(shared.finish(reply, log_id))
 }
 
-/// Admits a write request (token, rate limit), then applies its endpoint's rules.
+/// Admits a request (token, IP allow-list, scope, rate limit), then applies its endpoint's rules.
 fn apply(
     shared: &Shared,
     api: Api,
     parts: &hyper::http::request::Parts,
     body: Result<Bytes, BodyError>,
     log_id: &str,
+    peer: IpAddr,
 ) -> Reply {
-    if let Some(refused) = admit(shared, parts, api) {
+    if let Some(refused) = admit(shared, parts, api, peer) {
         return refused;
     }
     match api {
         Api::UserFlows => user_flows::apply(shared, parts, body, log_id),
+        Api::UserFlowGet => user_flows::get(parts),
         Api::UserApprovals | Api::UploadReport | Api::LeaveAccrual => match body {
             Ok(body) => hr::apply(shared, api, parts, &body, log_id),
             Err(_) => too_large_reply(),

@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::{
-    codes, DedupMode, Fault, Standin, StandinConfig, BATCH_CREATE_PATH, MAX_BODY_BYTES, TOKEN_PATH,
+    codes, Api, DedupMode, Fault, Standin, StandinConfig, BATCH_CREATE_PATH, MAX_BODY_BYTES,
+    SCOPE_RULE, SCOPE_TASK, SCOPE_TASK_READONLY, TOKEN_PATH, USER_FLOWS_PATH,
 };
 
 const SECRET: &str = "standin-secret";
@@ -756,4 +757,100 @@ async fn keep_alive_and_shutdown() {
     waiter.await.unwrap();
     s.shutdown().await;
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+async fn get_flow(c: &reqwest::Client, s: &Standin, token: &str, id: &str) -> Answer {
+    let resp = c
+        .get(format!(
+            "{}{USER_FLOWS_PATH}/{id}?employee_type=employee_id",
+            s.base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.json().await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn the_read_of_one_record_is_admitted_like_a_write_and_finds_nothing() {
+    let s = Standin::start(StandinConfig::default()).await.unwrap();
+    let c = client();
+    let t = token(&c, &s).await;
+
+    // admitted: the attendance service's "record not found" (the stand-in's records have no id)
+    let a = get_flow(&c, &s, &t, "0").await;
+    assert_eq!(
+        (a.status, a.body["code"].as_i64()),
+        (400, Some(codes::GENERIC))
+    );
+    assert_eq!(a.body["msg"], "rule does not exist");
+    assert!(a.headers.contains_key("x-tt-logid"));
+    assert_eq!(
+        get_flow(&c, &s, "t-nope", "0").await.body["code"],
+        codes::TOKEN_INVALID
+    );
+    assert_eq!(s.requests_to(Api::UserFlowGet), 2);
+    assert_eq!(s.stats().batch_requests, 0);
+    assert!(s.stored().is_empty());
+
+    // either attendance scope lets the app read; without both, 99991672 naming them
+    s.set_scopes([SCOPE_TASK_READONLY]);
+    assert_eq!(get_flow(&c, &s, &t, "0").await.body["code"], codes::GENERIC);
+    s.set_scopes([SCOPE_RULE]);
+    let a = get_flow(&c, &s, &t, "0").await;
+    assert_eq!(a.body["code"], codes::SCOPE_MISSING);
+    let msg = a.body["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("attendance:task, attendance:task:readonly"),
+        "{msg}"
+    );
+    // and the writes need attendance:task itself
+    let a = post_batch(&c, &s, &t, &batch(vec![rec("u1", None)])).await;
+    assert_eq!(a.body["code"], codes::SCOPE_MISSING);
+    assert!(s.stored().is_empty());
+    s.set_scopes([SCOPE_TASK]);
+    assert_eq!(
+        post_batch(&c, &s, &t, &batch(vec![rec("u1", None)]))
+            .await
+            .body["code"],
+        0
+    );
+
+    // an IP allow-list without this caller: 99991401 on the attendance endpoints, not on the token
+    s.set_ip_allow_list(Some(HashSet::from(["192.0.2.7".parse().unwrap()])));
+    let a = get_flow(&c, &s, &t, "0").await;
+    assert_eq!(a.body["code"], codes::IP_NOT_ALLOWED);
+    assert!(a.body["msg"].as_str().unwrap().contains("127.0.0.1"));
+    assert_eq!(
+        post_batch(&c, &s, &t, &batch(vec![rec("u2", None)]))
+            .await
+            .body["code"],
+        codes::IP_NOT_ALLOWED
+    );
+    assert!(!token(&c, &s).await.is_empty());
+    s.set_ip_allow_list(Some(HashSet::from(["127.0.0.1".parse().unwrap()])));
+    assert_eq!(get_flow(&c, &s, &t, "0").await.body["code"], codes::GENERIC);
+    assert_eq!(s.stored().len(), 1);
+
+    // only a numeric id is a record id: other paths under user_flows/ are not the read
+    let resp = c
+        .get(format!("{}{USER_FLOWS_PATH}/batch_create", s.base_url()))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = c
+        .get(format!("{}{USER_FLOWS_PATH}/0", s.base_url()))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], codes::PARAM_INVALID, "no employee_type");
 }

@@ -6,6 +6,13 @@
 //! (1220004, the whole batch); deduplication by `idempotent_id` ([`DedupMode`]); unknown users
 //! listed in `msg` as `[userid-creatorid, …]` while the others are stored. A batch is applied
 //! atomically (one lock).
+//!
+//! `GET /open-apis/attendance/v1/user_flows/:user_flow_id?employee_type=…` ("查询打卡流水", the read
+//! of one record; `clockbridge check-config --online` makes it): after the same admission (token,
+//! IP allow-list, one of `attendance:task` / `attendance:task:readonly`, rate limit), `employee_type`
+//! is checked (1220001), then the record is looked for. The stand-in gives its records no ids, so
+//! no id names one: the answer is the integration guide's "record not found" (HTTP 400, 1220600,
+//! "rule does not exist", i.e. 访问记录不存在).
 
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
@@ -15,7 +22,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::config::DedupMode;
-use super::platform::{codes, MAX_RECORDS_PER_BATCH, MIN_CHECK_TIME};
+use super::platform::{codes, MAX_RECORDS_PER_BATCH, MIN_CHECK_TIME, USER_FLOWS_PATH};
 use super::reply::{param_invalid, query_param, too_large_reply, Reply};
 use super::server::{lock, BodyError, Shared};
 use super::Standin;
@@ -244,4 +251,26 @@ pub(super) fn apply(
     };
     shared.stored_tx.send_replace(stored_total);
     reply
+}
+
+/// The `:user_flow_id` of a `GET user_flows/:user_flow_id` path: digits (the platform's ids are
+/// decimal numbers), so that no other path under `user_flows/` (such as `batch_create`) is taken
+/// for one.
+pub(super) fn record_id(path: &str) -> Option<&str> {
+    let id = path.strip_prefix(USER_FLOWS_PATH)?.strip_prefix('/')?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+}
+
+/// `GET user_flows/:user_flow_id`, once admitted: `employee_type`, then the record, which the
+/// stand-in never has (see the module doc).
+pub(super) fn get(parts: &hyper::http::request::Parts) -> Reply {
+    match query_param(parts.uri.query(), "employee_type") {
+        Some("employee_id" | "employee_no") => {}
+        _ => return param_invalid("employee_type invalid"),
+    }
+    Reply::err(
+        StatusCode::BAD_REQUEST,
+        codes::GENERIC,
+        "rule does not exist",
+    )
 }

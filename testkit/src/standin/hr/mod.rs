@@ -121,6 +121,8 @@ pub(super) fn apply(
     match api {
         Api::UserApprovals => approvals::approvals(shared, parts, body, log_id),
         Api::UploadReport => reports::report(shared, parts, body),
-        Api::LeaveAccrual | Api::UserFlows => accruals::accrual(shared, parts, body),
+        Api::LeaveAccrual | Api::UserFlows | Api::UserFlowGet => {
+            accruals::accrual(shared, parts, body)
+        }
     }
 }
