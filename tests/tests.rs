@@ -16,5 +16,6 @@ mod outcomes;
 mod sdk;
 mod serial;
 mod storage;
+mod unmapped;
 mod zk;
 mod zk_pyzk;
