@@ -1,5 +1,7 @@
-//! Queue scaling: claim + acknowledge, counts, and opening the queue, with 10,000 rows and with
-//! 1,000,000 rows in the same run. "Fast with millions of rows" means the ratio stays near 1.
+//! Queue scaling: claim + acknowledge, counts, opening the queue, and the read of the users waiting
+//! for a mapping (`status`, `clockbridge unmapped`), with 10,000 rows and with 1,000,000 rows in the
+//! same run. "Fast with millions of rows" means the ratio stays near 1; the unmapped users' read
+//! grows with the unmapped rows instead (measured with 1,000 and with 100,000 of them).
 //!
 //! Run: `cargo bench --bench queue` (`CLOCKBRIDGE_BENCH_ROWS` changes the large size).
 
@@ -9,9 +11,14 @@ use std::time::{Duration, Instant};
 use clockbridge::feishu::lanes::user_flows;
 use clockbridge::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
 use clockbridge::punch::{normalise, Punch};
-use clockbridge::queue::{NewRecord, Queue};
+use clockbridge::queue::{open_read_only, read_waiting_users, NewRecord, Queue};
 
 fn records(from: usize, n: usize) -> Vec<NewRecord> {
+    punches(from, n, true)
+}
+
+/// `n` punches of 5,000 users on 4 devices, mapped (passthrough) or not.
+fn punches(from: usize, n: usize, mapped: bool) -> Vec<NewRecord> {
     let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
         .unwrap()
         .and_hms_opt(0, 0, 0)
@@ -32,7 +39,7 @@ fn records(from: usize, n: usize) -> Vec<NewRecord> {
                 p,
                 chrono_tz::Asia::Shanghai,
                 "HQ",
-                Some(&user),
+                mapped.then_some(user.as_str()),
                 chrono::Utc::now(),
                 3600,
             ))
@@ -45,6 +52,32 @@ struct Figures {
     open: Duration,
     claim_ack: Duration,
     counts: Duration,
+    /// The read of the waiting users (read-only connection, top 5), with 1,000 unmapped rows.
+    waiting: Duration,
+    /// The same with 100,000 unmapped rows (measured on the large queue only).
+    waiting_many: Option<Duration>,
+}
+
+/// Adds `n` unmapped punches to the queue and times the read `status` makes of its waiting users.
+async fn time_waiting(q: &Queue, path: &std::path::Path, from: usize, n: usize) -> Duration {
+    let mut done = 0;
+    while done < n {
+        let k = 4096.min(n - done);
+        q.insert(Arc::new(punches(from + done, k, false)))
+            .await
+            .unwrap();
+        done += k;
+    }
+    let conn = open_read_only(path).unwrap();
+    let w = read_waiting_users(&conn, 5).unwrap();
+    assert!(w.total_rows >= n as u64, "{w:?}");
+    let rounds = 20;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let w = read_waiting_users(&conn, 5).unwrap();
+        assert_eq!(w.users.len(), 5);
+    }
+    t.elapsed() / rounds
 }
 
 async fn measure(rows: usize) -> Figures {
@@ -103,11 +136,20 @@ async fn measure(rows: usize) -> Figures {
         assert_eq!(c.total.pending + c.total.delivered, rows as u64);
     }
     let counts = t.elapsed() / rounds;
+    // unmapped punches after every row above (their keys are new)
+    let waiting = time_waiting(&q, &path, 3 * rows, 1_000).await;
+    let waiting_many = if rows > 10_000 {
+        Some(time_waiting(&q, &path, 3 * rows + 1_000, 99_000).await)
+    } else {
+        None
+    };
     Figures {
         fill,
         open,
         claim_ack,
         counts,
+        waiting,
+        waiting_many,
     }
 }
 
@@ -138,6 +180,19 @@ fn main() {
         ms(l.counts),
         ms(l.counts) / ms(s.counts)
     );
+    println!(
+        "queue: unmapped users (status's read: grouped by device and user, top 5) with 1000 unmapped rows: {:.2} ms at {small} rows, {:.2} ms at {large} rows; ratio {:.2}",
+        ms(s.waiting),
+        ms(l.waiting),
+        ms(l.waiting) / ms(s.waiting)
+    );
+    if let Some(many) = l.waiting_many {
+        println!(
+            "queue: unmapped users with 100000 unmapped rows at {large} rows: {:.1} ms ({:.0}x the time for 100x the unmapped rows)",
+            ms(many),
+            ms(many) / ms(l.waiting)
+        );
+    }
     println!(
         "queue: open (pragmas, migrations, re-queue in-flight): {:.1} ms at {small} rows, {:.1} ms at {large} rows",
         ms(s.open),

@@ -2,7 +2,9 @@
 //!
 //! The flow, one module per step: clock → [`sources`] (lines parsed by [`formats`]) → [`ingest`]
 //! (normalised by [`punch`], users resolved by [`mapping`]) → [`queue`] (SQLite outbox) → [`sender`] →
-//! [`feishu`] → platform. [`daemon`] wires them; [`status`] reads the queue; [`import`] backfills
+//! [`feishu`] → platform. [`daemon`] wires them; [`status`] and [`unmapped`] (the device users
+//! waiting for a mapping) read the queue, showing punch times in their device's zone
+//! ([`device_time`]); [`import`] backfills
 //! exported log files into the same queue; [`inbox`] takes HR files ([`hr`]) from directories;
 //! [`health`] judges what is wrong with the running daemon, for [`service`] (systemd's notify
 //! protocol: readiness, status lines, watchdog), [`http`] (`/healthz`; with [`metrics`], `/metrics`
@@ -17,6 +19,7 @@
 pub mod config;
 pub mod daemon;
 pub mod device_stats;
+pub mod device_time;
 pub mod feishu;
 pub mod health;
 pub mod hr;
@@ -38,3 +41,4 @@ pub mod sigbus;
 pub mod snapshot;
 pub mod sources;
 pub mod status;
+pub mod unmapped;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use clockbridge::config::{Config, DEFAULT_CONFIG_PATH};
 use clockbridge::daemon::{self, RunOptions};
+use clockbridge::device_time::DeviceTimes;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +42,13 @@ enum Command {
     },
     /// Show the queue, the devices and the sender (safe while the daemon runs).
     Status {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the device users whose punches wait for a mapping, and what to do (safe while the
+    /// daemon runs).
+    Unmapped {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -232,12 +240,8 @@ impl DlqFilter {
     }
 }
 
-fn print_dead(list: &[clockbridge::queue::DeadLetter]) {
-    let t = |s: Option<i64>| {
-        s.and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_else(|| "-".into())
-    };
+/// The dead letters, one a line, every time in the device's zone with the offset (`times`).
+fn print_dead(list: &[clockbridge::queue::DeadLetter], times: &DeviceTimes) {
     for d in list {
         println!(
             "#{} {} {} user {} at {}: {} code {} {:?} log id {} (attempts {}, first {}, last {})",
@@ -245,15 +249,18 @@ fn print_dead(list: &[clockbridge::queue::DeadLetter]) {
             d.kind,
             d.device_id,
             d.device_user_id,
-            t(Some(d.event_time)),
+            times.show(&d.device_id, d.event_time),
             d.reason.as_deref().unwrap_or("-"),
             d.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             d.message.as_deref().unwrap_or(""),
             d.log_id.as_deref().unwrap_or("-"),
             d.attempts,
-            t(d.first_attempt_at),
-            t(d.last_attempt_at),
+            times.show_opt(&d.device_id, d.first_attempt_at),
+            times.show_opt(&d.device_id, d.last_attempt_at),
         );
+    }
+    if let Some(note) = times.note(list.iter().map(|d| d.device_id.as_str())) {
+        println!("({note})");
     }
 }
 
@@ -263,6 +270,7 @@ async fn dlq(cfg: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
     // dead letters are only where a queue is: never create one here
     let queue =
         tokio::task::spawn_blocking(move || Queue::open_existing_beside_daemon(&path)).await??;
+    let times = DeviceTimes::of(cfg);
     match command {
         DlqCommand::List { filter, json } => {
             let list = queue.list_dead(filter.selection(false)?).await?;
@@ -271,7 +279,7 @@ async fn dlq(cfg: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
             } else if list.is_empty() {
                 println!("no dead letters");
             } else {
-                print_dead(&list);
+                print_dead(&list, &times);
             }
         }
         DlqCommand::Retry { filter } => {
@@ -297,7 +305,7 @@ async fn dlq(cfg: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
                 println!("dlq: nothing to drop");
                 return Ok(ExitCode::SUCCESS);
             }
-            print_dead(&list);
+            print_dead(&list, &times);
             if !yes {
                 if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
                     anyhow::bail!(
@@ -413,6 +421,25 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 print!("{}", clockbridge::status::render_text(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unmapped { json } => {
+            // like status: the queue read-only, no secret, never a new queue
+            let cfg = Config::load_without_secret(&cli.config)?;
+            sigbus(&cfg);
+            let u = clockbridge::unmapped::read(&cfg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&u)?);
+            } else {
+                print!(
+                    "{}",
+                    clockbridge::unmapped::render_text(
+                        &u,
+                        &DeviceTimes::of(&cfg),
+                        cfg.feishu.employee_type.as_str()
+                    )
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -9,8 +9,11 @@
 //! always present); `senders` the other lanes' senders' figures by kind (the HR senders) and
 //! `inbox` the `[inbox]` directories' figures (both empty when the daemon never ran); `conditions`
 //! what the daemon's health model found wrong at its last snapshot ([`crate::health`]: each with
-//! `kind`, `message`, `since`, `restart`; empty when it is healthy or not running).
-//! Members may be added, never renamed. Every time in it is Unix seconds.
+//! `kind`, `message`, `since`, `restart`; empty when it is healthy or not running);
+//! `unmapped_users` how many device users have punches waiting for a mapping (`users`) and the
+//! [`UNMAPPED_LISTED`] with the most (`top`, as `clockbridge unmapped` lists them: [`crate::unmapped`]).
+//! Members may be added, never renamed. Every time in it is Unix seconds; the text shows a punch's
+//! time in its device's zone with the offset ([`crate::device_time`]).
 //!
 //! The daemon's figures and conditions come from its newer snapshot: the queue's `runtime` row or
 //! the status file beside the queue, which it still writes while the queue's disk is full
@@ -21,10 +24,12 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::device_time::DeviceTimes;
 use crate::health::Condition;
+use crate::logging::visible;
 use crate::queue::{
     open_read_only, read_counts, read_dead_letters, read_oldest_outstanding, read_runtime,
-    DeadLetter, QueueError, StateCounts,
+    read_waiting_users, DeadLetter, QueueError, StateCounts, WaitingUser,
 };
 use crate::sender::SenderSnapshot;
 use crate::snapshot::{RuntimeSnapshot, RUNTIME_KEY};
@@ -32,6 +37,9 @@ use crate::sources::DeviceSnapshot;
 
 /// A snapshot older than this means the daemon is not running.
 pub const STALE_AFTER_MS: i64 = 15_000;
+
+/// The device users with the most punches waiting for a mapping that `status` lists.
+pub const UNMAPPED_LISTED: usize = 5;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -50,6 +58,17 @@ pub struct Status {
     pub conditions: Vec<Condition>,
     /// The newest dead letters (at most 20).
     pub dead_letters: Vec<DeadLetter>,
+    /// The device users whose punches wait for a mapping: how many, and those with the most.
+    pub unmapped_users: UnmappedUsers,
+}
+
+/// `status`'s summary of the device users whose punches wait for a mapping.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnmappedUsers {
+    /// How many device users have punches waiting.
+    pub users: u64,
+    /// The [`UNMAPPED_LISTED`] with the most punches waiting, most first.
+    pub top: Vec<WaitingUser>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,6 +178,7 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
     let counts = read_counts(&conn)?;
     let oldest = read_oldest_outstanding(&conn)?;
     let dead_letters = read_dead_letters(&conn, 20)?;
+    let waiting = read_waiting_users(&conn, UNMAPPED_LISTED)?;
     let runtime = read_runtime(&conn, RUNTIME_KEY)?;
     let now = crate::queue::now_ms();
     let (snap, snap_at) = newer(
@@ -216,6 +236,10 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
             .unwrap_or_default(),
         sender: snap.map(|s| s.sender),
         dead_letters,
+        unmapped_users: UnmappedUsers {
+            users: waiting.total_users,
+            top: waiting.users,
+        },
     })
 }
 
@@ -252,6 +276,52 @@ fn render_daemon(d: &DaemonStatus) -> String {
     format!(
         "daemon:    running ({pid}), but it has not written its status {silent}: it likely cannot write its queue (disk full or I/O error: see its log, e.g. journalctl -u clockbridge); the figures below may be old\n"
     )
+}
+
+/// The `unmapped users:` block: how many, and the ones with the most punches waiting (device, user,
+/// punches, the name the device knows), in aligned columns.
+fn render_unmapped(u: &UnmappedUsers, o: &mut String) {
+    if u.users == 0 {
+        return;
+    }
+    let shown = if u.users as usize > u.top.len() {
+        format!(", the {} with the most listed", u.top.len())
+    } else {
+        String::new()
+    };
+    o.push_str(&format!(
+        "unmapped users: {}{shown} (their punches wait for a mapping: `clockbridge unmapped` lists them all and says what to do)\n",
+        u.users
+    ));
+    let cells: Vec<[String; 3]> = u
+        .top
+        .iter()
+        .map(|w| {
+            [
+                visible(&w.device_id),
+                visible(&w.device_user_id),
+                w.count.to_string(),
+            ]
+        })
+        .collect();
+    let width = |i: usize| {
+        cells
+            .iter()
+            .map(|c| c[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (dw, uw, cw) = (width(0), width(1), width(2));
+    for (c, w) in cells.iter().zip(&u.top) {
+        o.push_str(&format!(
+            "  {:<dw$} {:<uw$} {:>cw$} {:<7}  {}\n",
+            c[0],
+            c[1],
+            c[2],
+            if w.count == 1 { "punch" } else { "punches" },
+            w.name.as_deref().map_or_else(|| "-".into(), visible)
+        ));
+    }
 }
 
 /// Human-readable rendering.
@@ -395,6 +465,13 @@ pub fn render_text(s: &Status) -> String {
             kind.render_figures(&src.figures, &mut o);
         }
     }
+    // punch times as the admin reads them: in their device's zone, with the offset
+    let times = DeviceTimes::from_zones(
+        s.devices
+            .iter()
+            .map(|d| (d.id.clone(), d.timezone.parse().unwrap_or(chrono_tz::UTC))),
+    );
+    render_unmapped(&s.unmapped_users, &mut o);
     if !s.dead_letters.is_empty() {
         o.push_str("dead letters (newest first):\n");
         for d in &s.dead_letters {
@@ -403,14 +480,15 @@ pub fn render_text(s: &Status) -> String {
                 d.id,
                 d.device_id,
                 d.device_user_id,
-                chrono::DateTime::from_timestamp(d.event_time, 0)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default(),
+                times.show(&d.device_id, d.event_time),
                 d.reason.as_deref().unwrap_or("-"),
                 d.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
                 d.message.as_deref().unwrap_or(""),
                 d.log_id.as_deref().unwrap_or("-"),
             ));
+        }
+        if let Some(note) = times.note(s.dead_letters.iter().map(|d| d.device_id.as_str())) {
+            o.push_str(&format!("  ({note})\n"));
         }
     }
     o
@@ -520,13 +598,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_health_line_says_ok_only_from_the_running_daemons_own_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = dir.path().join("queue.db");
-        let _lock = DaemonLock::acquire(&q).unwrap();
-        let me = std::process::id();
-        let status = |d: DaemonStatus| Status {
+    /// A status with nothing in the queue, no device and `d` as its daemon.
+    fn quiet_status(d: DaemonStatus, q: &Path) -> Status {
+        Status {
             daemon: d,
             queue: QueueStatus {
                 path: q.display().to_string(),
@@ -545,7 +619,92 @@ mod tests {
             inbox: Default::default(),
             conditions: Vec::new(),
             dead_letters: Vec::new(),
+            unmapped_users: UnmappedUsers::default(),
+        }
+    }
+
+    fn device(id: &str, timezone: &str) -> DeviceStatus {
+        DeviceStatus {
+            id: id.into(),
+            kind: "zk".into(),
+            address: Some("10.0.0.31:4370".into()),
+            location_name: id.into(),
+            timezone: timezone.into(),
+            source: None,
+            queue: StateCounts::default(),
+        }
+    }
+
+    #[test]
+    fn unmapped_users_and_dead_letters_read_in_their_devices_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        let mut s = quiet_status(daemon_state(&q, None, None, now()), &q);
+        s.devices = vec![device("lobby-zk", "Asia/Shanghai"), device("door-1", "UTC")];
+        let waiting = |dev: &str, user: &str, name: Option<&str>, count| WaitingUser {
+            device_id: dev.into(),
+            device_user_id: user.into(),
+            name: name.map(Into::into),
+            count,
+            first_event_time: 0,
+            last_event_time: 0,
         };
+        s.unmapped_users = UnmappedUsers {
+            users: 7,
+            top: vec![
+                waiting("lobby-zk", "1019", Some("Zhang\u{7}Wei"), 120),
+                waiting("door-1", "77", None, 3),
+                waiting("lobby-zk", "5", Some("王伟"), 1),
+            ],
+        };
+        let dead = |id, dev: &str| DeadLetter {
+            id,
+            kind: "user_flow".into(),
+            device_id: dev.into(),
+            device_user_id: "9".into(),
+            // 2026-12-01 00:44:56 UTC
+            event_time: 1_796_085_896,
+            reason: Some("before_2022".into()),
+            code: None,
+            message: Some("m".into()),
+            log_id: None,
+            attempts: 0,
+            first_attempt_at: None,
+            last_attempt_at: None,
+            created_at: 0,
+        };
+        s.dead_letters = vec![dead(2, "lobby-zk"), dead(1, "gone")];
+        let text = render_text(&s);
+        assert!(
+            text.contains(
+                "unmapped users: 7, the 3 with the most listed (their punches wait for a mapping: `clockbridge unmapped` lists them all and says what to do)\n\
+                 \x20 lobby-zk 1019 120 punches  Zhang\\u{7}Wei\n\
+                 \x20 door-1   77     3 punches  -\n\
+                 \x20 lobby-zk 5      1 punch    王伟\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "dead letters (newest first):\n\
+                 \x20 #2 lobby-zk user 9 at 2026-12-01 08:44:56 +08:00: before_2022 code - \"m\" (log id -)\n\
+                 \x20 #1 gone user 9 at 2026-12-01 00:44:56 +00:00: before_2022 code - \"m\" (log id -)\n\
+                 \x20 (gone is not a device in the configuration: its times are shown in UTC (+00:00))\n"
+            ),
+            "{text}"
+        );
+        // no unmapped user: no block
+        s.unmapped_users = UnmappedUsers::default();
+        assert!(!render_text(&s).contains("unmapped users"));
+    }
+
+    #[test]
+    fn the_health_line_says_ok_only_from_the_running_daemons_own_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue.db");
+        let _lock = DaemonLock::acquire(&q).unwrap();
+        let me = std::process::id();
+        let status = |d: DaemonStatus| quiet_status(d, &q);
         let own = daemon_state(&q, Some(&snap(me)), Some(now() - 1_000), now());
         assert!(render_text(&status(own)).contains("\nhealth:    ok\n"));
         // just started: the snapshot is the previous daemon's, whose verdict is not this one's

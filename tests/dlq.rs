@@ -152,3 +152,73 @@ async fn dropping_dead_letters_asks_for_confirmation_and_keeps_a_copy() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
 }
+
+#[tokio::test]
+async fn dlq_list_and_status_show_each_punch_time_in_its_devices_zone_with_the_offset() {
+    let env = Env::new(StandinConfig::default()).await;
+    let device = "[[devices]]\nid = \"door-1\"\nkind = \"tcp\"\nmode = \"listen\"\naddress = \"127.0.0.1:0\"\ntimezone = \"Asia/Shanghai\"\n";
+    let config = env.write_config(device);
+    let running = env.start(device).await;
+    // two punches the platform cannot import: one of door-1 (in Shanghai), one of door-9, a device
+    // no longer in the configuration (its times are UTC)
+    submit_all(
+        &running,
+        vec![
+            punch("door-1", "9", "2021-05-01 08:00:00"),
+            punch("door-9", "5", "2021-05-01 08:00:00"),
+        ],
+    )
+    .await;
+    running.stop().await;
+
+    let text = String::from_utf8(dlq(&config, &["list"]).stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0]
+            .starts_with("#1 user_flow door-1 user 9 at 2021-05-01 08:00:00 +08:00: before_2022"),
+        "{text}"
+    );
+    // never attempted: no attempt times
+    assert!(
+        lines[0].ends_with("(attempts 0, first -, last -)"),
+        "{text}"
+    );
+    assert!(
+        lines[1]
+            .starts_with("#2 user_flow door-9 user 5 at 2021-05-01 08:00:00 +00:00: before_2022"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[2],
+        "(door-9 is not a device in the configuration: its times are shown in UTC (+00:00))"
+    );
+
+    // --json keeps Unix seconds
+    let out = dlq(&config, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shanghai = chrono::NaiveDate::from_ymd_opt(2021, 5, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp();
+    assert_eq!(list[0]["event_time"], shanghai, "{list}");
+    assert_eq!(list[1]["event_time"], shanghai + 8 * 3600, "{list}");
+
+    // status's dead letters read the same way
+    let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("  #1 door-1 user 9 at 2021-05-01 08:00:00 +08:00: before_2022")
+            && text.contains("  #2 door-9 user 5 at 2021-05-01 08:00:00 +00:00: before_2022")
+            && text.contains(
+                "  (door-9 is not a device in the configuration: its times are shown in UTC (+00:00))"
+            ),
+        "{text}"
+    );
+}

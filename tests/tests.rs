@@ -18,5 +18,6 @@ mod outcomes;
 mod sdk;
 mod serial;
 mod storage;
+mod unmapped;
 mod zk;
 mod zk_pyzk;

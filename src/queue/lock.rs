@@ -16,7 +16,7 @@
 //! - [`holder`] tells another process (`clockbridge status`) whether a daemon holds the lock, and its
 //!   pid, without taking the queue away from it: it tries a shared lock for an instant; a daemon
 //!   starting in that instant tries again for up to [`ACQUIRE_PATIENCE`] before it gives up.
-//! - The tools that work beside a daemon (`import`, `submit`, `status`, `dlq`) never take the lock.
+//! - The tools that work beside a daemon (`import`, `submit`, `status`, `unmapped`, `dlq`) never take the lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -32,7 +32,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(20);
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another daemon runs on this queue.
-    #[error("queue {path} is in use by clockbridge pid {pid}: only one daemon may run on a queue: stop that one first (systemctl stop clockbridge), or give this one another queue.path (import, submit, status and dlq work beside a running daemon)")]
+    #[error("queue {path} is in use by clockbridge pid {pid}: only one daemon may run on a queue: stop that one first (systemctl stop clockbridge), or give this one another queue.path (import, submit, status, unmapped and dlq work beside a running daemon)")]
     Held { pid: u32, path: String },
     /// The lock is held, but its holder never wrote its pid (not a clockbridge of this version?).
     #[error("queue {path} is in use by another process (it holds {lock} but wrote no pid in it): only one daemon may run on a queue: find it with `fuser -v {lock}`")]

@@ -125,6 +125,24 @@ FROM zk_watermarks;
 DROP TABLE zk_watermarks;
 "#;
 
+/// The names the devices know for their users (a ZKTeco terminal's user table), by the device user
+/// id the device's punches carry (`outbox.subject`), so that `clockbridge unmapped` and `status`
+/// can show the name of a user whose punches wait for a mapping. Written through
+/// [`super::store::DeviceStore::save_user_names`], which replaces a device's names whole.
+/// The partial index of unmapped rows gains `event_time`, so that their count and first and last
+/// time per device user (`super::unmapped`) are read from the index alone.
+const DEVICE_USERS: &str = r#"
+DROP INDEX outbox_unmapped;
+CREATE INDEX outbox_unmapped ON outbox (device_id, subject, event_time) WHERE status = 4;
+CREATE TABLE device_users (
+    device_id      TEXT    NOT NULL,
+    device_user_id TEXT    NOT NULL,
+    name           TEXT    NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    PRIMARY KEY (device_id, device_user_id)
+) WITHOUT ROWID;
+"#;
+
 /// The tables a queue holds, with the schema version that created each and the one that dropped it:
 /// a file whose version says it holds a table it lacks was altered by hand (or is another program's
 /// file), and is refused rather than written to. Keep it in step with the migrations below.
@@ -136,6 +154,7 @@ pub const TABLES: &[(&str, i64, Option<i64>)] = &[
     ("dropped", 2, None),
     ("zk_watermarks", 3, Some(4)),
     ("source_state", 4, None),
+    ("device_users", 5, None),
 ];
 
 /// All migrations, oldest first.
@@ -145,6 +164,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V2),
         M::up(ZK_WATERMARKS),
         M::up(SOURCE_STATE),
+        M::up(DEVICE_USERS),
     ])
 }
 
@@ -180,6 +200,52 @@ mod tests {
             want.sort();
             assert_eq!(have, want, "schema version {v}");
         }
+    }
+
+    /// A queue of schema 4 with users waiting for a mapping: after the upgrade they are listed, and
+    /// the count and times come from the rebuilt index alone.
+    #[tokio::test]
+    async fn unmapped_rows_of_a_version_4_database_are_listed_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            super::migrations().to_version(&mut conn, 4).unwrap();
+            conn.execute_batch(
+                "INSERT INTO outbox (kind, idem, ukey, device_id, subject, event_time, payload, status, created_at)
+                 VALUES ('user_flow', 'a', 'a', 'door-1', '77', 100, '{}', 4, 1),
+                        ('user_flow', 'b', 'b', 'door-1', '77', 300, '{}', 4, 1),
+                        ('user_flow', 'c', 'c', 'door-1', '78', 200, '{}', 2, 1);",
+            )
+            .unwrap();
+        }
+        let (q, _) = crate::queue::Queue::open(&path).unwrap();
+        crate::queue::store::DeviceStore::new(q.clone(), "door-1")
+            .save_user_names(vec![("77".into(), "Li Lei".into())])
+            .await
+            .unwrap();
+        let (w, plan) = q
+            .call(|c| {
+                let plan: Vec<String> = c
+                    .prepare(
+                        "EXPLAIN QUERY PLAN SELECT device_id, subject, count(*), min(event_time), max(event_time)
+                         FROM outbox WHERE status = 4 GROUP BY device_id, subject",
+                    )?
+                    .query_map([], |r| r.get::<_, String>(3))?
+                    .collect::<Result<_, _>>()?;
+                Ok((crate::queue::read_waiting_users(c, 5)?, plan))
+            })
+            .await
+            .unwrap();
+        assert_eq!((w.total_users, w.total_rows), (1, 2));
+        let u = &w.users[0];
+        assert_eq!((u.first_event_time, u.last_event_time), (100, 300));
+        assert_eq!(u.name.as_deref(), Some("Li Lei"));
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("COVERING INDEX outbox_unmapped")),
+            "{plan:?}"
+        );
     }
 
     /// A deployment of the version with `zk_watermarks` (schema 3) keeps its watermarks.

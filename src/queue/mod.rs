@@ -50,8 +50,10 @@
 //! daemon per queue), `insert` (the one
 //! insert path), `claim`, `outcome` (acknowledgements and pruning),
 //! `remap` (what the queue knows of a kind; unmapped rows), `dlq` (dead letters), `counts`
-//! (the read model behind `status` and `/metrics`), `runtime` (the daemon's snapshots), `faults`
-//! (what the file did wrong: damage, writes failing; read by the health model).
+//! (the read model behind `status` and `/metrics`), `unmapped` (the device users whose rows wait
+//! for a mapping, with the names their devices know), `runtime` (the daemon's snapshots), `store`
+//! (each device's source state and user names), `faults` (what the file did wrong: damage, writes
+//! failing; read by the health model).
 
 mod claim;
 mod counts;
@@ -65,6 +67,7 @@ mod outcome;
 mod remap;
 mod runtime;
 pub mod store;
+mod unmapped;
 
 pub use counts::{read_counts, read_oldest_outstanding, Counts, QueueReading, StateCounts};
 pub use dlq::{read_dead_letters, DeadLetter, DeadSelection, RetryReport};
@@ -73,6 +76,7 @@ pub use insert::LATEST_SUFFIX_LEN;
 pub use open::{open_read_only, side_file};
 pub use remap::{KindRules, KindsOf, Remap};
 pub use runtime::read_runtime;
+pub use unmapped::{read_waiting_users, Waiting, WaitingUser};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -5,6 +5,10 @@
 //! Sources use this API, never SQL: a kind of clock names its state and hands over a serialisable
 //! value; the queue stores it as JSON in `source_state`.
 //!
+//! It also keeps the names a device knows for its users ([`DeviceStore::save_user_names`], table
+//! `device_users`), which `clockbridge unmapped` and `status` show beside a user whose punches wait
+//! for a mapping ([`super::unmapped`]).
+//!
 //! Guarantees:
 //! - [`DeviceStore::save`] returns only once the value is committed (`synchronous=FULL`, like every
 //!   queue write), so a source that saves its watermark after its punches' commit never moves it past a
@@ -47,7 +51,14 @@ pub struct DeviceStore {
 #[derive(Clone)]
 enum Backend {
     Queue(Queue),
-    Memory(Arc<Mutex<HashMap<String, String>>>),
+    Memory(Arc<Mutex<Memory>>),
+}
+
+/// The in-memory store: state values by name, and the user names.
+#[derive(Default)]
+struct Memory {
+    values: HashMap<String, String>,
+    names: Vec<(String, String)>,
 }
 
 impl DeviceStore {
@@ -73,6 +84,7 @@ impl DeviceStore {
             Backend::Memory(m) => m
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .values
                 .get(name)
                 .cloned(),
             Backend::Queue(q) => {
@@ -99,6 +111,7 @@ impl DeviceStore {
             Backend::Memory(m) => {
                 m.lock()
                     .unwrap_or_else(|p| p.into_inner())
+                    .values
                     .insert(name.to_string(), text);
             }
             Backend::Queue(q) => {
@@ -115,6 +128,62 @@ impl DeviceStore {
             }
         }
         Ok(())
+    }
+
+    /// Replaces the names the device knows for its users with `names`, pairs of the device user id
+    /// its punches carry and the name (empty names are not kept), in one transaction (committed
+    /// before this returns). A user no longer in `names` loses its name.
+    pub async fn save_user_names(&self, names: Vec<(String, String)>) -> Result<(), StoreError> {
+        let names: Vec<(String, String)> =
+            names.into_iter().filter(|(_, n)| !n.is_empty()).collect();
+        match &self.at {
+            Backend::Memory(m) => m.lock().unwrap_or_else(|p| p.into_inner()).names = names,
+            Backend::Queue(q) => {
+                let device = self.device.clone();
+                q.call(move |conn| {
+                    let tx = conn.transaction()?;
+                    tx.prepare_cached("DELETE FROM device_users WHERE device_id = ?1")?
+                        .execute([&device])?;
+                    {
+                        let mut ins = tx.prepare_cached(
+                            "INSERT INTO device_users (device_id, device_user_id, name, updated_at)
+                             VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (device_id, device_user_id) DO UPDATE SET name = excluded.name",
+                        )?;
+                        let now = now_ms();
+                        for (user, name) in &names {
+                            ins.execute(rusqlite::params![device, user, name, now])?;
+                        }
+                    }
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The names saved by [`DeviceStore::save_user_names`], sorted by device user id.
+    pub async fn user_names(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut names = match &self.at {
+            Backend::Memory(m) => m.lock().unwrap_or_else(|p| p.into_inner()).names.clone(),
+            Backend::Queue(q) => {
+                let device = self.device.clone();
+                q.call(move |conn| {
+                    let names = conn
+                        .prepare_cached(
+                            "SELECT device_user_id, name FROM device_users WHERE device_id = ?1",
+                        )?
+                        .query_map([&device], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<(String, String)>, _>>()?;
+                    Ok(names)
+                })
+                .await?
+            }
+        };
+        names.sort();
+        Ok(names)
     }
 
     fn bad(&self, name: &str, e: serde_json::Error) -> StoreError {
@@ -168,5 +237,54 @@ mod tests {
         s.save("n", &5u64).await.unwrap();
         assert_eq!(s.load::<u64>("n").await.unwrap(), Some(5));
         assert_eq!(s.clone().load::<u64>("n").await.unwrap(), Some(5));
+        s.save_user_names(vec![("2".into(), "B".into()), ("1".into(), "".into())])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.user_names().await.unwrap(),
+            vec![("2".to_string(), "B".to_string())]
+        );
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn user_names_are_replaced_whole_per_device_and_kept_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let (q, _) = Queue::open(&path).unwrap();
+        let a = DeviceStore::new(q.clone(), "lobby");
+        let b = DeviceStore::new(q.clone(), "gate");
+        a.save_user_names(pairs(&[
+            ("1001", "Li Lei"),
+            ("1002", "Han\u{1b}Mei"),
+            ("1003", ""),
+        ]))
+        .await
+        .unwrap();
+        b.save_user_names(pairs(&[("1001", "Someone else")]))
+            .await
+            .unwrap();
+        // the device's table changed: 1002 left, 1004 came, 1001 was renamed
+        a.save_user_names(pairs(&[("1001", "Li Lei (HR)"), ("1004", "王伟")]))
+            .await
+            .unwrap();
+        drop((a, b, q));
+        let (q, _) = Queue::open(&path).unwrap();
+        assert_eq!(
+            DeviceStore::new(q.clone(), "lobby")
+                .user_names()
+                .await
+                .unwrap(),
+            pairs(&[("1001", "Li Lei (HR)"), ("1004", "王伟")])
+        );
+        assert_eq!(
+            DeviceStore::new(q, "gate").user_names().await.unwrap(),
+            pairs(&[("1001", "Someone else")])
+        );
     }
 }

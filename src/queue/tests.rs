@@ -405,3 +405,90 @@ async fn a_dead_value_with_a_newer_one_is_not_retried() {
         .unwrap();
     assert_eq!((r.pending, r.kept), (0, 1), "a newer value is queued");
 }
+
+#[tokio::test]
+async fn waiting_users_are_listed_most_punches_first_with_their_times_and_device_names() {
+    let (d, q) = open();
+    q.insert(Arc::new(vec![
+        rec("lobby", "1003", "2026-03-02 08:00:00", false),
+        rec("lobby", "1003", "2026-03-03 18:00:00", false),
+        rec("lobby", "1003", "2026-03-02 12:00:00", false),
+        rec("door-1", "77", "2026-03-02 09:00:00", false),
+        rec("door-1", "77", "2026-03-02 10:00:00", false),
+        rec("door-1", "1003", "2026-03-02 09:00:00", false),
+        rec("lobby", "1001", "2026-03-02 09:00:00", true),
+    ]))
+    .await
+    .unwrap();
+    // the lobby terminal knows its users' names; the same PIN on door-1 (a line clock) has none
+    store::DeviceStore::new(q.clone(), "lobby")
+        .save_user_names(vec![
+            ("1003".into(), "Zhang Wei".into()),
+            ("1001".into(), "Li Lei".into()),
+        ])
+        .await
+        .unwrap();
+    let w = q.call(|c| read_waiting_users(c, 2)).await.unwrap();
+    assert_eq!((w.total_users, w.total_rows), (3, 6));
+    // 2026-03-02 08:00:00 and 2026-03-03 18:00:00 in Shanghai
+    let t = |s: &str| {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+            .unwrap()
+            .and_utc()
+            .timestamp()
+            - 8 * 3600
+    };
+    assert_eq!(
+        w.users,
+        vec![
+            WaitingUser {
+                device_id: "lobby".into(),
+                device_user_id: "1003".into(),
+                name: Some("Zhang Wei".into()),
+                count: 3,
+                first_event_time: t("2026-03-02 08:00:00"),
+                last_event_time: t("2026-03-03 18:00:00"),
+            },
+            WaitingUser {
+                device_id: "door-1".into(),
+                device_user_id: "77".into(),
+                name: None,
+                count: 2,
+                first_event_time: t("2026-03-02 09:00:00"),
+                last_event_time: t("2026-03-02 10:00:00"),
+            },
+        ]
+    );
+    // the mapping gains 1003: only door-1's users wait; read as status does, read-only
+    let table = crate::mapping::load_table_from_str("1003,fs-1003\n").unwrap();
+    q.release_unmapped(&user_flows::UserFlows, Arc::new(Mapping::Table(table)))
+        .await
+        .unwrap();
+    let conn = open_read_only(&d.path().join("q.db")).unwrap();
+    let w = read_waiting_users(&conn, usize::MAX).unwrap();
+    assert_eq!((w.total_users, w.total_rows), (1, 2));
+    assert_eq!(w.users[0].device_user_id, "77");
+}
+
+#[tokio::test]
+async fn a_queue_of_schema_4_lists_its_waiting_users_without_names() {
+    // a daemon not yet restarted after an upgrade: its queue has no device_users table
+    let (d, q) = open();
+    q.insert(Arc::new(vec![rec(
+        "door-1",
+        "77",
+        "2026-03-02 09:00:00",
+        false,
+    )]))
+    .await
+    .unwrap();
+    q.call(|c| {
+        c.execute_batch("DROP TABLE device_users; PRAGMA user_version = 4")?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let conn = open_read_only(&d.path().join("q.db")).unwrap();
+    let w = read_waiting_users(&conn, 5).unwrap();
+    assert_eq!((w.total_users, w.users[0].name.clone()), (1, None));
+}

@@ -118,9 +118,12 @@ pub fn render(m: &Members, o: &mut String) {
         let users: Vec<String> = z
             .unmapped_users
             .iter()
-            .map(|u| match &u.name {
-                Some(n) => format!("{} ({n})", u.device_user_id),
-                None => u.device_user_id.clone(),
+            .map(|u| {
+                let id = crate::logging::visible(&u.device_user_id);
+                match &u.name {
+                    Some(n) => format!("{id} ({})", crate::logging::visible(n)),
+                    None => id,
+                }
             })
             .collect();
         o.push_str(&format!("    unmapped users: {}\n", users.join(", ")));
@@ -169,7 +172,8 @@ mod tests {
             last_warning: Some("log shrank".into()),
             unmapped_users: vec![UnmappedUser {
                 device_user_id: "7".into(),
-                name: Some("Li".into()),
+                // a name from the device may hold control characters: shown escaped
+                name: Some("Li\u{1b}[2J".into()),
             }],
             ..Default::default()
         };
@@ -181,7 +185,7 @@ mod tests {
         render(&m, &mut o);
         assert_eq!(
             o,
-            "    zk: serial SN1, 120 records on the device, watermark 118, clock skew -3 s, realtime on (2 events)\n    warning: log shrank\n    unmapped users: 7 (Li)\n"
+            "    zk: serial SN1, 120 records on the device, watermark 118, clock skew -3 s, realtime on (2 events)\n    warning: log shrank\n    unmapped users: 7 (Li\\u{1b}[2J)\n"
         );
         assert_eq!((GAUGES[0].read)(&m), Some(-3));
         assert_eq!((GAUGES[2].read)(&m), Some(118));

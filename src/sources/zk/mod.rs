@@ -1,7 +1,8 @@
 //! ZKTeco terminals (`kind = "zk"`), read over their binary protocol (TCP port 4370): the packet codec
 //! ([`codec`]: framing, checksum, comm key, packed times, record layouts), an async client on tokio
 //! ([`client`]), the device's keys ([`spec`]), the source task ([`source`]), its watermark
-//! ([`watermark`], kept in the queue's per-device state store) and its figures ([`figures`]).
+//! ([`watermark`], kept in the queue's per-device state store), the user table and the names kept
+//! for `clockbridge unmapped` ([`users`]) and its figures ([`figures`]).
 //!
 //! It exists so that clockbridge can read ZKTeco terminals directly, incrementally and fast, instead of
 //! through a vendor tool. The protocol facts the code relies on are written down, with their public
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod figures;
 pub mod source;
 pub mod spec;
+pub mod users;
 pub mod watermark;
 
 use std::sync::Arc;

@@ -10,7 +10,10 @@
 //! 3. re-enables the device (always, even after an error: after a broken connection, the next
 //!    connection re-enables it first thing);
 //! 4. hands the new records to the ingest stage and waits until every one is committed;
-//! 5. only then advances the watermark, in the device's state store ([`super::watermark`]).
+//! 5. only then advances the watermark, in the device's state store ([`super::watermark`]);
+//! 6. when the user table was read again (its user count changed) or the record size became known,
+//!    keeps the users' names in the queue under the id their punches carry ([`super::users`]), for
+//!    `clockbridge unmapped` and `status`.
 //!
 //! With `clear_device_log`, steps 4 and 5 happen before the device is re-enabled, and the log is
 //! cleared only if every record on it is committed (the watermark equals the record count) and the count
@@ -25,7 +28,7 @@
 //!   same address, is read from the start (WARN, and `last_warning` in `status`).
 //! - The comm key appears in no log line or status.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -35,8 +38,9 @@ use tokio_util::sync::CancellationToken;
 use super::codec::EF_ATTLOG;
 use super::figures::{UnmappedUser, ZkFigures};
 use super::spec::{UserIdSource, ZkSpec};
+use super::users::UserTable;
 use super::watermark::{self, Watermark};
-use super::{AttRecord, Event, Timeouts, User, ZkClient, ZkError};
+use super::{AttRecord, Event, Timeouts, ZkClient, ZkError};
 use crate::device_stats::DeviceStats;
 use crate::ingest::{IngestOutcome, PunchSink};
 use crate::punch::{resolve_local, Punch};
@@ -82,9 +86,8 @@ struct ZkDevice {
     /// The watermark (loaded from the queue at the first connection).
     wm: Option<Watermark>,
     wm_loaded: bool,
-    /// The device's user table by internal number, and how many users it had when read.
-    users: HashMap<u16, User>,
-    user_count: Option<u32>,
+    /// The device's user table, as last read.
+    users: UserTable,
     /// Users already reported as unmapped.
     unmapped: HashSet<String>,
     skew_log: Quiet,
@@ -133,8 +136,7 @@ pub async fn run(cfg: ZkSpec, ctx: SourceContext) {
         maybe_disabled: false,
         wm: None,
         wm_loaded: false,
-        users: HashMap::new(),
-        user_count: None,
+        users: UserTable::default(),
         unmapped: HashSet::new(),
         skew_log: Quiet::default(),
         skew_warned: false,
@@ -319,7 +321,6 @@ impl ZkDevice {
                     w.serial.as_deref().unwrap_or("?"),
                 ));
                 self.users.clear();
-                self.user_count = None;
                 self.save_watermark(Watermark {
                     address: self.address.clone(),
                     serial: Some(serial),
@@ -407,6 +408,7 @@ impl ZkDevice {
         if let Some(fresh) = fresh {
             self.commit(fresh).await?;
         }
+        self.save_user_names().await;
         let at = Utc::now().timestamp();
         self.figures(|z| {
             z.last_poll_at = Some(at);
@@ -435,10 +437,9 @@ impl ZkDevice {
         let want_users = self.cfg.user_names
             || self.cfg.user_id_source == UserIdSource::UserTable
             || (eight && self.cfg.realtime);
-        if want_users && self.user_count != Some(sizes.users) {
+        if want_users && self.users.needs_read(sizes.users) {
             let users = client.read_users(sizes.users as u64).await?;
-            self.users = users.into_iter().map(|u| (u.uid, u)).collect();
-            self.user_count = Some(sizes.users);
+            self.users.replace(users, sizes.users);
         }
         let wm = self.wm.clone().unwrap_or_else(|| Watermark {
             address: self.address.clone(),
@@ -624,24 +625,38 @@ impl ZkDevice {
         Ok(())
     }
 
-    /// The name the device knows for a device user id.
-    fn name_of(&self, device_user_id: &str) -> Option<String> {
-        self.users
-            .values()
-            .find(|u| u.user_id == device_user_id || u.uid.to_string() == device_user_id)
-            .map(|u| u.name.clone())
-            .filter(|n| !n.is_empty())
+    /// Keeps the names of the device's users in the queue, by the device user id their punches
+    /// carry, for `clockbridge unmapped` and `status` (with `user_names`): again after each read of
+    /// the user table, and once the record size (which decides that id) is known or changes. A
+    /// failure is logged and tried again at the next poll: the names are no reason to stop reading
+    /// punches.
+    async fn save_user_names(&mut self) {
+        let size = self.wm.as_ref().map_or(0, |w| w.record_size);
+        let names = match self.users.names_to_keep(self.cfg.user_id_source, size) {
+            Some(names) if self.cfg.user_names => names,
+            _ => return,
+        };
+        match self.store.save_user_names(names).await {
+            Ok(()) => self.users.names_kept(size),
+            Err(e) => tracing::warn!(
+                "{}: cannot keep the names of the device's users in the queue ({e}); `clockbridge unmapped` shows the names it had; trying again at the next poll",
+                self.label
+            ),
+        }
     }
 
     fn note_unmapped(&mut self, user: &str) {
         if !self.unmapped.insert(user.to_string()) {
             return;
         }
-        let name = self.name_of(user);
+        let name = self.users.name_of(user);
         tracing::info!(
-            "{}: user {user}{} has no mapping; their punches wait as unmapped until the mapping table has them",
+            "{}: user {}{} has no mapping; their punches wait as unmapped until the mapping table has them (clockbridge unmapped lists them)",
             self.label,
-            name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+            crate::logging::visible(user),
+            name.as_deref()
+                .map(|n| format!(" ({})", crate::logging::visible(n)))
+                .unwrap_or_default()
         );
         self.figures(|z| {
             if z.unmapped_users.len() < UNMAPPED_LISTED {
@@ -655,20 +670,7 @@ impl ZkDevice {
 
     /// The device user id of a record, per `user_id_source`.
     fn user_of(&self, uid: u16, carried: &str) -> String {
-        let record = if carried.is_empty() {
-            uid.to_string()
-        } else {
-            carried.to_string()
-        };
-        match self.cfg.user_id_source {
-            UserIdSource::Record => record,
-            UserIdSource::UserTable => self
-                .users
-                .get(&uid)
-                .map(|u| u.user_id.clone())
-                .filter(|u| !u.is_empty())
-                .unwrap_or(record),
-        }
+        self.users.user_of(self.cfg.user_id_source, uid, carried)
     }
 
     /// The device user id of a realtime punch, the same as that of its record in the log (so the
@@ -683,11 +685,7 @@ impl ZkDevice {
                 Ok(uid) => self.user_of(uid, ""),
                 Err(_) => e.user.clone(),
             }),
-            (UserIdSource::Record, false) if eight => self
-                .users
-                .values()
-                .find(|u| u.user_id == e.user)
-                .map(|u| u.uid.to_string()),
+            (UserIdSource::Record, false) if eight => self.users.uid_of(&e.user),
             _ => Some(e.user.clone()),
         }
     }
