@@ -440,6 +440,14 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         let state = crate::http::State::new(Arc::new(cfg.clone()), health.clone(), started_at);
         crate::http::HttpServer::start(listener, state)
     });
+    // started means the punch sender runs: its claim loop has turned once (a spawned task may not
+    // have been polled yet; the health model would call the daemon "starting")
+    if tokio::time::timeout(Duration::from_secs(5), sender_stats.started.notified())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sender: its loop has not started within 5 s (a loaded host?); going on");
+    }
     tracing::info!(
         devices = devices.len(),
         queue = %cfg.queue.path.display(),

@@ -593,6 +593,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     service.stopping(why).await;
     running.stop().await;
+    // the last notifications before the process ends
+    clockbridge::service::flush(std::time::Duration::from_secs(1));
     Ok(())
 }
 

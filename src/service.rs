@@ -51,6 +51,30 @@ use tokio_util::sync::CancellationToken;
 use crate::health::{Monitor, Verdict};
 use crate::queue::Counts;
 
+/// Waits, at most `within`, until the notify thread has sent every notification handed to it so far:
+/// before the process exits (a failed start's `STATUS=` would otherwise go with it).
+pub fn flush(within: Duration) {
+    if !under_service_manager() {
+        return;
+    }
+    let (done, wait) = std::sync::mpsc::sync_channel(1);
+    let deadline = std::time::Instant::now() + within;
+    let mut out = Outgoing::Flush(done);
+    // the queue may be full for a moment: try until the deadline, never block past it
+    loop {
+        match outbox().try_send(out) {
+            Ok(()) => break,
+            Err(TrySendError::Full(o)) if std::time::Instant::now() < deadline => {
+                out = o;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
+    }
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let _ = wait.recv_timeout(left);
+}
+
 /// How often `STATUS=` is refreshed when there is no watchdog.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -62,16 +86,30 @@ pub fn under_service_manager() -> bool {
     std::env::var_os("NOTIFY_SOCKET").is_some()
 }
 
+/// What the notify thread is handed: a notification, or a request to say when every one handed
+/// before it was sent ([`flush`]).
+enum Outgoing {
+    Message(String),
+    Flush(SyncSender<()>),
+}
+
 /// The queue of the notify thread (started by the first notification).
-fn outbox() -> &'static SyncSender<String> {
-    static OUTBOX: OnceLock<SyncSender<String>> = OnceLock::new();
+fn outbox() -> &'static SyncSender<Outgoing> {
+    static OUTBOX: OnceLock<SyncSender<Outgoing>> = OnceLock::new();
     OUTBOX.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(NOTIFY_BACKLOG);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Outgoing>(NOTIFY_BACKLOG);
         let spawned = std::thread::Builder::new()
             .name("clockbridge-notify".into())
             .spawn(move || {
                 let mut warned = false;
-                while let Ok(msg) = rx.recv() {
+                while let Ok(out) = rx.recv() {
+                    let msg = match out {
+                        Outgoing::Message(m) => m,
+                        Outgoing::Flush(done) => {
+                            let _ = done.send(());
+                            continue;
+                        }
+                    };
                     // blocks while the socket's queue is full: only this thread waits
                     if let Err(e) = sd_notify::notify(&[NotifyState::Custom(&msg)]) {
                         if !warned {
@@ -98,7 +136,7 @@ pub fn notify(states: &[NotifyState]) {
         return;
     }
     let msg: Vec<String> = states.iter().map(ToString::to_string).collect();
-    match outbox().try_send(msg.join("\n")) {
+    match outbox().try_send(Outgoing::Message(msg.join("\n"))) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             if !DROPPED.swap(true, Ordering::Relaxed) {
@@ -214,6 +252,8 @@ impl Service {
     /// Sends `STATUS=failed to start: <error>`.
     pub fn failed(error: &dyn std::fmt::Display) {
         status(&format!("failed to start: {error:#}"));
+        // the process exits next: let systemd have the reason first
+        flush(Duration::from_secs(2));
     }
 
     /// Sends `READY=1` with a status line (call it after `daemon::start` returned), and starts the

@@ -31,6 +31,8 @@ impl Sender {
         let mut linger_since: Option<Instant> = None;
         let mut backlog = true;
         let mut db_failures = 0u32;
+        sh.stats.heartbeat.store(now_ms(), Ordering::Relaxed);
+        sh.stats.started.notify_one();
         let progress = {
             let sh = sh.clone();
             tokio::spawn(async move { super::progress::report(&sh).await })

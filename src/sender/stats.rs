@@ -94,6 +94,9 @@ pub struct SenderStats {
     /// Bumped after every outcome recorded in the queue (and by ingest commits): lets tests and the
     /// demo await progress instead of sleeping.
     progress: tokio::sync::watch::Sender<u64>,
+    /// Signalled when the claim loop first turns (a permit is kept until someone awaits it):
+    /// `daemon::start` returns, and READY=1 is sent, only once the punch sender runs.
+    pub started: tokio::sync::Notify,
 }
 
 impl Default for SenderStats {
@@ -111,6 +114,7 @@ impl Default for SenderStats {
             latency: LatencyHistogram::default(),
             state: Mutex::new(SenderState::default()),
             progress: tokio::sync::watch::channel(0).0,
+            started: tokio::sync::Notify::new(),
         }
     }
 }
