@@ -12,6 +12,7 @@ mod hr;
 mod hr_hardening;
 mod http;
 mod import;
+mod live;
 mod outcomes;
 mod sdk;
 mod serial;
