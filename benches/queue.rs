@@ -1,7 +1,9 @@
 //! Queue scaling: claim + acknowledge, counts, opening the queue, and the read of the users waiting
 //! for a mapping (`status`, `clockbridge unmapped`), with 10,000 rows and with 1,000,000 rows in the
 //! same run. "Fast with millions of rows" means the ratio stays near 1; the unmapped users' read
-//! grows with the unmapped rows instead (measured with 1,000 and with 100,000 of them).
+//! grows with the unmapped rows instead (measured with 1,000 and with 100,000 of them). The claim is
+//! measured twice: with only backlog rows due, and with live punches waiting too (each claim then
+//! takes 25 live rows and 25 backlog rows: both of the claim order's index reads).
 //!
 //! Run: `cargo bench --bench queue` (`CLOCKBRIDGE_BENCH_ROWS` changes the large size).
 
@@ -12,6 +14,36 @@ use clockbridge::feishu::lanes::user_flows;
 use clockbridge::feishu::lanes::user_flows::KIND as KIND_USER_FLOW;
 use clockbridge::punch::{normalise, Punch};
 use clockbridge::queue::{open_read_only, read_waiting_users, NewRecord, Queue};
+
+/// `n` live punches (the gateway's current time, users `live-{i}`).
+fn live_records(n: usize) -> Vec<NewRecord> {
+    let now = chrono::Utc::now();
+    let local = now.with_timezone(&chrono_tz::Asia::Shanghai).naive_local();
+    (0..n)
+        .map(|i| {
+            let p = Punch {
+                device_id: "door-0".into(),
+                device_user_id: format!("live-{i}"),
+                local_time: local,
+                state: Some(0),
+                verify: Some(1),
+                workcode: None,
+                state_text: None,
+            };
+            let user = p.device_user_id.clone();
+            let r = user_flows::record(&normalise(
+                p,
+                chrono_tz::Asia::Shanghai,
+                "HQ",
+                Some(&user),
+                now,
+                3600,
+            ));
+            assert!(r.live);
+            r
+        })
+        .collect()
+}
 
 fn records(from: usize, n: usize) -> Vec<NewRecord> {
     punches(from, n, true)
@@ -51,6 +83,7 @@ struct Figures {
     fill: Duration,
     open: Duration,
     claim_ack: Duration,
+    claim_ack_live: Duration,
     counts: Duration,
     /// The read of the waiting users (read-only connection, top 5), with 1,000 unmapped rows.
     waiting: Duration,
@@ -120,7 +153,8 @@ async fn measure(rows: usize) -> Figures {
             .await
             .unwrap();
     }
-    let rounds = 180;
+    // the 10,000 pending rows: 20 warm-up claims, 170 rounds, then 20 rounds of 25 beside live rows
+    let rounds = 170;
     let t = Instant::now();
     for _ in 0..rounds {
         let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
@@ -130,10 +164,29 @@ async fn measure(rows: usize) -> Figures {
             .unwrap();
     }
     let claim_ack = t.elapsed() / rounds;
+    // live punches waiting: each claim takes 25 of them and 25 backlog rows
+    let live_rounds = 20usize;
+    q.insert(Arc::new(live_records(live_rounds * 25)))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    for _ in 0..live_rounds {
+        let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+        let live = c
+            .iter()
+            .filter(|r| r.user_id.as_deref().unwrap_or("").starts_with("live-"))
+            .count();
+        assert_eq!((c.len(), live), (50, 25));
+        q.mark_delivered(c.iter().map(|r| r.id).collect())
+            .await
+            .unwrap();
+    }
+    let claim_ack_live = t.elapsed() / live_rounds as u32;
+    let total = rows + live_rounds * 25;
     let t = Instant::now();
     for _ in 0..rounds {
         let c = q.counts().await.unwrap();
-        assert_eq!(c.total.pending + c.total.delivered, rows as u64);
+        assert_eq!(c.total.pending + c.total.delivered, total as u64);
     }
     let counts = t.elapsed() / rounds;
     // unmapped punches after every row above (their keys are new)
@@ -147,6 +200,7 @@ async fn measure(rows: usize) -> Figures {
         fill,
         open,
         claim_ack,
+        claim_ack_live,
         counts,
         waiting,
         waiting_many,
@@ -173,6 +227,13 @@ fn main() {
         ms(s.claim_ack),
         ms(l.claim_ack),
         ms(l.claim_ack) / ms(s.claim_ack)
+    );
+    println!(
+        "queue: claim 50 with live punches waiting (25 live + 25 backlog) + acknowledge: {:.2} ms at {small} rows, {:.2} ms at {large} rows; ratio {:.2}; against the backlog-only claim of the same size: {:.2}",
+        ms(s.claim_ack_live),
+        ms(l.claim_ack_live),
+        ms(l.claim_ack_live) / ms(s.claim_ack_live),
+        ms(l.claim_ack_live) / ms(l.claim_ack)
     );
     println!(
         "queue: counts by state and device: {:.3} ms at {small} rows, {:.3} ms at {large} rows; ratio {:.2}",

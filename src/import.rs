@@ -12,7 +12,10 @@
 //! - Every line is accounted for: queued, duplicate, unmapped, dead (e.g. before 2022), or rejected with
 //!   its line number and reason. A file that ends mid-line or holds binary data is reported as such.
 //! - Safe beside a running daemon: rows the daemon has in flight are left alone, and the daemon picks
-//!   the new rows up within seconds.
+//!   the new rows up within seconds. The imported punches are backlog unless they are recent (see
+//!   [`crate::punch::LIVE_WINDOW_SECS`]), so the daemon keeps sending live punches first; and the
+//!   import pauses [`YIELD_TO_DAEMON`] after each transaction, so the daemon's own writes (a live
+//!   punch's commit, its claims) wait for one transaction at most, not for the whole file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +40,12 @@ const HINT_LINES: usize = 20;
 
 /// Records per insert transaction.
 pub const BATCH: usize = 5_000;
+
+/// While a daemon runs on the queue, how long the import pauses after each transaction, so that
+/// the daemon's own writes (a live punch's commit, claims, outcomes) get the queue between two of
+/// its transactions instead of after the whole import: SQLite lets one process write at a time, and
+/// the daemon's connection polls for the lock every millisecond (`queue::open`).
+pub const YIELD_TO_DAEMON: Duration = Duration::from_millis(10);
 /// Rejected lines listed in a report (all are counted).
 pub const REJECTED_LISTED: usize = 50;
 
@@ -213,11 +222,20 @@ pub async fn import(
             path: cfg.queue.path.display().to_string(),
             reason: e.to_string(),
         })??;
+    // a daemon on the queue (or one that may be: its lock cannot be looked at) gets a pause between
+    // two transactions
+    let target = Target {
+        pause: match crate::queue::lock::probe(&cfg.queue.path) {
+            crate::queue::lock::Probe::Free => None,
+            _ => Some(YIELD_TO_DAEMON),
+        },
+        queue,
+    };
     let mut reports = Vec::new();
     for file in files {
         reports.push(
             import_file(
-                &queue,
+                &target,
                 &device,
                 &parser,
                 &mapping,
@@ -231,8 +249,14 @@ pub async fn import(
     Ok(reports)
 }
 
+/// Where the records go: the queue, and the pause after each transaction while a daemon runs.
+struct Target {
+    queue: Queue,
+    pause: Option<Duration>,
+}
+
 async fn import_file(
-    queue: &Queue,
+    target: &Target,
     device: &DeviceConfig,
     parser: &LineParser,
     mapping: &Arc<Mapping>,
@@ -269,7 +293,7 @@ async fn import_file(
     let mut report = FileReport::default();
     while let Some(batch) = rx.recv().await {
         let records = Arc::new(batch.records);
-        let statuses = queue.insert(records.clone()).await?;
+        let statuses = target.queue.insert(records.clone()).await?;
         for (st, rec) in statuses.into_iter().zip(records.iter()) {
             match st {
                 InsertStatus::Pending => report.queued += 1,
@@ -284,6 +308,9 @@ async fn import_file(
                     }
                 }
             }
+        }
+        if let Some(pause) = target.pause {
+            tokio::time::sleep(pause).await;
         }
     }
     let read = reader.await.map_err(|e| ImportError::Read {

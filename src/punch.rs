@@ -14,6 +14,11 @@
 //!   turn old punches into new ones).
 //! - A punch further in the future than the configured tolerance is marked ([`Normalised::far_future`]):
 //!   the device clock is probably wrong, and it is kept as a dead letter rather than sent.
+//! - A punch whose instant is within [`LIVE_WINDOW_SECS`] (10 minutes) of the gateway's clock when it
+//!   is normalised, which is just before its commit, is marked live ([`Normalised::live`]): a clock
+//!   read as punches happen. The sender claims live punches before the backlog (a first sync of old
+//!   records, an import of old files, a queue that grew while the platform was unreachable); see
+//!   [`crate::queue`]'s claim order.
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -129,6 +134,13 @@ impl FixSeconds for chrono_tz::TzOffset {
     }
 }
 
+/// How close (seconds, either side) a punch's instant must be to the gateway's clock when it is
+/// queued for the punch to be live: claimed before the backlog. Ten minutes covers a clock read as
+/// punches happen, a ZKTeco poll interval, a short network outage and a clock a few minutes off;
+/// it leaves out a first sync of a terminal's log, an import of old files, and a clock whose time is
+/// more than ten minutes wrong (its punches are then sent as backlog, still in order).
+pub const LIVE_WINDOW_SECS: i64 = 600;
+
 /// A punch after normalisation: its instant, its key, and what the platform's record needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normalised {
@@ -146,10 +158,13 @@ pub struct Normalised {
     /// How far the punch's instant is ahead of the gateway's clock when it was normalised, in
     /// seconds (negative: behind). Said in the reason of a punch that cannot be sent.
     pub ahead_secs: i64,
+    /// Within [`LIVE_WINDOW_SECS`] of the gateway's clock (`now`): a punch read as it happens.
+    pub live: bool,
 }
 
 /// Normalises a punch: resolves its time in `tz`, computes its key, and notes the location and the
-/// Feishu user id (when `user_id` is known). `now` and `max_future_secs` bound the future.
+/// Feishu user id (when `user_id` is known). `now` and `max_future_secs` bound the future; `now` also
+/// decides whether the punch is live ([`LIVE_WINDOW_SECS`]).
 pub fn normalise(
     punch: Punch,
     tz: Tz,
@@ -166,6 +181,7 @@ pub fn normalise(
         user_id: user_id.filter(|u| !u.is_empty()).map(str::to_string),
         far_future: check_time > now.timestamp() + max_future_secs,
         ahead_secs: check_time - now.timestamp(),
+        live: (check_time - now.timestamp()).abs() <= LIVE_WINDOW_SECS,
         punch,
     }
 }
@@ -254,6 +270,36 @@ mod tests {
             3600,
         );
         assert_eq!(n.user_id, None);
+    }
+
+    /// Live: the punch's instant within ten minutes of the gateway's clock, on either side, in
+    /// whatever zone the device is; older (a first sync, an import) or further ahead is backlog.
+    #[test]
+    fn a_punch_is_live_within_ten_minutes_of_the_gateways_clock() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let now = NaiveDate::from_ymd_opt(2026, 3, 2)
+            .unwrap()
+            .and_hms_opt(1, 0, 0)
+            .unwrap()
+            .and_utc();
+        // 01:00 UTC is 09:00 in Shanghai
+        let live = |t: &str| normalise(punch("door-1", "1", t), tz, "HQ", None, now, 3600).live;
+        assert!(live("2026-03-02 09:00:00"));
+        assert!(live("2026-03-02 08:50:00"), "exactly the window behind");
+        assert!(live("2026-03-02 09:10:00"), "exactly the window ahead");
+        assert!(!live("2026-03-02 08:49:59"));
+        assert!(!live("2026-03-02 09:10:01"));
+        assert!(!live("2026-02-02 09:00:00"), "a month old: backlog");
+        // the same wall-clock time on a clock in UTC is eight hours off: backlog
+        let n = normalise(
+            punch("door-1", "1", "2026-03-02 09:00:00"),
+            chrono_tz::UTC,
+            "HQ",
+            None,
+            now,
+            3600,
+        );
+        assert!(!n.live);
     }
 
     #[test]

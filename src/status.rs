@@ -11,7 +11,9 @@
 //! what the daemon's health model found wrong at its last snapshot ([`crate::health`]: each with
 //! `kind`, `message`, `since`, `restart`; empty when it is healthy or not running);
 //! `unmapped_users` how many device users have punches waiting for a mapping (`users`) and the
-//! [`UNMAPPED_LISTED`] with the most (`top`, as `clockbridge unmapped` lists them: [`crate::unmapped`]).
+//! [`UNMAPPED_LISTED`] with the most (`top`, as `clockbridge unmapped` lists them: [`crate::unmapped`]);
+//! `backlog` how far behind the punches are (what is left to send, its oldest punch, the time to
+//! drain it at the running daemon's current delivery rate).
 //! Members may be added, never renamed. Every time in it is Unix seconds; the text shows a punch's
 //! time in its device's zone with the offset ([`crate::device_time`]).
 //!
@@ -28,8 +30,9 @@ use crate::device_time::DeviceTimes;
 use crate::health::Condition;
 use crate::logging::visible;
 use crate::queue::{
-    open_read_only, read_counts, read_dead_letters, read_oldest_outstanding, read_runtime,
-    read_waiting_users, DeadLetter, QueueError, StateCounts, WaitingUser,
+    open_read_only, read_backlog, read_counts, read_dead_letters, read_oldest_outstanding,
+    read_runtime, read_waiting_users, BacklogReading, DeadLetter, QueueError, StateCounts,
+    WaitingUser,
 };
 use crate::sender::SenderSnapshot;
 use crate::snapshot::{RuntimeSnapshot, RUNTIME_KEY};
@@ -45,6 +48,8 @@ pub const UNMAPPED_LISTED: usize = 5;
 pub struct Status {
     pub daemon: DaemonStatus,
     pub queue: QueueStatus,
+    /// How far behind the punches are.
+    pub backlog: BacklogStatus,
     pub kinds: std::collections::BTreeMap<String, StateCounts>,
     pub devices: Vec<DeviceStatus>,
     pub sender: Option<SenderSnapshot>,
@@ -155,6 +160,118 @@ pub struct QueueStatus {
     pub oldest_outstanding_age_secs: Option<i64>,
 }
 
+/// How far behind the punches are: what is left to send, its oldest punch, and how long sending
+/// it takes at the current rate.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BacklogStatus {
+    /// Punches pending or in flight.
+    pub outstanding: u64,
+    /// Of them, live punches pending: claimed before the others.
+    pub live_pending: u64,
+    /// The event time (Unix seconds) of the oldest punch pending or in flight.
+    pub oldest_pending_event_time: Option<i64>,
+    /// The same time as an administrator reads it: in its device's time zone (the gateway's for a
+    /// device no longer configured), with the offset, `2026-03-02 08:00:00 +08:00`.
+    pub oldest_pending_event_local: Option<String>,
+    /// The device of that punch.
+    pub oldest_pending_device_id: Option<String>,
+    /// How old that punch is (seconds).
+    pub oldest_pending_age_secs: Option<i64>,
+    /// Punches delivered per second by the running daemon over the last 10 s (`None`: not
+    /// running, or nothing delivered in that time).
+    pub delivery_rate_per_sec: Option<f64>,
+    /// `outstanding` / `delivery_rate_per_sec`, rounded up: 0 when nothing is outstanding, `None`
+    /// when there is no rate to go by.
+    pub drain_eta_secs: Option<i64>,
+}
+
+impl BacklogStatus {
+    /// From the queue's reading, the punch lane's counts, the running daemon's rate and the
+    /// configuration (for the devices' zones); `now` in Unix ms.
+    fn new(
+        cfg: &Config,
+        reading: BacklogReading,
+        counts: StateCounts,
+        rate: Option<f64>,
+        now: i64,
+    ) -> BacklogStatus {
+        let outstanding = counts.outstanding();
+        let (time, device) = reading.oldest.clone().unzip();
+        let local = reading.oldest.as_ref().and_then(|(t, dev)| {
+            let at = chrono::DateTime::from_timestamp(*t, 0)?;
+            let tz = cfg.devices.iter().find(|d| &d.id == dev).map(|d| d.tz());
+            Some(match tz {
+                Some(tz) => at.with_timezone(&tz).format(LOCAL_FORMAT).to_string(),
+                None => at
+                    .with_timezone(&chrono::Local)
+                    .format(LOCAL_FORMAT)
+                    .to_string(),
+            })
+        });
+        let rate = rate.filter(|r| *r > 0.0);
+        BacklogStatus {
+            outstanding,
+            live_pending: reading.live_pending,
+            oldest_pending_event_time: time,
+            oldest_pending_event_local: local,
+            oldest_pending_device_id: device,
+            oldest_pending_age_secs: time.map(|t| (now / 1000 - t).max(0)),
+            delivery_rate_per_sec: rate,
+            drain_eta_secs: match (outstanding, rate) {
+                (0, _) => Some(0),
+                (n, Some(r)) => Some((n as f64 / r).ceil() as i64),
+                (_, None) => None,
+            },
+        }
+    }
+}
+
+/// How `status` writes a time for an administrator: local, with the offset.
+const LOCAL_FORMAT: &str = "%Y-%m-%d %H:%M:%S %:z";
+
+/// A duration for a person: `41 s`, `12 min`, `3 h 5 min`, `30 d`.
+fn human_secs(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7_200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h {} min", s / 3600, s / 60 % 60),
+        s => format!("{} d", s / 86_400),
+    }
+}
+
+/// The `backlog:` line.
+fn render_backlog(b: &BacklogStatus, running: bool) -> String {
+    if b.outstanding == 0 {
+        return "backlog:   none (no punch waiting to be sent)\n".to_string();
+    }
+    let mut o = format!(
+        "backlog:   {} punch{} to send ({} live)",
+        b.outstanding,
+        if b.outstanding == 1 { "" } else { "es" },
+        b.live_pending
+    );
+    if let (Some(local), Some(dev), Some(age)) = (
+        &b.oldest_pending_event_local,
+        &b.oldest_pending_device_id,
+        b.oldest_pending_age_secs,
+    ) {
+        o.push_str(&format!(
+            "; oldest {local} ({dev}, {} old)",
+            human_secs(age)
+        ));
+    }
+    match (b.drain_eta_secs, b.delivery_rate_per_sec) {
+        (Some(eta), Some(rate)) => o.push_str(&format!(
+            "; about {} to drain at {rate:.0} punches/s",
+            human_secs(eta)
+        )),
+        _ if !running => o.push_str("; time to drain unknown (the daemon is not running)"),
+        _ => o.push_str("; time to drain unknown (nothing delivered in the last 10 s)"),
+    }
+    o.push('\n');
+    o
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceStatus {
     pub id: String,
@@ -177,6 +294,8 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
     let conn = open_read_only(path)?;
     let counts = read_counts(&conn)?;
     let oldest = read_oldest_outstanding(&conn)?;
+    let punches = crate::feishu::lanes::PUNCHES.kind();
+    let backlog = read_backlog(&conn, punches)?;
     let dead_letters = read_dead_letters(&conn, 20)?;
     let waiting = read_waiting_users(&conn, UNMAPPED_LISTED)?;
     let runtime = read_runtime(&conn, RUNTIME_KEY)?;
@@ -206,8 +325,20 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
             queue: counts.by_device.get(&d.id).copied().unwrap_or_default(),
         })
         .collect();
+    let rate = snap
+        .as_ref()
+        .filter(|_| running)
+        .and_then(|s| s.sender.delivery_rate_per_sec);
+    let backlog = BacklogStatus::new(
+        cfg,
+        backlog,
+        counts.by_kind.get(punches).copied().unwrap_or_default(),
+        rate,
+        now,
+    );
     Ok(Status {
         daemon,
+        backlog,
         queue: QueueStatus {
             path: path.display().to_string(),
             pending: counts.total.pending,
@@ -358,6 +489,8 @@ pub fn render_text(s: &Status) -> String {
     if let Some(age) = q.oldest_outstanding_age_secs {
         o.push_str(&format!("  oldest undelivered record: {age} s old\n"));
     }
+    let running = s.daemon.running && !s.daemon.snapshot_stale;
+    o.push_str(&render_backlog(&s.backlog, running));
     if let Some(sender) = &s.sender {
         match &sender.blocked_reason {
             Some(r) => o.push_str(&format!("sender:    BLOCKED: {r}\n")),
@@ -512,6 +645,95 @@ mod tests {
         crate::queue::now_ms()
     }
 
+    fn config() -> Config {
+        Config::from_toml_with_env(
+            r#"
+[feishu]
+app_id = "cli_test"
+app_secret = "s"
+[queue]
+path = "/tmp/q.db"
+[[devices]]
+id = "door-1"
+kind = "tcp"
+mode = "listen"
+address = "127.0.0.1:0"
+timezone = "Asia/Shanghai"
+"#,
+            "test.toml",
+            std::iter::empty(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_backlog_says_its_oldest_punch_in_its_clocks_zone_and_the_time_to_drain_it() {
+        let cfg = config();
+        // 2026-03-02 00:00:00 UTC, 30 days before `now`
+        let (t, now) = (1_772_409_600, (1_772_409_600 + 30 * 86_400) * 1000);
+        let reading = BacklogReading {
+            oldest: Some((t, "door-1".into())),
+            live_pending: 1,
+        };
+        let counts = StateCounts {
+            pending: 97_000,
+            in_flight: 500,
+            ..StateCounts::default()
+        };
+        let b = BacklogStatus::new(&cfg, reading.clone(), counts, Some(2_437.5), now);
+        assert_eq!(b.outstanding, 97_500);
+        assert_eq!(b.oldest_pending_event_time, Some(t));
+        assert_eq!(
+            b.oldest_pending_event_local.as_deref(),
+            Some("2026-03-02 08:00:00 +08:00")
+        );
+        assert_eq!(b.oldest_pending_age_secs, Some(30 * 86_400));
+        assert_eq!(b.drain_eta_secs, Some(40));
+        assert_eq!(
+            render_backlog(&b, true),
+            "backlog:   97500 punches to send (1 live); oldest 2026-03-02 08:00:00 +08:00 (door-1, 30 d old); about 40 s to drain at 2438 punches/s\n"
+        );
+        // no rate: unknown, and why
+        let b = BacklogStatus::new(&cfg, reading.clone(), counts, None, now);
+        assert_eq!(b.drain_eta_secs, None);
+        assert!(render_backlog(&b, true)
+            .ends_with("; time to drain unknown (nothing delivered in the last 10 s)\n"));
+        assert!(render_backlog(&b, false)
+            .ends_with("; time to drain unknown (the daemon is not running)\n"));
+        // a device no longer configured: the gateway's zone, still with its offset
+        let gone = BacklogReading {
+            oldest: Some((t, "door-9".into())),
+            live_pending: 0,
+        };
+        let b = BacklogStatus::new(&cfg, gone, counts, None, now);
+        let local = b.oldest_pending_event_local.unwrap();
+        assert!(
+            chrono::DateTime::parse_from_str(&local, "%Y-%m-%d %H:%M:%S %:z")
+                .is_ok_and(|d| d.timestamp() == t),
+            "{local}"
+        );
+        // nothing outstanding: drained
+        let b = BacklogStatus::new(
+            &cfg,
+            BacklogReading::default(),
+            StateCounts::default(),
+            None,
+            now,
+        );
+        assert_eq!(
+            (b.drain_eta_secs, b.oldest_pending_event_time),
+            (Some(0), None)
+        );
+        assert_eq!(
+            render_backlog(&b, true),
+            "backlog:   none (no punch waiting to be sent)\n"
+        );
+        assert_eq!(
+            [59, 120, 7_199, 7_260, 200_000].map(human_secs),
+            ["59 s", "2 min", "119 min", "2 h 1 min", "2 d"]
+        );
+    }
+
     #[test]
     fn the_newer_of_the_queues_snapshot_and_the_status_files_is_believed() {
         let (old, new) = (snap(1), snap(2));
@@ -612,6 +834,7 @@ mod tests {
                 delivered_pruned: 0,
                 oldest_outstanding_age_secs: None,
             },
+            backlog: BacklogStatus::default(),
             kinds: Default::default(),
             devices: Vec::new(),
             sender: None,

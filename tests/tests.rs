@@ -13,6 +13,7 @@ mod hr_hardening;
 mod http;
 mod import;
 mod journal;
+mod live;
 mod online;
 mod outcomes;
 mod sdk;

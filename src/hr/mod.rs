@@ -409,6 +409,7 @@ pub(crate) fn hr_record(
         payload,
         status: crate::queue::Status::Pending,
         dead: None,
+        live: false,
     }
 }
 

@@ -66,8 +66,8 @@ fn insert_rows(
             false => None,
         };
         let mut st = tx.prepare_cached(
-            "INSERT INTO outbox (kind, idem, ukey, device_id, subject, user_id, event_time, payload, status, next_attempt_at, created_at, dead_reason, err_msg)
-             VALUES (?1, ?2, ?12, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)
+            "INSERT INTO outbox (kind, idem, ukey, device_id, subject, user_id, event_time, payload, status, next_attempt_at, created_at, dead_reason, err_msg, live)
+             VALUES (?1, ?2, ?12, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?13)
              ON CONFLICT(kind, ukey) DO NOTHING",
         )?;
         for r in records {
@@ -99,7 +99,8 @@ fn insert_rows(
                 now,
                 reason,
                 msg,
-                ukey
+                ukey,
+                r.live as i64
             ])?;
             out.push(if n == 0 {
                 InsertStatus::Duplicate

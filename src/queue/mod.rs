@@ -28,7 +28,9 @@
 //! - **Insert**: a group of records is inserted in one transaction; the source is told "committed" only
 //!   after `COMMIT` returns (fsync of the WAL with `synchronous=FULL`). A crash before that loses only
 //!   records no one was told about; a clock that needs an acknowledgement has not received it.
-//! - **Claim**: one statement moves up to 50 due `pending` rows to `in_flight` and returns them. A crash
+//! - **Claim**: one transaction moves up to 50 due `pending` rows to `in_flight` and returns them:
+//!   live punches first, then the backlog, which keeps at least half of each batch while it has
+//!   due rows (the order and its bound: `claim`). A crash
 //!   after the claim leaves them `in_flight`; [`Queue::open`] puts every `in_flight` row back to
 //!   `pending`, so they are sent again. That re-send is harmless: every record carries its idempotent id.
 //! - **Outcome**: after the platform answers, one transaction moves the claimed rows to `delivered`,
@@ -38,7 +40,9 @@
 //! - **Counts** per kind, device and state are kept in `counts` (by [`Queue::insert`] in the inserting
 //!   transaction, and by triggers on state changes and deletes), so `status` is O(devices),
 //!   not O(rows), with millions of rows. Claims and the next-due lookup use the `(kind, status,
-//!   next_attempt_at, id)` index.
+//!   next_attempt_at, id)` index, and live claims the partial index of pending live rows; the
+//!   backlog's oldest event time (`status`) is read from the partial index of pending rows, which
+//!   holds the event time (a scan of its entries: O(pending rows), no row read).
 //!
 //! # Threading
 //! All SQLite work runs on one dedicated thread that owns the connection; async callers send closures
@@ -69,7 +73,11 @@ mod runtime;
 pub mod store;
 mod unmapped;
 
-pub use counts::{read_counts, read_oldest_outstanding, Counts, QueueReading, StateCounts};
+pub use claim::live_cap;
+pub use counts::{
+    read_backlog, read_counts, read_oldest_outstanding, BacklogReading, Counts, QueueReading,
+    StateCounts,
+};
 pub use dlq::{read_dead_letters, DeadLetter, DeadSelection, RetryReport};
 pub use faults::{Fault, Faults};
 pub use insert::LATEST_SUFFIX_LEN;
@@ -174,6 +182,9 @@ pub struct NewRecord {
     pub status: Status,
     /// For records dead on arrival: (reason, message).
     pub dead: Option<(String, String)>,
+    /// Claimed before the backlog (see the claim order in the module doc): a punch read as it
+    /// happens ([`crate::punch::LIVE_WINDOW_SECS`]). Decided once, at insert; HR records never are.
+    pub live: bool,
 }
 
 /// What an insert did with one record.

@@ -307,6 +307,7 @@ fn value(key: &str, value: &str, group: &str) -> NewRecord {
         payload: value.into(),
         status: Status::Pending,
         dead: None,
+        live: false,
     }
 }
 
@@ -491,4 +492,253 @@ async fn a_queue_of_schema_4_lists_its_waiting_users_without_names() {
     let conn = open_read_only(&d.path().join("q.db")).unwrap();
     let w = read_waiting_users(&conn, 5).unwrap();
     assert_eq!((w.total_users, w.users[0].name.clone()), (1, None));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// claim order: live punches first, the backlog never starved
+
+/// A punch of `user` at the gateway's current time, on a clock in Shanghai: live.
+fn live_rec(user: &str) -> NewRecord {
+    let now = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let r = rec("door-1", user, &now, true);
+    assert!(r.live, "a punch of now is live");
+    r
+}
+
+/// `n` backlog punches (of 2026-03-02), users `b{from}`...
+fn backlog_recs(from: usize, n: usize) -> Vec<NewRecord> {
+    (from..from + n)
+        .map(|i| rec("door-1", &format!("b{i}"), "2026-03-02 08:00:00", true))
+        .collect()
+}
+
+/// The live (user `live-*`) and backlog rows of a claim.
+fn split_claim(c: &[Claimed]) -> (usize, usize) {
+    let live = c
+        .iter()
+        .filter(|r| r.user_id.as_deref().unwrap_or("").starts_with("live-"))
+        .count();
+    (live, c.len() - live)
+}
+
+#[test]
+fn live_rows_may_take_half_a_batch_and_every_other_single_row() {
+    assert_eq!(live_cap(50, 7), 25);
+    assert_eq!(live_cap(49, 0), 25);
+    assert_eq!(live_cap(2, 3), 1);
+    assert_eq!(live_cap(0, 0), 0);
+    assert_eq!(
+        (0..4).map(|t| live_cap(1, t)).collect::<Vec<_>>(),
+        [1, 0, 1, 0]
+    );
+}
+
+#[tokio::test]
+async fn a_live_punch_is_claimed_before_an_older_backlog() {
+    let (_d, q) = open();
+    q.insert(Arc::new(backlog_recs(0, 200))).await.unwrap();
+    let live = live_rec("live-1");
+    q.insert(Arc::new(vec![live.clone()])).await.unwrap();
+    // by queue order it would be the 201st row; it is in the first batch
+    let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+    assert_eq!(c.len(), 50, "the batch is full");
+    assert_eq!(split_claim(&c), (1, 49));
+    assert!(c.iter().any(|r| r.idem == live.idem));
+    // the rest of the batch is the oldest backlog, in queue order
+    let backlog: Vec<i64> = c
+        .iter()
+        .filter(|r| r.idem != live.idem)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(backlog, (1..=49).collect::<Vec<i64>>());
+    // and the backlog drains to the end, each row once
+    let mut seen: std::collections::HashSet<i64> = c.iter().map(|r| r.id).collect();
+    loop {
+        let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+        if c.is_empty() {
+            break;
+        }
+        assert!(c.iter().all(|r| seen.insert(r.id)), "a row claimed twice");
+    }
+    assert_eq!(seen.len(), 201);
+}
+
+#[tokio::test]
+async fn a_flood_of_live_punches_leaves_the_backlog_half_of_every_batch() {
+    let (_d, q) = open();
+    q.insert(Arc::new(backlog_recs(0, 60))).await.unwrap();
+    let live: Vec<NewRecord> = (0..80).map(|i| live_rec(&format!("live-{i}"))).collect();
+    q.insert(Arc::new(live)).await.unwrap();
+    assert_eq!(
+        split_claim(&q.claim(KIND_USER_FLOW, 50).await.unwrap()),
+        (25, 25)
+    );
+    assert_eq!(
+        split_claim(&q.claim(KIND_USER_FLOW, 50).await.unwrap()),
+        (25, 25)
+    );
+    // 10 backlog rows left: the live rows fill the rest of the batch
+    assert_eq!(
+        split_claim(&q.claim(KIND_USER_FLOW, 50).await.unwrap()),
+        (30, 10)
+    );
+    assert!(q.claim(KIND_USER_FLOW, 50).await.unwrap().is_empty());
+    // and the reverse: a few live rows leave the backlog the rest of a full batch
+    q.insert(Arc::new(backlog_recs(100, 100))).await.unwrap();
+    let few: Vec<NewRecord> = (80..83).map(|i| live_rec(&format!("live-{i}"))).collect();
+    q.insert(Arc::new(few)).await.unwrap();
+    assert_eq!(
+        split_claim(&q.claim(KIND_USER_FLOW, 50).await.unwrap()),
+        (3, 47)
+    );
+}
+
+#[tokio::test]
+async fn with_one_row_per_batch_live_and_backlog_rows_alternate() {
+    let (_d, q) = open();
+    q.insert(Arc::new(backlog_recs(0, 3))).await.unwrap();
+    let live: Vec<NewRecord> = (0..5).map(|i| live_rec(&format!("live-{i}"))).collect();
+    q.insert(Arc::new(live)).await.unwrap();
+    let mut order = String::new();
+    for turn in 0..8 {
+        let c = q
+            .claim_capped(KIND_USER_FLOW, 1, live_cap(1, turn))
+            .await
+            .unwrap();
+        order.push(if split_claim(&c).0 == 1 { 'L' } else { 'B' });
+    }
+    // alternate while both are due; then the live rows have every claim
+    assert_eq!(order, "LBLBLBLL");
+}
+
+#[tokio::test]
+async fn a_live_row_backing_off_keeps_its_delay() {
+    let (_d, q) = open();
+    q.insert(Arc::new(vec![live_rec("live-1")])).await.unwrap();
+    let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+    assert_eq!(split_claim(&c), (1, 0));
+    q.mark_retry(vec![c[0].id], now_ms() + 60_000, None, false)
+        .await
+        .unwrap();
+    q.insert(Arc::new(backlog_recs(0, 10))).await.unwrap();
+    // not due: the backlog goes, the live row waits out its back-off
+    assert_eq!(
+        split_claim(&q.claim(KIND_USER_FLOW, 50).await.unwrap()),
+        (0, 10)
+    );
+    assert!(q.claim(KIND_USER_FLOW, 50).await.unwrap().is_empty());
+    assert_eq!(q.ready_count(KIND_USER_FLOW, 50).await.unwrap(), 0);
+    assert!(q.next_due(KIND_USER_FLOW).await.unwrap().unwrap() > now_ms() + 50_000);
+    // once due (here: a retry due now), it is first again, with its attempts counted
+    q.insert(Arc::new(backlog_recs(10, 60))).await.unwrap();
+    let id = c[0].id;
+    q.call(move |conn| {
+        Ok(conn.execute("UPDATE outbox SET next_attempt_at = 1 WHERE id = ?1", [id])?)
+    })
+    .await
+    .unwrap();
+    let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+    assert_eq!(split_claim(&c), (1, 49));
+    assert_eq!(c.iter().find(|r| r.id == id).unwrap().attempts, 2);
+}
+
+#[tokio::test]
+async fn hr_records_are_never_live() {
+    let (_d, q) = open();
+    let r = value("r/1", "a", "g");
+    assert!(!r.live);
+    q.insert_latest(Arc::new(vec![r])).await.unwrap();
+    let live = q
+        .call(|c| Ok(c.query_row("SELECT sum(live) FROM outbox", [], |r| r.get::<_, i64>(0))?))
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}
+
+#[tokio::test]
+async fn the_backlog_reading_names_the_oldest_outstanding_punch_and_the_live_ones_waiting() {
+    let (_d, q) = open();
+    let conn = |q: &Queue| {
+        let q = q.clone();
+        async move { q.call(|c| read_backlog(c, KIND_USER_FLOW)).await.unwrap() }
+    };
+    assert_eq!(conn(&q).await, BacklogReading::default());
+    let mut old = backlog_recs(0, 3);
+    old.push(rec("door-2", "x", "2026-01-05 07:00:00", true));
+    q.insert(Arc::new(old)).await.unwrap();
+    q.insert(Arc::new(vec![live_rec("live-1"), live_rec("live-2")]))
+        .await
+        .unwrap();
+    // 2026-01-05 07:00:00 in Shanghai
+    let jan5 = 1_767_567_600;
+    assert_eq!(
+        conn(&q).await,
+        BacklogReading {
+            oldest: Some((jan5, "door-2".into())),
+            live_pending: 2
+        }
+    );
+    // in flight still counts as not delivered; delivered no longer does
+    let c = q.claim(KIND_USER_FLOW, 50).await.unwrap();
+    let r = conn(&q).await;
+    assert_eq!(
+        (r.oldest.clone(), r.live_pending),
+        (Some((jan5, "door-2".into())), 0)
+    );
+    q.mark_delivered(c.iter().map(|r| r.id).collect())
+        .await
+        .unwrap();
+    assert_eq!(conn(&q).await, BacklogReading::default());
+}
+
+#[tokio::test]
+async fn claims_and_backlog_reads_stay_on_their_indexes() {
+    let (_d, q) = open();
+    let plans: Vec<String> = q
+        .call(|c| {
+            let mut out = Vec::new();
+            for sql in [
+                super::claim::DUE_LIVE.to_string(),
+                super::claim::DUE_BACKLOG.to_string(),
+                "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE kind = ?1 AND status = 0 AND next_attempt_at <= ?2 LIMIT ?3)".into(),
+                "SELECT min(next_attempt_at) FROM outbox WHERE kind = ?1 AND status = 0".into(),
+            ] {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let n = st.parameter_count();
+                let rows = st
+                    .query_map(rusqlite::params_from_iter((0..n).map(|_| 1i64)), |r| {
+                        r.get::<_, String>(3)
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.push(format!("{sql} => {}", rows.join(" | ")));
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap();
+    assert!(plans[0].contains("INDEX outbox_live"), "{}", plans[0]);
+    for p in &plans[1..] {
+        assert!(p.contains("INDEX outbox_ready"), "{p}");
+    }
+    for p in &plans {
+        assert!(!p.contains("TEMP B-TREE"), "must not sort: {p}");
+    }
+    // the backlog's oldest event: the index of pending rows alone, no row read
+    let plan = q
+        .call(|c| {
+            let mut st = c.prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                super::counts::OLDEST_PENDING
+            ))?;
+            let rows = st
+                .query_map([1i64], |r| r.get::<_, String>(3))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows.join(" | "))
+        })
+        .await
+        .unwrap();
+    assert!(plan.contains("COVERING INDEX outbox_pending"), "{plan}");
 }

@@ -2,6 +2,14 @@
 //! away with a backlog; otherwise it lingers up to `sender.linger_ms` for a fuller one), hands each
 //! batch to its own task (at most `sender.max_in_flight` at once), and on shutdown lets them finish
 //! within the grace period and gives back what is left.
+//!
+//! Each claim takes live punches first ([`crate::queue::live_cap`]: at most half the batch while
+//! backlog rows are due). How long a live punch waits, once committed, is bounded by how far ahead
+//! the loop claims: a claim happens as soon as one of the `max_in_flight` request slots is free,
+//! and the claimed batches leave in claim order, one every `1 / max_requests_per_second` s
+//! (`deliver`), so a live punch claimed into the next batch waits at most
+//! `max_in_flight / max_requests_per_second` for its request (16 / 49 s = 0.33 s with the
+//! defaults), plus that request's own time. Without a backlog it waits at most `linger_ms` more.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::deliver::deliver;
 use super::{Sender, Shared};
-use crate::queue::{now_ms, QueueError};
+use crate::queue::{live_cap, now_ms, QueueError};
 
 /// Longest wait of an idle sender before it looks at the queue again (so its heartbeat is at most
 /// this old while it runs, busy or idle).
@@ -37,6 +45,9 @@ impl Sender {
             let sh = sh.clone();
             tokio::spawn(async move { super::progress::report(&sh).await })
         };
+        // the claim's sequence number: with one row per batch, every other claim keeps its row
+        // for the backlog (`live_cap`)
+        let mut turn = 0u64;
         loop {
             sh.stats.heartbeat.store(now_ms(), Ordering::Relaxed);
             while let Some(res) = tasks.try_join_next() {
@@ -100,7 +111,10 @@ impl Sender {
             let claimed = if ordered {
                 sh.queue.claim_latest(kind, batch).await
             } else {
-                sh.queue.claim(kind, batch).await
+                turn = turn.wrapping_add(1);
+                sh.queue
+                    .claim_capped(kind, batch, live_cap(batch, turn))
+                    .await
             };
             let rows = match claimed {
                 Ok(r) => r,

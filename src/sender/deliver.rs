@@ -40,7 +40,12 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
             .await;
             return;
         }
-        sh.limiter.until_ready().await;
+        {
+            // first come, first served: governor's waiters race for a freed slot, which could
+            // keep a batch (and the live punch in it) waiting behind batches claimed after it
+            let _turn = sh.turn.lock().await;
+            sh.limiter.until_ready().await;
+        }
         sh.stats.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         let mut reply = sh.lane.send(&sh.client, &batch).await;
@@ -162,9 +167,7 @@ async fn delivered(sh: &Shared, rows: &[Claimed]) {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     // the platform has accepted them: counted before the queue records it, so that whoever is woken
     // by the queue change sees the figures agree
-    sh.stats
-        .delivered
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    sh.stats.count_delivered(rows.len() as u64);
     sh.stats
         .with_state(|s| s.last_success_at = Some(chrono::Utc::now().timestamp()));
     settle(sh, "delivered", || sh.queue.mark_delivered(ids.clone())).await;

@@ -10,8 +10,13 @@
 //!   groups the claimed rows into requests ([`Lane::plan`]: report rows by rule, month and operator).
 //! - **Pacing** (`pacing`): one rate limiter (GCRA, no burst) per lane spaces requests at
 //!   `sender.max_requests_per_second` (≤ 50; the platform's limit is per API); every request,
-//!   including the halves of a split batch, waits for it. Up to `sender.max_in_flight` requests run
-//!   at once, so the rate is reached even when each takes hundreds of milliseconds.
+//!   including the halves of a split batch, waits for it, in the order it came (first come, first
+//!   served). Up to `sender.max_in_flight` requests run at once, so the rate is reached even when
+//!   each takes hundreds of milliseconds.
+//! - **Live punches first**: each claim takes the live punches before the backlog, keeping at
+//!   least half the batch for the backlog while it has due rows ([`crate::queue::live_cap`]); a
+//!   live punch waits at most about `max_in_flight / max_requests_per_second` behind the batches
+//!   already claimed (`claim`).
 //! - **Outcomes** (`deliver`, classified by [`Lane::classify`]): delivered rows are acknowledged; the
 //!   rows a reply lists as failed become dead, the rest delivered; an invalid batch is split in halves
 //!   until the bad records are alone (and dead) and the others delivered; an idempotency conflict on a
@@ -73,6 +78,10 @@ struct Shared {
     client: Arc<FeishuClient>,
     cfg: SenderConfig,
     limiter: DefaultDirectRateLimiter,
+    /// Requests take the limiter's slots in the order they queue for them (a fair lock around
+    /// the limiter, whose own waiters race): batches leave in claim order, which bounds a live
+    /// punch's wait (see `claim`).
+    turn: tokio::sync::Mutex<()>,
     pause: pacing::Pause,
     stats: Arc<SenderStats>,
     shutdown: CancellationToken,
@@ -109,6 +118,7 @@ impl Sender {
                 client: ctx.client,
                 cfg,
                 limiter,
+                turn: tokio::sync::Mutex::new(()),
                 pause: pacing::Pause::default(),
                 stats,
                 shutdown: ctx.shutdown,

@@ -1,7 +1,8 @@
 //! The sender's figures: counters per outcome, retries per reason, the latency of the platform's
-//! answers, the last error and the blocked state, and a progress signal others can await. Read by
-//! `status`, `/status`, `/metrics` and the systemd watchdog.
+//! answers, the current delivery rate, the last error and the blocked state, and a progress signal
+//! others can await. Read by `status`, `/status`, `/metrics` and the systemd watchdog.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -72,10 +73,72 @@ impl LatencyHistogram {
     }
 }
 
+/// How long the current delivery rate is measured over (seconds): short, so that the time to drain
+/// a backlog that just arrived is right within seconds, and long enough for a steady figure (about
+/// 500 requests at full rate).
+pub const RATE_WINDOW_SECS: i64 = 10;
+
+/// Records delivered per second over the last [`RATE_WINDOW_SECS`] (or since the sender started,
+/// when that is shorter): one bucket per second in which something was delivered.
+#[derive(Debug)]
+pub struct DeliveryRate {
+    /// When measuring began (Unix ms): the sender's start.
+    since_ms: i64,
+    /// (Unix second, records delivered in it), oldest first.
+    buckets: VecDeque<(i64, u64)>,
+}
+
+impl DeliveryRate {
+    pub fn new(now_ms: i64) -> DeliveryRate {
+        DeliveryRate {
+            since_ms: now_ms,
+            buckets: VecDeque::new(),
+        }
+    }
+
+    /// Counts `n` records delivered at `now_ms`.
+    pub fn record(&mut self, now_ms: i64, n: u64) {
+        let sec = now_ms.div_euclid(1000);
+        match self.buckets.back_mut() {
+            Some((s, count)) if *s == sec => *count += n,
+            _ => self.buckets.push_back((sec, n)),
+        }
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(s, _)| *s < sec - RATE_WINDOW_SECS)
+        {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Records per second at `now_ms` over the window; `None` when nothing was delivered in it.
+    pub fn per_sec(&self, now_ms: i64) -> Option<f64> {
+        let start = (now_ms - RATE_WINDOW_SECS * 1000).max(self.since_ms);
+        let first_sec = start.div_euclid(1000);
+        let n: u64 = self
+            .buckets
+            .iter()
+            .filter(|(s, _)| *s >= first_sec)
+            .map(|(_, n)| n)
+            .sum();
+        if n == 0 {
+            return None;
+        }
+        // from the start of the first bucket counted (or of the sender, if later): a bucket counts
+        // whole, so the span must cover all of it
+        let from = (first_sec * 1000).max(self.since_ms);
+        let span = ((now_ms - from) as f64 / 1000.0).max(1.0);
+        Some(n as f64 / span)
+    }
+}
+
 /// Counters and state of the sender, for `status`.
 #[derive(Debug)]
 pub struct SenderStats {
     pub requests: AtomicU64,
+    /// Records delivered (count them with [`SenderStats::count_delivered`], which also feeds the
+    /// delivery rate).
     pub delivered: AtomicU64,
     pub dead: AtomicU64,
     pub retries: AtomicU64,
@@ -91,6 +154,7 @@ pub struct SenderStats {
     /// Upstream latency of write requests.
     pub latency: LatencyHistogram,
     state: Mutex<SenderState>,
+    rate: Mutex<DeliveryRate>,
     /// Bumped after every outcome recorded in the queue (and by ingest commits): lets tests and the
     /// demo await progress instead of sleeping.
     progress: tokio::sync::watch::Sender<u64>,
@@ -113,6 +177,7 @@ impl Default for SenderStats {
             heartbeat: std::sync::atomic::AtomicI64::new(0),
             latency: LatencyHistogram::default(),
             state: Mutex::new(SenderState::default()),
+            rate: Mutex::new(DeliveryRate::new(crate::queue::now_ms())),
             progress: tokio::sync::watch::channel(0).0,
             started: tokio::sync::Notify::new(),
         }
@@ -140,7 +205,7 @@ pub struct LastError {
 }
 
 /// What `status` shows of the sender.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SenderSnapshot {
     /// `ok`, or `blocked` while an application-level failure stops every upload.
     pub state: String,
@@ -164,9 +229,30 @@ pub struct SenderSnapshot {
     /// Unix seconds of the first request of that streak.
     #[serde(default)]
     pub timing_out_since: Option<i64>,
+    /// Records delivered per second over the last [`RATE_WINDOW_SECS`] (since the start, if
+    /// shorter), to one decimal; `None` when nothing was delivered in that time.
+    #[serde(default)]
+    pub delivery_rate_per_sec: Option<f64>,
 }
 
 impl SenderStats {
+    /// Counts `n` records delivered (the counter and the delivery rate).
+    pub fn count_delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+        self.rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(crate::queue::now_ms(), n);
+    }
+
+    /// Records delivered per second over the last [`RATE_WINDOW_SECS`]; `None` when none was.
+    pub fn delivery_rate(&self) -> Option<f64> {
+        self.rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .per_sec(crate::queue::now_ms())
+    }
+
     /// Signals that the queue changed.
     pub fn bump(&self) {
         self.progress.send_modify(|v| *v = v.wrapping_add(1));
@@ -231,6 +317,7 @@ impl SenderStats {
             last_error: st.last_error,
             timeouts_in_a_row: st.timeouts_in_a_row,
             timing_out_since: st.timing_out_since,
+            delivery_rate_per_sec: self.delivery_rate().map(|r| (r * 10.0).round() / 10.0),
         }
     }
 }
@@ -271,6 +358,32 @@ mod tests {
             RETRY_REASONS[retry_reason(&r(200, Some(12345), "x"))],
             "other"
         );
+    }
+
+    #[test]
+    fn the_delivery_rate_is_measured_over_the_last_ten_seconds() {
+        let t0 = 1_800_000_000_000;
+        let mut r = DeliveryRate::new(t0);
+        assert_eq!(r.per_sec(t0 + 5_000), None, "nothing delivered yet");
+        // 2 s after the start: measured since the start, not over a window mostly empty
+        r.record(t0 + 500, 2_500);
+        r.record(t0 + 1_500, 2_500);
+        assert_eq!(r.per_sec(t0 + 2_000), Some(2_500.0));
+        // a minute of 2,500/s, then the window holds only its last 10 s
+        for s in 2..60 {
+            r.record(t0 + s * 1_000 + 500, 2_500);
+        }
+        let rate = r.per_sec(t0 + 60_000).unwrap();
+        assert!((rate - 2_500.0).abs() < 100.0, "{rate}");
+        // mid-second: the first bucket counted is whole, and so is the time it covers
+        r.record(t0 + 60_500, 2_500);
+        let rate = r.per_sec(t0 + 60_700).unwrap();
+        assert!((rate - 2_500.0).abs() < 150.0, "{rate}");
+        assert!(r.buckets.len() <= RATE_WINDOW_SECS as usize + 1);
+        // delivery stops: the rate falls, then is unknown once the window is empty
+        let rate = r.per_sec(t0 + 65_000).unwrap();
+        assert!((rate - 1_500.0).abs() < 100.0, "{rate}");
+        assert_eq!(r.per_sec(t0 + 75_000), None);
     }
 
     #[test]

@@ -234,6 +234,7 @@ pub fn record(n: &Normalised) -> NewRecord {
         payload: serde_json::to_string(&flow(n)).unwrap_or_default(),
         status,
         dead,
+        live: n.live,
     }
 }
 

@@ -212,6 +212,11 @@ async fn batch_accepted_and_stored() {
     let counts = s.write_counts();
     assert_eq!(counts.len(), 2);
     assert_eq!(counts["k1"], 1);
+    // store times by idempotent id: the first write of each, none for a record without an id
+    let times = s.store_times();
+    assert_eq!(times.len(), 2);
+    assert_eq!(times["k1"], stored[0].stored_at);
+    assert_eq!(times["k2"], stored[1].stored_at);
     let st = s.stats();
     assert_eq!(st.batch_requests, 1);
     assert_eq!(st.records_stored, 3);
