@@ -336,7 +336,8 @@ timezone = "Asia/Shanghai"
 
     let report: serde_json::Value =
         serde_json::from_slice(&import_out.stdout).unwrap_or(serde_json::Value::Null);
-    let queued = report[0]["queued"].as_u64().unwrap_or(0) as usize;
+    // --json: one object per file, one per line; one file here
+    let queued = report["queued"].as_u64().unwrap_or(0) as usize;
     println!(
         "live: backfill of {n} punches of 30 days ago queued by `clockbridge import` in {} (queued {queued}; exit {})",
         secs(import_took),
