@@ -46,6 +46,7 @@ pub const BATCH: usize = 5_000;
 /// its transactions instead of after the whole import: SQLite lets one process write at a time, and
 /// the daemon's connection polls for the lock every millisecond (`queue::open`).
 pub const YIELD_TO_DAEMON: Duration = Duration::from_millis(10);
+
 /// Rejected lines listed in a report (all are counted).
 pub const REJECTED_LISTED: usize = 50;
 

@@ -209,7 +209,15 @@ mod tests {
              VALUES ('user_flow', 'a', 'ka', 'd', 's', 1, '{}', 0, 1), ('user_flow', 'b', 'kb', 'd', 's', 2, '{}', 1, 1);",
         )
         .unwrap();
+        // `status` of a newer binary reads a queue its daemon has not migrated yet
+        let reading = crate::queue::read_backlog(&conn, "user_flow").unwrap();
+        assert_eq!(reading.oldest, Some((1, "d".to_string())));
+        assert_eq!(reading.live_pending, 0);
         super::migrations().to_latest(&mut conn).unwrap();
+        assert_eq!(
+            crate::queue::read_backlog(&conn, "user_flow").unwrap(),
+            reading
+        );
         let live: Vec<i64> = conn
             .prepare("SELECT live FROM outbox ORDER BY id")
             .unwrap()

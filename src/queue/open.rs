@@ -336,7 +336,6 @@ fn create(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Opens the queue at `path` for writing, creating it only where nothing is, and checks it.
 /// How many times (about one a millisecond) a statement retries while another process holds the
 /// queue's write lock (`import`, `submit`, `dlq`) before it fails with `SQLITE_BUSY`: about 10 s.
 const BUSY_TRIES: i32 = 10_000;
@@ -351,6 +350,7 @@ fn busy_poll(tries: i32) -> bool {
     tries < BUSY_TRIES
 }
 
+/// Opens the queue at `path` for writing, creating it only where nothing is, and checks it.
 fn open_conn(path: &Path) -> Result<Connection> {
     if look(path)? == Found::Nothing {
         create(path)?;
