@@ -1,5 +1,5 @@
 //! Leave accrual updates for `PATCH /open-apis/attendance/v1/leave_accrual_record/:leave_id`
-//! (`shared/api-docs/004_*`): the typed body, its rules (the page's error table: quantity within
+//! (the open platform page "Modify leave accrual record"; the rules are written out in README.md, "Leave accruals"): the typed body, its rules (the page's error table: quantity within
 //! ±9999 with at most 6 decimals, reason at most 3000 characters, granting record id at most 64...),
 //! and one queue record per update.
 //!

@@ -1,4 +1,4 @@
-//! Approval results for `POST /open-apis/attendance/v1/user_approvals` (`shared/api-docs/001_*`): the
+//! Approval results for `POST /open-apis/attendance/v1/user_approvals` (the open platform page "Notify approval results"; the rules are written out in README.md, "Approvals"): the
 //! typed request body, its rules field by field, and the queue records (one per item).
 //!
 //! Each leave, outing, overtime and trip item becomes its own queue row and its own request (a

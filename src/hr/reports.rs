@@ -1,5 +1,5 @@
 //! Archived report results for `POST /open-apis/attendance/v1/archive_rule/upload_report`
-//! (`shared/api-docs/000_*`): the typed body, its rules, and one queue record per report row.
+//! (the open platform page "Write archived report results"; the rules are written out in README.md, "Archived reports"): the typed body, its rules, and one queue record per report row.
 //!
 //! Rows are queued one per row and sent 50 to a call, grouped by archive rule, month and operator
 //! (the queue's `device_id` is `report/RULE/MONTH/OPERATOR`). An upload sets absolute values, so a
