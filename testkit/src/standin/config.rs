@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::platform::{SCOPE_RULE, SCOPE_TASK};
+use super::platform::{SCOPE_RULE, SCOPE_TASK, SCOPE_TASK_READONLY};
 use super::server::lock;
 #[cfg(doc)]
 use super::Fault;
@@ -35,7 +35,8 @@ pub struct StandinConfig {
     /// exist or does not have permission"), as it does for ids it rejects at validation.
     pub invalid_users: HashSet<String>,
     /// The scopes the app has been granted. An endpoint whose scopes ([`super::Api::scopes`]) are
-    /// all missing answers 99991672. Default: `attendance:task` and `attendance:rule`.
+    /// all missing answers 99991672. Default: `attendance:task`, `attendance:task:readonly` and
+    /// `attendance:rule`.
     pub scopes: HashSet<String>,
     /// `None`: no IP allow-list. `Some(set)`: only callers from these addresses may call the
     /// attendance endpoints (others get 99991401); the token endpoint is not restricted.
@@ -53,7 +54,9 @@ impl Default for StandinConfig {
             known_users: None,
             dedup: DedupMode::Silent,
             invalid_users: HashSet::new(),
-            scopes: [SCOPE_TASK, SCOPE_RULE].map(str::to_owned).into(),
+            scopes: [SCOPE_TASK, SCOPE_TASK_READONLY, SCOPE_RULE]
+                .map(str::to_owned)
+                .into(),
             ip_allow_list: None,
         }
     }

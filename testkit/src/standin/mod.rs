@@ -23,6 +23,12 @@
 //!   unknown users listed in `msg` while the others are stored; and the read of one record by id
 //!   (`GET user_flows/:user_flow_id`, what `clockbridge check-config --online` asks), which finds
 //!   none;
+//! - `query`: `user_flows/query` ("批量查询打卡流水"): at most 50 `user_ids`, Unix-second strings
+//!   for the range, no paging (one reply holds every flow of those users in the range), only valid
+//!   flows returned; and the controls a test needs to make the platform disagree with the bridge:
+//!   a stored flow made invalid ([`Standin::invalidate_flow`]) or lost ([`Standin::lose_flow`]),
+//!   flows from another source ([`Standin::add_foreign_flow`]), and flows seeded in bulk
+//!   ([`Standin::seed_flows`]);
 //! - `hr`: `user_approvals`, `archive_rule/upload_report` and `leave_accrual_record` PATCH, each
 //!   with its page's rules (checked with the product's validators, `clockbridge::hr`);
 //! - `faults`: injected faults ([`Fault`]), per endpoint or sticky;
@@ -50,6 +56,7 @@ mod hr;
 pub mod platform;
 mod reply;
 mod server;
+mod query;
 mod token;
 mod user_flows;
 

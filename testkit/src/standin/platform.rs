@@ -16,6 +16,11 @@ pub const UPLOAD_REPORT_PATH: &str = "/open-apis/attendance/v1/archive_rule/uplo
 /// `GET {USER_FLOWS_PATH}/:user_flow_id?employee_type=…`: read one punch record by its id ("查询打卡
 ///流水"). Also the prefix of [`BATCH_CREATE_PATH`] (a `POST`).
 pub const USER_FLOWS_PATH: &str = "/open-apis/attendance/v1/user_flows";
+/// `POST ?employee_type=…`: the valid punches of up to 50 users in a time range ("批量查询打卡流水",
+/// `user_flows/query`).
+pub const QUERY_PATH: &str = "/open-apis/attendance/v1/user_flows/query";
+/// Most `user_ids` one `user_flows/query` call may name ("长度不超过 50").
+pub const MAX_USERS_PER_QUERY: usize = 50;
 /// `PATCH {LEAVE_ACCRUAL_PATH}/:leave_id?user_id_type=…`: update a leave granting record
 /// ("修改发放记录").
 pub const LEAVE_ACCRUAL_PATH: &str = "/open-apis/attendance/v1/leave_accrual_record";
@@ -46,6 +51,8 @@ pub enum Api {
     LeaveAccrual,
     /// `GET user_flows/:user_flow_id`.
     UserFlowGet,
+    /// `POST user_flows/query`.
+    UserFlowQuery,
 }
 
 impl Api {
@@ -56,6 +63,8 @@ impl Api {
             Api::UserFlows | Api::UserApprovals | Api::UploadReport => &[SCOPE_TASK],
             Api::LeaveAccrual => &[SCOPE_RULE],
             Api::UserFlowGet => &[SCOPE_TASK, SCOPE_TASK_READONLY],
+            // its page names the read-only scope alone ("导出打卡数据")
+            Api::UserFlowQuery => &[SCOPE_TASK_READONLY],
         }
     }
 }

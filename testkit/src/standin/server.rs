@@ -31,12 +31,12 @@ use super::admit::{admit, Window};
 use super::config::{StandinConfig, StandinStats};
 use super::faults::{self, Fault};
 use super::platform::{
-    codes, Api, BATCH_CREATE_PATH, LEAVE_ACCRUAL_PATH, MAX_BODY_BYTES, TOKEN_PATH,
+    codes, Api, BATCH_CREATE_PATH, LEAVE_ACCRUAL_PATH, MAX_BODY_BYTES, QUERY_PATH, TOKEN_PATH,
     UPLOAD_REPORT_PATH, USER_APPROVALS_PATH,
 };
 use super::reply::{param_invalid, too_large_reply, Reply};
 use super::user_flows::StoredFlow;
-use super::{hr, token, user_flows};
+use super::{hr, query, token, user_flows};
 
 /// How long in-flight requests may take to finish once shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -65,6 +65,8 @@ pub(super) struct Inner {
     pub(super) bodies: Option<Vec<(Api, String)>>,
     pub(super) flows: Vec<StoredFlow>,
     pub(super) counts: HashMap<String, usize>,
+    /// idempotent ids of flows made invalid ([`Standin::invalidate_flow`]).
+    pub(super) invalid: std::collections::HashSet<String>,
     pub(super) hr: hr::HrState,
 }
 
@@ -136,6 +138,7 @@ impl Standin {
                 bodies: None,
                 flows: Vec::new(),
                 counts: HashMap::new(),
+                invalid: std::collections::HashSet::new(),
                 hr: hr::HrState::default(),
             }),
             stored_tx,
@@ -352,6 +355,8 @@ async fn handle(
             .is_some_and(|rest| rest.starts_with('/'))
     {
         Api::LeaveAccrual
+    } else if req.method() == Method::POST && path == QUERY_PATH {
+        Api::UserFlowQuery
     } else if req.method() == Method::GET && user_flows::record_id(&path).is_some() {
         Api::UserFlowGet
     } else {
@@ -447,6 +452,10 @@ fn apply(
     match api {
         Api::UserFlows => user_flows::apply(shared, parts, body, log_id),
         Api::UserFlowGet => user_flows::get(parts),
+        Api::UserFlowQuery => match body {
+            Ok(body) => query::query(shared, parts, &body),
+            Err(_) => too_large_reply(),
+        },
         Api::UserApprovals | Api::UploadReport | Api::LeaveAccrual => match body {
             Ok(body) => hr::apply(shared, api, parts, &body, log_id),
             Err(_) => too_large_reply(),

@@ -47,6 +47,9 @@ pub struct StoredFlow {
     pub log_id: String,
     /// The request's `employee_type` (`employee_id` or `employee_no`).
     pub employee_type: String,
+    /// Whether the platform counts it: `user_flows/query` returns valid flows only (a test makes
+    /// one invalid with [`Standin::invalidate_flow`]).
+    pub valid: bool,
 }
 
 impl StoredFlow {
@@ -219,6 +222,13 @@ pub(super) fn apply(
         let mut failed = Vec::new();
         for record in records {
             let id = idempotent_id_of(record);
+            // a re-send of a flow the platform judged invalid replaces it (what a re-import does)
+            if let Some(id) = id {
+                if g.invalid.remove(id) {
+                    g.flows.retain(|f| f.idempotent_id() != Some(id));
+                    g.counts.remove(id);
+                }
+            }
             if dedup == DedupMode::Silent && id.is_some_and(|id| g.counts.contains_key(id)) {
                 g.stats.records_duplicate += 1;
                 answered.push(record.clone());
@@ -246,6 +256,7 @@ pub(super) fn apply(
                 stored_at,
                 log_id: log_id.to_owned(),
                 employee_type: employee_type.clone(),
+                valid: true,
             });
             g.stats.records_stored += 1;
             answered.push(record.clone());

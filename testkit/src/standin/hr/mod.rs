@@ -121,7 +121,7 @@ pub(super) fn apply(
     match api {
         Api::UserApprovals => approvals::approvals(shared, parts, body, log_id),
         Api::UploadReport => reports::report(shared, parts, body),
-        Api::LeaveAccrual | Api::UserFlows | Api::UserFlowGet => {
+        Api::LeaveAccrual | Api::UserFlows | Api::UserFlowGet | Api::UserFlowQuery => {
             accruals::accrual(shared, parts, body)
         }
     }

@@ -1,0 +1,176 @@
+//! `POST /open-apis/attendance/v1/user_flows/query?employee_type=…` ("批量查询打卡流水"), after the
+//! fault, the token, the scope (`attendance:task:readonly` only, as its page says) and its own
+//! sliding one-second rate limit ([`super::admit`]), checked in order: `employee_type` is
+//! `employee_id` or `employee_no` (1220001); the body is JSON with `user_ids` a list of 1 to 50
+//! strings (1220001 otherwise: "长度不超过 50"); `check_time_from` and `check_time_to` are Unix seconds
+//! as decimal strings, from not after to (1220001). The reply is every *valid* flow of those users
+//! with `check_time` in `[from, to]` (both ends included), in `data.user_flow_results`: the page
+//! defines no paging, so one reply holds them all. Each result is the stored record (with its
+//! `external_id` and `idempotent_id`) plus a `record_id` and the record `type` (7 for imports).
+//!
+//! The controls on [`Standin`] let a test make the platform disagree with the bridge: a flow
+//! made invalid (stored, never returned: what the platform does with a punch it judged invalid), a
+//! flow lost (gone, its idempotent id forgotten), flows from another source (the mobile app, another
+//! gateway), and flows seeded in bulk for a benchmark without 240 000 uploads.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use super::platform::MAX_USERS_PER_QUERY;
+use super::reply::{param_invalid, query_param, Reply};
+use super::server::{lock, Shared};
+use super::user_flows::StoredFlow;
+use super::Standin;
+
+impl Standin {
+    /// Makes the stored flows with this `idempotent_id` invalid: `user_flows/query` no longer
+    /// returns them, while batch_create still knows the id. A re-send with the same id replaces
+    /// them (as a re-import does). Returns how many flows changed.
+    pub fn invalidate_flow(&self, idempotent_id: &str) -> usize {
+        let mut g = lock(&self.shared.inner);
+        let mut n = 0;
+        for f in g.flows.iter_mut() {
+            if f.idempotent_id() == Some(idempotent_id) && f.valid {
+                f.valid = false;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            g.invalid.insert(idempotent_id.to_owned());
+        }
+        n
+    }
+
+    /// Loses the stored flows with this `idempotent_id`: gone, and the id forgotten (a re-send
+    /// is stored anew). Returns how many flows were removed.
+    pub fn lose_flow(&self, idempotent_id: &str) -> usize {
+        let mut g = lock(&self.shared.inner);
+        let before = g.flows.len();
+        g.flows.retain(|f| f.idempotent_id() != Some(idempotent_id));
+        g.counts.remove(idempotent_id);
+        g.invalid.remove(idempotent_id);
+        before - g.flows.len()
+    }
+
+    /// Adds a flow that came from another source (the mobile app, another gateway): `record` needs
+    /// `user_id` and `check_time` (Unix seconds as a string); `type` defaults to 0 (a punch in the
+    /// app). It is not counted by [`Standin::write_counts`] unless it has an `idempotent_id`.
+    pub fn add_foreign_flow(&self, mut record: Value) {
+        if let Some(obj) = record.as_object_mut() {
+            obj.entry("type").or_insert(json!(0));
+            if !obj.contains_key("creator_id") {
+                let user = obj.get("user_id").cloned().unwrap_or(Value::Null);
+                obj.insert("creator_id".to_owned(), user);
+            }
+        }
+        self.seed_flows(vec![record]);
+    }
+
+    /// Stores records as if batch_create had accepted them, without a request (a benchmark's
+    /// month of punches). Records with an `idempotent_id` are counted by it.
+    pub fn seed_flows(&self, records: Vec<Value>) {
+        let mut g = lock(&self.shared.inner);
+        let now = SystemTime::now();
+        g.flows.reserve(records.len());
+        for record in records {
+            if let Some(id) = record.get("idempotent_id").and_then(Value::as_str) {
+                if !id.is_empty() {
+                    *g.counts.entry(id.to_owned()).or_insert(0) += 1;
+                }
+            }
+            g.flows.push(StoredFlow {
+                record,
+                stored_at: now,
+                log_id: "seeded".to_owned(),
+                employee_type: "employee_id".to_owned(),
+                valid: true,
+            });
+        }
+    }
+}
+
+/// Unix seconds as a decimal string, or `None`.
+fn seconds(v: Option<&Value>) -> Option<i64> {
+    let s = v?.as_str()?;
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// A stable record id for a stored flow (the stand-in keeps none): a decimal number, like the
+/// platform's.
+fn record_id(f: &StoredFlow) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    f.record.to_string().hash(&mut h);
+    (h.finish() >> 1).to_string()
+}
+
+/// The request, once admitted.
+pub(super) fn query(shared: &Shared, parts: &hyper::http::request::Parts, body: &[u8]) -> Reply {
+    match query_param(parts.uri.query(), "employee_type") {
+        Some("employee_id" | "employee_no") => {}
+        _ => return param_invalid("employee_type invalid"),
+    }
+    let Ok(parsed) = serde_json::from_slice::<Value>(body) else {
+        return param_invalid("request body is not valid JSON");
+    };
+    let Some(list) = parsed.get("user_ids").and_then(Value::as_array) else {
+        return param_invalid("user_ids is required and must be an array");
+    };
+    if list.is_empty() || list.len() > MAX_USERS_PER_QUERY {
+        return param_invalid(format!(
+            "user_ids must name 1 to {MAX_USERS_PER_QUERY} users, not {}",
+            list.len()
+        ));
+    }
+    let mut users = HashSet::new();
+    for u in list {
+        match u.as_str() {
+            Some(s) if !s.is_empty() => {
+                users.insert(s);
+            }
+            _ => return param_invalid("user_ids must be non-empty strings"),
+        }
+    }
+    let (Some(from), Some(to)) = (
+        seconds(parsed.get("check_time_from")),
+        seconds(parsed.get("check_time_to")),
+    ) else {
+        return param_invalid("check_time_from and check_time_to must be Unix seconds as strings");
+    };
+    if from > to {
+        return param_invalid("check_time_from is after check_time_to");
+    }
+    let g = lock(&shared.inner);
+    let mut results = Vec::new();
+    for f in g.flows.iter().filter(|f| f.valid) {
+        let r = &f.record;
+        let Some(user) = r.get("user_id").and_then(Value::as_str) else {
+            continue;
+        };
+        if !users.contains(user) {
+            continue;
+        }
+        let Some(t) = seconds(r.get("check_time")) else {
+            continue;
+        };
+        if t < from || t > to {
+            continue;
+        }
+        let mut out = r.clone();
+        if let Some(obj) = out.as_object_mut() {
+            obj.insert("record_id".to_owned(), json!(record_id(f)));
+            // the platform stores 7 (open-platform import) for an import that named no type
+            obj.entry("type").or_insert(json!(7));
+        }
+        results.push(out);
+    }
+    Reply::ok(json!({
+        "code": 0,
+        "msg": "success",
+        "data": { "user_flow_results": results },
+    }))
+}
