@@ -57,7 +57,8 @@
 //! (the read model behind `status` and `/metrics`), `unmapped` (the device users whose rows wait
 //! for a mapping, with the names their devices know), `runtime` (the daemon's snapshots), `store`
 //! (each device's source state and user names), `faults` (what the file did wrong: damage, writes
-//! failing; read by the health model).
+//! failing; read by the health model), `reconcile` (the rows of a time range, and putting rows the
+//! platform does not show back to pending).
 
 mod claim;
 mod counts;
@@ -68,6 +69,7 @@ pub mod lock;
 mod migrations;
 mod open;
 mod outcome;
+mod reconcile;
 mod remap;
 mod runtime;
 pub mod store;
@@ -82,6 +84,7 @@ pub use dlq::{read_dead_letters, DeadLetter, DeadSelection, RetryReport};
 pub use faults::{Fault, Faults};
 pub use insert::LATEST_SUFFIX_LEN;
 pub use open::{open_read_only, side_file};
+pub use reconcile::RangeRow;
 pub use remap::{KindRules, KindsOf, Remap};
 pub use runtime::read_runtime;
 pub use unmapped::{read_waiting_users, Waiting, WaitingUser};

@@ -54,9 +54,9 @@ mod config;
 mod faults;
 mod hr;
 pub mod platform;
+mod query;
 mod reply;
 mod server;
-mod query;
 mod token;
 mod user_flows;
 
