@@ -11,7 +11,7 @@
 //! and `/status`) and the [`snapshot`] that [`status`] reads; [`limits`] keeps file descriptors for
 //! them (clock connections capped), and [`sigbus`] says why a bus error kills the process.
 //! [`online`] is `check-config --online`: a token and one harmless read, to test the app's setup
-//! before go-live.
+//! before go-live. [`reconcile`] proves to HR that every punch is in Feishu, per device and day.
 //! The test doubles (the platform stand-in, the ZKTeco simulator, the demo) are not part of this
 //! crate: they live in the workspace crate `clockbridge-testkit` (`testkit/`), which the product never
 //! ships. See `docs/architecture.md` for the delivery guarantees.
@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod online;
 pub mod punch;
 pub mod queue;
+pub mod reconcile;
 pub mod sender;
 pub mod service;
 pub mod sigbus;

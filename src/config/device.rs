@@ -221,6 +221,11 @@ impl DeviceConfig {
         crate::sources::kind::AsAny::as_any(spec).downcast_ref::<T>()
     }
 
+    /// How reconcile can ask the clock what it holds ([`DeviceSpec::clock_count`]).
+    pub fn clock_count(&self) -> Option<&dyn crate::sources::ClockCount> {
+        self.spec.clock_count()
+    }
+
     /// The kind's name (`kind = "..."`).
     pub fn kind(&self) -> &'static str {
         self.spec.kind()

@@ -1,6 +1,7 @@
 //! Typed configuration: a TOML file, then `CLOCKBRIDGE__SECTION__KEY` environment overrides.
 //!
 //! - [`sections`]: `[feishu]`, `[queue]`, `[mapping]`, `[sender]`, `[log]`, `[http]`, `[inbox]`;
+//!   [`reconcile`]: `[reconcile]`;
 //! - [`device`]: `[[devices]]`, whose keys beyond the common ones belong to the device's kind
 //!   ([`crate::sources::KINDS`]);
 //! - [`secret`]: the app secret, where it comes from and how its file is read;
@@ -26,6 +27,7 @@
 pub mod access;
 pub mod device;
 pub mod errors;
+pub mod reconcile;
 pub mod secret;
 pub mod sections;
 
@@ -36,6 +38,7 @@ use serde::Deserialize;
 pub use crate::mapping::{MappingConfig, MappingMode};
 pub use device::DeviceConfig;
 pub use errors::ConfigError;
+pub use reconcile::ReconcileConfig;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
     EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig,
@@ -56,6 +59,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub inbox: InboxConfig,
     pub limits: LimitsConfig,
+    pub reconcile: ReconcileConfig,
     pub devices: Vec<DeviceConfig>,
     /// Where the configuration and its secret came from (for [`Config::warnings`]).
     origin: Origin,
@@ -91,6 +95,8 @@ struct Raw {
     inbox: InboxConfig,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    reconcile: ReconcileConfig,
     #[serde(default)]
     devices: Vec<config::Map<String, config::Value>>,
 }
@@ -204,6 +210,7 @@ impl Config {
             http: raw.http,
             inbox: raw.inbox,
             limits: raw.limits,
+            reconcile: raw.reconcile,
             devices,
             origin: Origin {
                 name: origin.to_string(),
@@ -218,6 +225,7 @@ impl Config {
     /// share (an id, a listening address, a ZKTeco terminal).
     pub fn validate(&self) -> Result<(), ConfigError> {
         sections::validate(self)?;
+        self.reconcile.check()?;
         device::check_unique(&self.devices)
     }
 
@@ -245,6 +253,7 @@ impl Config {
             ("http", serde_json::to_value(&self.http)),
             ("inbox", serde_json::to_value(&self.inbox)),
             ("limits", serde_json::to_value(&self.limits)),
+            ("reconcile", serde_json::to_value(&self.reconcile)),
         ];
         for (name, value) in sections {
             top.insert(name.into(), value.unwrap_or_default());

@@ -11,6 +11,7 @@
 //! - [`lanes`]: one file per endpoint (`user_flows/batch_create`, `user_approvals`,
 //!   `archive_rule/upload_report`, `leave_accrual_record`): its path, body, batch limit, grouping and
 //!   its own reading of the error table.
+//! - [`query`]: the read of punches back (`user_flows/query`), for `clockbridge reconcile`.
 //!
 //! The app secret and tokens never appear in an error, a log line or `Debug` output.
 
@@ -18,6 +19,7 @@ pub mod classify;
 pub mod client;
 pub mod lanes;
 pub mod net;
+pub mod query;
 pub mod token;
 
 pub use classify::{classify, parse_failed_list, AppProblem, Verdict};

@@ -107,6 +107,37 @@ pub trait DeviceSpec: AsAny + Send + Sync + std::fmt::Debug {
     }
     /// The device's source task: runs until `ctx.shutdown` is cancelled, whatever fails.
     fn start(&self, ctx: SourceContext) -> SourceTask;
+    /// How `clockbridge reconcile` can ask the clock itself what it holds; `None` (the default):
+    /// it cannot be asked (a line clock sends what it sends), and reconcile says so.
+    fn clock_count(&self) -> Option<&dyn ClockCount> {
+        None
+    }
+}
+
+/// What a clock can say about its own log, for `clockbridge reconcile`'s clock side: a small
+/// capability a kind offers through [`DeviceSpec::clock_count`] (ZKTeco terminals: their record
+/// count and the watermark; a kind that can count a time range fills
+/// [`ClockCounted::range_records`]).
+pub trait ClockCount: Send + Sync {
+    /// Asks the clock. `range` is the Unix-second bounds of the reconcile on the device's wall
+    /// clock (half open); `store` is the device's state (where a watermark is kept).
+    fn count<'a>(
+        &'a self,
+        device: &'a str,
+        range: (i64, i64),
+        store: &'a DeviceStore,
+    ) -> Pin<Box<dyn Future<Output = Result<ClockCounted, String>> + Send + 'a>>;
+}
+
+/// What a clock said.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClockCounted {
+    /// Records in the clock's whole log.
+    pub device_records: Option<u64>,
+    /// Records of the log the source counts as committed to the queue (its watermark).
+    pub watermark: Option<u64>,
+    /// Records the clock holds in the reconcile's range, for clocks that can count a range.
+    pub range_records: Option<u64>,
 }
 
 /// Something a device uses that no other device may use too.

@@ -33,7 +33,7 @@ pub static KINDS: &[&dyn Kind] = &[&tcp::KIND, &serial::KIND, &zk::KIND];
 
 pub use crate::device_stats::{DeviceSnapshot, DeviceStats};
 pub use crate::ingest::{IngestOutcome, PunchSink};
-pub use kind::{DeviceSpec, Kind, SourceContext};
+pub use kind::{ClockCount, ClockCounted, DeviceSpec, Kind, SourceContext};
 
 /// How often `poll_command` is written when `poll_interval` is absent.
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 5;

@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod count;
 pub mod figures;
 pub mod source;
 pub mod spec;
@@ -77,5 +78,8 @@ impl DeviceSpec for ZkSpec {
     }
     fn start(&self, ctx: SourceContext) -> SourceTask {
         Box::pin(source::run(self.clone(), ctx))
+    }
+    fn clock_count(&self) -> Option<&dyn kind::ClockCount> {
+        Some(self)
     }
 }

@@ -1,0 +1,172 @@
+//! Asking the platform, within its budget: the users split into calls of at most 50, each call
+//! over the whole range (the page defines no paging: one reply holds every flow of its users), so
+//! the number of requests is the least the limits allow, `ceil(users / 50)`.
+//!
+//! The query has its own budget of 50 requests per second per app, apart from the writes', so a
+//! reconcile never takes from the daemon's uploads. Two reconciles at once (the daemon's scheduled
+//! check and a CLI run) would share it: each holds an exclusive lock on `QUEUE.reconcile.lock`
+//! while it asks, so they take turns; within a turn one GCRA limiter (`governor`, as the sender's)
+//! spaces the requests at `reconcile.max_requests_per_second`, with up to [`IN_FLIGHT`] awaiting
+//! their replies. A rate-limit reply waits what the platform asks (`x-ogw-ratelimit-reset`) and is
+//! counted; a transient failure is retried [`ATTEMPTS`] times with back-off; a refusal of the app
+//! stops the reconcile with what to fix.
+
+use std::fs::{File, OpenOptions};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{Quota, RateLimiter};
+use tokio::task::JoinSet;
+
+use super::ReconcileError;
+use crate::feishu::query::{self, SeenFlow, MAX_USERS};
+use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
+
+/// Requests awaiting their replies at once (at 50 requests per second and a 100 ms reply, five
+/// are needed; more leaves room for slow replies).
+pub const IN_FLIGHT: usize = 16;
+
+/// Tries of one call that fails for a transient reason (rate limits are waited out, not counted).
+pub const ATTEMPTS: u32 = 5;
+
+/// What asking cost.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Cost {
+    /// Requests made, retries included.
+    pub requests: u64,
+    /// The least the limits allow: one per 50 users.
+    pub minimum_requests: u64,
+    /// Replies that said the rate limit was exceeded.
+    pub rate_limited: u64,
+    /// Seconds spent waiting for another reconcile's turn to end.
+    pub waited_for_turn_secs: f64,
+    /// Seconds from the first request to the last reply.
+    pub query_secs: f64,
+}
+
+/// The turn of one reconcile at the query budget: an `flock` on `QUEUE.reconcile.lock`, released
+/// when dropped (or when the process ends, however it ends).
+pub struct Turn {
+    _file: File,
+}
+
+impl Turn {
+    /// Waits for the turn (blocking; run it off the runtime).
+    pub fn take(queue: &Path) -> Result<Turn, ReconcileError> {
+        let path = crate::queue::side_file(queue, ".reconcile.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ReconcileError::Turn {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        file.lock().map_err(|e| ReconcileError::Turn {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Turn { _file: file })
+    }
+}
+
+/// The valid flows of `users` with `from <= check_time <= to`, asked `ceil(users / 50)` times at
+/// `rps` requests per second.
+pub async fn flows(
+    client: Arc<FeishuClient>,
+    users: Vec<String>,
+    from: i64,
+    to: i64,
+    rps: u32,
+    cost: &mut Cost,
+) -> Result<Vec<SeenFlow>, ReconcileError> {
+    let chunks: Vec<Vec<String>> = users.chunks(MAX_USERS).map(<[String]>::to_vec).collect();
+    cost.minimum_requests += chunks.len() as u64;
+    if chunks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rps = NonZeroU32::new(rps.clamp(1, 50)).unwrap_or(NonZeroU32::MIN);
+    let limiter = Arc::new(RateLimiter::direct(
+        Quota::per_second(rps).allow_burst(NonZeroU32::MIN),
+    ));
+    let requests = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    let mut pending = chunks.into_iter();
+    let mut out = Vec::new();
+    let mut failure = None;
+    loop {
+        while failure.is_none() && tasks.len() < IN_FLIGHT {
+            let Some(chunk) = pending.next() else { break };
+            let (client, limiter) = (client.clone(), limiter.clone());
+            let (requests, limited) = (requests.clone(), limited.clone());
+            tasks.spawn(async move {
+                let mut attempt = 0;
+                loop {
+                    limiter.until_ready().await;
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    let reply = match query::query(&client, &chunk, from, to).await {
+                        Ok(flows) => return Ok(flows),
+                        Err(reply) => reply,
+                    };
+                    match classify(&reply) {
+                        Verdict::RateLimited { wait } => {
+                            limited.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(wait).await;
+                        }
+                        Verdict::Retry if attempt + 1 < ATTEMPTS => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                        }
+                        verdict => return Err(refusal(&reply, verdict)),
+                    }
+                }
+            });
+        }
+        match tasks.join_next().await {
+            None => break,
+            Some(Ok(Ok(flows))) => out.extend(flows),
+            Some(Ok(Err(e))) => {
+                failure.get_or_insert(e);
+            }
+            Some(Err(e)) => {
+                failure.get_or_insert(ReconcileError::Platform(format!(
+                    "a query task failed: {e}"
+                )));
+            }
+        }
+    }
+    cost.requests += requests.load(Ordering::Relaxed);
+    cost.rate_limited += limited.load(Ordering::Relaxed);
+    cost.query_secs += started.elapsed().as_secs_f64();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The error for a reply no retry fixes, saying what to do.
+fn refusal(reply: &Reply, verdict: Verdict) -> ReconcileError {
+    let what = match verdict {
+        // the query's own scope, not the write's
+        Verdict::AppBlocked(AppProblem::ScopeMissing) => "the app lacks the permission attendance:task:readonly (export attendance data), which user_flows/query needs: enable it under Permissions & Scopes and publish a new version".to_string(),
+        Verdict::AppBlocked(p) => p.fix().to_string(),
+        Verdict::Retry => format!("the platform kept failing after {ATTEMPTS} tries: try again later"),
+        _ => "the platform refused the query: report this with the log id".to_string(),
+    };
+    ReconcileError::Platform(format!(
+        "user_flows/query: {what} (HTTP {}, code {}, {:?}, log id {})",
+        reply.http_status,
+        reply
+            .code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "none".into()),
+        reply.msg,
+        reply.log_id_text()
+    ))
+}
