@@ -96,6 +96,8 @@ pub struct Running {
     pub inbox_stats: InboxStats,
     /// The health model: `/healthz`, the watchdog, `STATUS=` and the snapshot read its verdict.
     pub health: Arc<Monitor>,
+    /// The last scheduled reconcile (`[reconcile] schedule`): in `status` and `/metrics`.
+    pub reconcile: crate::reconcile::schedule::Shared,
     reload: Arc<Notify>,
     sources_stop: CancellationToken,
     writer_stop: CancellationToken,
@@ -145,6 +147,7 @@ impl Running {
             &self.lane_stats,
             &self.inbox_stats,
             self.health.last(),
+            &self.reconcile,
         )
     }
 
@@ -230,8 +233,10 @@ fn snapshot(
     lanes: &BTreeMap<&'static str, Arc<SenderStats>>,
     inbox: &InboxStats,
     verdict: Verdict,
+    reconcile: &crate::reconcile::schedule::Shared,
 ) -> RuntimeSnapshot {
     RuntimeSnapshot {
+        reconcile: reconcile.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at,
@@ -373,6 +378,17 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let inbox_stats = InboxStats::default();
     // the punch lane's sender first
     all_senders.sort_by_key(|(kind, _)| *kind != PUNCHES.kind());
+    let reconcile = crate::reconcile::schedule::Shared::default();
+    if let Some(at) = cfg.reconcile.daily_at() {
+        housekeeping.push(tokio::spawn(crate::reconcile::schedule::run(
+            Arc::new(cfg.clone()),
+            queue.clone(),
+            client.clone(),
+            at,
+            reconcile.clone(),
+            housekeeping_stop.clone(),
+        )));
+    }
     let health = Monitor::new(Parts {
         queue: queue.clone(),
         devices: devices.clone(),
@@ -382,6 +398,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         inbox: inbox_stats.clone(),
         limits: Limits::for_config(&cfg),
         request_timeout_secs: cfg.feishu.request_timeout_secs,
+        reconcile: reconcile.clone(),
     });
     if !cfg.inbox.dirs().is_empty() {
         crate::inbox::prepare(&cfg.inbox, &inbox_stats);
@@ -420,6 +437,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
             housekeeping_stop.clone(),
         );
         let (lanes, inbox, health) = (lane_stats.clone(), inbox_stats.clone(), health.clone());
+        let last = reconcile.clone();
         let every = opts.snapshot_interval;
         housekeeping.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -430,7 +448,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
                 }
                 let verdict = health.assess(SNAPSHOT_PROBE_WAIT).await;
                 let snap = snapshot(
-                    &devices, &stats, started_at, &mapping, &lanes, &inbox, verdict,
+                    &devices, &stats, started_at, &mapping, &lanes, &inbox, verdict, &last,
                 );
                 snapshots.write(&snap).await;
             }
@@ -475,6 +493,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         housekeeping,
         started_at,
         sink: Some(sink),
+        reconcile,
         http,
         snapshots,
         _lock: lock,

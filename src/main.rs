@@ -86,6 +86,45 @@ enum Command {
         #[command(subcommand)]
         command: SubmitCommand,
     },
+    /// Prove that every punch is in Feishu: the queue's punches of a range against what the
+    /// platform shows, per device and day, and the clocks that can be asked; repair with --requeue.
+    ///
+    /// Dates are calendar days on each device's own clock (its `timezone`; UTC for a device no
+    /// longer configured), both included. Exit 0: every punch confirmed and the clocks agree; 2: a
+    /// delivered punch is not visible in Feishu, or a clock holds records the queue lacks; 3:
+    /// nothing missing, but some punches are not delivered yet; 1: the reconcile could not be made.
+    Reconcile {
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last day (included), YYYY-MM-DD.
+        #[arg(long)]
+        to: String,
+        /// Only this device (repeatable).
+        #[arg(long = "device", value_name = "ID")]
+        devices: Vec<String>,
+        /// Only this user: a Feishu user id or a device user id (repeatable).
+        #[arg(long = "user", value_name = "ID")]
+        users: Vec<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Put punches delivered but not visible in Feishu back to pending (safe: the platform
+        /// deduplicates by idempotent_id), wait for the running daemon to re-send them, and count
+        /// what the re-send changed.
+        #[arg(long)]
+        requeue: bool,
+        /// How long --requeue waits for the re-send (seconds).
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        wait: u64,
+        /// Write one CSV row per punch not confirmed (device, user, local time, state, where it is
+        /// stuck, what to do), for HR.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+        /// Do not ask the clocks.
+        #[arg(long)]
+        no_clocks: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -515,6 +554,34 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 Ok(ExitCode::from(clockbridge::import::EXIT_NOTHING_READ))
             }
+        }
+        Command::Reconcile {
+            from,
+            to,
+            devices,
+            users,
+            json,
+            requeue,
+            wait,
+            csv,
+            no_clocks,
+        } => {
+            use clockbridge::reconcile::{self, range::parse_date, Options};
+            let cfg = Config::load(&cli.config)?;
+            clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            sigbus(&cfg);
+            let opts = Options {
+                from: parse_date("--from", &from).map_err(anyhow::Error::msg)?,
+                to: parse_date("--to", &to).map_err(anyhow::Error::msg)?,
+                devices,
+                users,
+                requeue,
+                wait: std::time::Duration::from_secs(wait),
+                clocks: !no_clocks,
+            };
+            let code =
+                runtime()?.block_on(reconcile::command(&cfg, &opts, json, csv.as_deref()))?;
+            Ok(ExitCode::from(code))
         }
         Command::Run => {
             let cfg = Config::load(&cli.config)?;

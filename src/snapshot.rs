@@ -52,6 +52,9 @@ pub struct RuntimeSnapshot {
     /// [`crate::health`].
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The last scheduled reconcile (`[reconcile] schedule`), once one has run.
+    #[serde(default)]
+    pub reconcile: Option<crate::reconcile::schedule::LastCheck>,
 }
 
 /// The status file of the queue at `queue`: `QUEUE.status` beside it.
@@ -177,6 +180,7 @@ mod tests {
 
     fn snap(pid: u32, devices: usize) -> RuntimeSnapshot {
         RuntimeSnapshot {
+            reconcile: None,
             pid,
             version: "0.1.0".into(),
             devices: (0..devices)

@@ -65,6 +65,8 @@ pub struct Status {
     /// What the running daemon's health model found wrong at its last snapshot (empty: healthy, or
     /// not running).
     pub conditions: Vec<Condition>,
+    /// The daemon's last scheduled reconcile (`[reconcile] schedule`), from its snapshot.
+    pub reconcile: Option<crate::reconcile::schedule::LastCheck>,
     /// The newest dead letters (at most 20).
     pub dead_letters: Vec<DeadLetter>,
     /// The device users whose punches wait for a mapping: how many, and those with the most.
@@ -257,6 +259,7 @@ fn read_at(cfg: &Config, path: &Path) -> Result<Status, QueueError> {
             .filter(|_| running)
             .map(|s| s.conditions.clone())
             .unwrap_or_default(),
+        reconcile: snap.as_ref().and_then(|s| s.reconcile.clone()),
         sender: snap.map(|s| s.sender),
         dead_letters,
         unmapped_users: UnmappedUsers {
@@ -371,6 +374,9 @@ pub fn render_text(s: &Status) -> String {
                 o.push_str(&format!("  - {}: {}\n", c.kind.name(), c.message));
             }
         }
+    }
+    if let Some(r) = &s.reconcile {
+        o.push_str(&crate::reconcile::schedule::status_line(r));
     }
     let q = &s.queue;
     o.push_str(&format!("queue:     {}\n", q.path));
@@ -526,6 +532,7 @@ mod tests {
 
     fn snap(pid: u32) -> RuntimeSnapshot {
         RuntimeSnapshot {
+            reconcile: None,
             pid,
             version: "0.1.0".into(),
             started_at: 1_700_000_000,
@@ -644,6 +651,7 @@ mod tests {
             senders: Default::default(),
             inbox: Default::default(),
             conditions: Vec::new(),
+            reconcile: None,
             dead_letters: Vec::new(),
             unmapped_users: UnmappedUsers::default(),
         }

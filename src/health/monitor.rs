@@ -28,6 +28,8 @@ pub struct Parts {
     pub limits: Limits,
     /// `feishu.request_timeout_secs`.
     pub request_timeout_secs: u64,
+    /// The last scheduled reconcile, for `/metrics` and the status snapshot.
+    pub reconcile: crate::reconcile::schedule::Shared,
 }
 
 /// See the module documentation.

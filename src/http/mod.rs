@@ -338,6 +338,11 @@ async fn metrics(state: &State) -> Response<Full<Bytes>> {
         .map(|(k, s)| (k.to_string(), s.snapshot()))
         .collect();
     scrape.conditions = state.monitor.last().conditions;
+    scrape.reconcile = parts
+        .reconcile
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     match crate::metrics::render(scrape) {
         Ok(text) => reply(StatusCode::OK, crate::metrics::CONTENT_TYPE, text),
         Err(e) => reply(

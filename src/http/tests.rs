@@ -31,6 +31,7 @@ fn monitor(path: &std::path::Path) -> (Arc<Monitor>, Arc<SenderStats>, Arc<Sende
         },
     )]);
     let m = Monitor::new(Parts {
+        reconcile: Default::default(),
         queue,
         devices: Arc::new(devices),
         sender: sender.clone(),

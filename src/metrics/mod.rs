@@ -106,6 +106,9 @@ pub struct Scrape {
     pub lanes: BTreeMap<String, SenderSnapshot>,
     /// The health model's conditions (filled in by the caller; empty in [`gather`]).
     pub conditions: Vec<Condition>,
+    /// The last scheduled reconcile (filled in by the caller; `None` in [`gather`] and before the
+    /// first check).
+    pub reconcile: Option<crate::reconcile::schedule::LastCheck>,
 }
 
 /// Reads the live figures now. The queue is asked once (counts and the oldest outstanding row), on
@@ -141,6 +144,7 @@ pub async fn gather(
     };
     let (latency_cumulative, latency_sum_ms) = sender.latency.cumulative();
     Scrape {
+        reconcile: None,
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at,
         queue,
@@ -604,6 +608,24 @@ impl Collector for Scrape {
         self.encode_queue(&mut enc)?;
         self.encode_sender(&mut enc)?;
         self.encode_lanes(&mut enc)?;
+        if let Some(r) = &self.reconcile {
+            // the last scheduled reconcile ([reconcile] schedule): absent until it has run
+            for (name, help, v) in [
+                ("clockbridge_reconcile_matched", "Punches of the last scheduled reconcile's day delivered and confirmed in Feishu", r.matched),
+                ("clockbridge_reconcile_not_visible", "Punches of the last scheduled reconcile's day delivered but not visible in Feishu", r.not_visible),
+                ("clockbridge_reconcile_not_delivered", "Punches of the last scheduled reconcile's day not delivered yet (pending, dead, unmapped)", r.not_delivered),
+                ("clockbridge_reconcile_missing_from_queue", "Records the clocks hold that the queue does not, at the last scheduled reconcile", r.missing_from_queue),
+            ] {
+                gauge(&mut enc, name, help, None, v as i64)?;
+            }
+            gauge(
+                &mut enc,
+                "clockbridge_reconcile_last_run",
+                "When the last scheduled reconcile finished (Unix time)",
+                Some(&Unit::Seconds),
+                r.at,
+            )?;
+        }
         self.encode_devices(&mut enc)
     }
 }

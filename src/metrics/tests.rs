@@ -39,6 +39,7 @@ fn sample() -> Scrape {
     // a label value that needs escaping
     devices.insert("lobby \"b\"".to_string(), DeviceSnapshot::default());
     Scrape {
+        reconcile: None,
         version: "9.9.9".into(),
         started_at: 1_772_400_000,
         queue: Some(QueueFigures {

@@ -314,3 +314,42 @@ async fn requeue(
     rec.requeue = Some(r);
     Ok(())
 }
+
+/// `clockbridge reconcile`: opens the queue beside a running daemon (never creating one), makes the
+/// client, runs, prints the text (or `json`), writes the CSV for HR (`csv`), and returns the exit
+/// code.
+pub async fn command(
+    cfg: &Config,
+    opts: &Options,
+    json: bool,
+    csv: Option<&std::path::Path>,
+) -> Result<u8, ReconcileError> {
+    let path = cfg.queue.path.clone();
+    let queue = tokio::task::spawn_blocking(move || Queue::open_existing_beside_daemon(&path))
+        .await
+        .map_err(|e| ReconcileError::Usage(format!("the queue could not be opened: {e}")))??;
+    let client = FeishuClient::new(&cfg.feishu, fetch::IN_FLIGHT)
+        .map_err(|e| ReconcileError::Platform(e.to_string()))?;
+    let rec = run(cfg, &queue, Arc::new(client), opts).await?;
+    let times = crate::device_time::DeviceTimes::of(cfg);
+    if json {
+        let text = serde_json::to_string_pretty(&rec)
+            .map_err(|e| ReconcileError::Usage(format!("the report cannot be written: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", render::text(&rec, &times));
+    }
+    if let Some(file) = csv {
+        render::csv(&rec, &times, file).map_err(|e| {
+            ReconcileError::Usage(format!("--csv {}: cannot write: {e}", file.display()))
+        })?;
+        if !json {
+            println!(
+                "wrote {} rows (one per punch not confirmed) to {}",
+                rec.matched.unconfirmed.len(),
+                file.display()
+            );
+        }
+    }
+    Ok(rec.exit_code())
+}

@@ -168,3 +168,18 @@ fn log_devices(rec: &Reconciliation) {
         }
     }
 }
+
+/// The `status` line of the last scheduled check.
+pub fn status_line(r: &LastCheck) -> String {
+    match &r.error {
+        Some(e) => format!("reconcile: {}: could not be made: {e}\n", r.day),
+        None if r.exit_code == super::EXIT_MATCHED => format!(
+            "reconcile: {}: every punch in Feishu ({} matched)\n",
+            r.day, r.matched
+        ),
+        None => format!(
+            "reconcile: {}: {} matched, {} NOT VISIBLE in Feishu, {} not delivered yet, {} missing from the queue: run clockbridge reconcile --from {} --to {}\n",
+            r.day, r.matched, r.not_visible, r.not_delivered, r.missing_from_queue, r.day, r.day
+        ),
+    }
+}

@@ -22,6 +22,7 @@ fn supervised(
     let sender = Arc::new(SenderStats::default());
     sender.heartbeat.store(now_ms(), Ordering::Relaxed);
     let monitor = Monitor::new(Parts {
+        reconcile: Default::default(),
         queue,
         devices: Arc::new(Default::default()),
         sender: sender.clone(),
