@@ -88,8 +88,8 @@ async fn every_request_body_parses_into_the_official_sdk_models() {
             Api::UserApprovals => "user_approvals",
             Api::UploadReport => "upload_report",
             Api::LeaveAccrual => "leave_accrual",
-            // a read has no body to check
-            Api::UserFlowGet => continue,
+            // reads are not writes the SDK's types check
+            Api::UserFlowGet | Api::UserFlowQuery => continue,
         };
         std::fs::write(dir.join(format!("{name}-{i:03}.json")), body).unwrap();
     }

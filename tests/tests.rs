@@ -16,6 +16,7 @@ mod journal;
 mod live;
 mod online;
 mod outcomes;
+mod reconcile;
 mod sdk;
 mod serial;
 mod storage;

@@ -1,0 +1,421 @@
+//! `clockbridge reconcile` end to end: the daemon delivers to the stand-in, then the queue is
+//! proved against what the stand-in's `user_flows/query` shows, per device and day; mismatches made
+//! at the stand-in (a flow judged invalid, a flow lost, flows from another source) and at a ZKTeco
+//! terminal (a watermark moved past records by hand) are found, and `--requeue` repairs what it can.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
+use clockbridge::config::Config;
+use clockbridge::feishu::lanes::user_flows::KIND;
+use clockbridge::feishu::FeishuClient;
+use clockbridge::queue::store::DeviceStore;
+use clockbridge::queue::Queue;
+use clockbridge::reconcile::{self, Options, Outcome, Reconciliation};
+use clockbridge::sources::zk::watermark;
+use clockbridge_testkit::standin::{Api, StandinConfig};
+use clockbridge_testkit::zksim::{self, generate_records, generate_users, SimConfig};
+use serde_json::json;
+
+use crate::util::*;
+
+const LINE_DEVICE: &str = r#"
+[[devices]]
+id = "door-1"
+kind = "tcp"
+mode = "listen"
+address = "127.0.0.1:0"
+timezone = "Asia/Shanghai"
+location_name = "HQ 1F door"
+"#;
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn opts(from: &str, to: &str) -> Options {
+    Options {
+        from: day(from),
+        to: day(to),
+        devices: Vec::new(),
+        users: Vec::new(),
+        requeue: false,
+        wait: Duration::from_secs(30),
+        clocks: true,
+    }
+}
+
+async fn reconcile_with(cfg: &Config, queue: &Queue, o: &Options) -> Reconciliation {
+    let client = Arc::new(FeishuClient::new(&cfg.feishu, 16).unwrap());
+    reconcile::run(cfg, queue, client, o).await.unwrap()
+}
+
+/// The daemon delivers `n` punches of 2026-03-02 from door-1 (Shanghai); returns it running.
+async fn delivered(env: &Env, n: usize) -> clockbridge::daemon::Running {
+    let running = env.start(LINE_DEVICE).await;
+    submit_all(&running, punches("door-1", n)).await;
+    expect_delivered_once(env, &running, n).await;
+    running
+}
+
+#[tokio::test]
+async fn every_punch_is_confirmed_after_a_normal_run() {
+    let env = Env::new(StandinConfig::default()).await;
+    let running = delivered(&env, 300).await;
+    let cfg = env.config_with(LINE_DEVICE, &[]);
+    let rec = reconcile_with(&cfg, &running.queue, &opts("2026-03-02", "2026-03-02")).await;
+    assert_eq!(rec.matched.total.confirmed, 300, "{:?}", rec.matched.total);
+    assert_eq!(rec.matched.total.total(), 300);
+    assert!(rec.matched.unconfirmed.is_empty());
+    assert!(rec.matched.other_sources.is_empty());
+    assert_eq!(rec.exit_code(), reconcile::EXIT_MATCHED);
+    // 97 users, one call each 50: the least the limits allow
+    assert_eq!(rec.cost.requests, 2);
+    assert_eq!(rec.cost.minimum_requests, 2);
+    assert_eq!(env.standin.requests_to(Api::UserFlowQuery), 2);
+    let d = &rec.matched.devices[0];
+    assert_eq!(
+        (d.device.as_str(), d.timezone.as_str()),
+        ("door-1", "Asia/Shanghai")
+    );
+    assert_eq!(
+        d.days.keys().copied().collect::<Vec<_>>(),
+        vec![day("2026-03-02")]
+    );
+    // a line clock cannot be asked: said, not guessed
+    assert_eq!(rec.clocks.len(), 1);
+    assert!(rec.clocks[0]
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("cannot be asked"));
+    // the day before holds none of them (the days are the device's, not UTC's)
+    let before = reconcile_with(&cfg, &running.queue, &opts("2026-03-01", "2026-03-01")).await;
+    assert_eq!(before.matched.total.total(), 0);
+
+    // the command beside the running daemon: exit 0, the zone named, a CSV with its header only
+    let config = env.write_config(LINE_DEVICE);
+    let csv = env.dir.path().join("hr.csv");
+    let out = clockbridge_cli(
+        &[
+            "reconcile",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-02",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+        &config,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("door-1 Asia/Shanghai"), "{text}");
+    assert!(
+        text.contains("every punch of the range is in Feishu"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_flow_made_invisible_is_reported_and_requeue_brings_it_back_exactly_once() {
+    let env = Env::new(StandinConfig::default()).await;
+    let running = delivered(&env, 100).await;
+    let cfg = env.config_with(LINE_DEVICE, &[]);
+    let stored = env.standin.stored();
+    let invalid = stored[10].idempotent_id().unwrap().to_string();
+    let lost = stored[20].idempotent_id().unwrap().to_string();
+    assert_eq!(env.standin.invalidate_flow(&invalid), 1);
+    assert_eq!(env.standin.lose_flow(&lost), 1);
+
+    let rec = reconcile_with(&cfg, &running.queue, &opts("2026-03-02", "2026-03-02")).await;
+    assert_eq!(rec.matched.total.confirmed, 98);
+    assert_eq!(rec.matched.total.not_visible, 2);
+    assert_eq!(rec.exit_code(), reconcile::EXIT_MISMATCH);
+    let mut missing: Vec<&str> = rec
+        .matched
+        .unconfirmed
+        .iter()
+        .filter(|u| u.outcome == Outcome::NotVisible)
+        .map(|u| u.idempotent_id.as_str())
+        .collect();
+    missing.sort();
+    let mut want = vec![invalid.as_str(), lost.as_str()];
+    want.sort();
+    assert_eq!(missing, want);
+
+    // the CSV for HR names each one, where it is stuck and what to do
+    let config = env.write_config(LINE_DEVICE);
+    let csv = env.dir.path().join("hr.csv");
+    let out = clockbridge_cli(
+        &[
+            "reconcile",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-02",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+        &config,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains("--requeue"), "{text}");
+    assert!(text.contains("+08:00"), "{text}");
+
+    env.standin.set_record_bodies(true);
+    let batches_before = env.standin.requests_to(Api::UserFlows);
+    let rec = reconcile_with(
+        &cfg,
+        &running.queue,
+        &Options {
+            requeue: true,
+            ..opts("2026-03-02", "2026-03-02")
+        },
+    )
+    .await;
+    let r = rec.requeue.clone().unwrap();
+    assert!(r.daemon_running);
+    assert_eq!(
+        (
+            r.requeued,
+            r.delivered_again,
+            r.now_visible,
+            r.still_not_visible
+        ),
+        (2, 2, 2, 0)
+    );
+    assert_eq!(rec.matched.total.confirmed, 100);
+    assert_eq!(rec.exit_code(), reconcile::EXIT_MATCHED);
+    // each was re-sent exactly once, and the platform shows each exactly once
+    let bodies = env.standin.recorded_bodies();
+    for id in [&invalid, &lost] {
+        let sent = bodies
+            .iter()
+            .filter(|(api, b)| *api == Api::UserFlows && b.contains(id.as_str()))
+            .count();
+        assert_eq!(sent, 1, "{id} re-sent {sent} times");
+        let visible = env
+            .standin
+            .stored()
+            .iter()
+            .filter(|f| f.valid && f.idempotent_id() == Some(id.as_str()))
+            .count();
+        assert_eq!(visible, 1, "{id}");
+    }
+    assert!(env.standin.requests_to(Api::UserFlows) > batches_before);
+    let again = reconcile_with(&cfg, &running.queue, &opts("2026-03-02", "2026-03-02")).await;
+    assert_eq!(again.matched.total.confirmed, 100);
+    assert_eq!(again.exit_code(), reconcile::EXIT_MATCHED);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn flows_from_another_source_are_listed_apart_and_never_resent() {
+    let env = Env::new(StandinConfig::default()).await;
+    let running = delivered(&env, 50).await;
+    let cfg = env.config_with(LINE_DEVICE, &[]);
+    // a punch in the mobile app, and one from another gateway (with its own ids), for users the
+    // bridge sent punches of; and one for a user it never did (not asked, so not seen)
+    let t = 1_772_413_199; // 2026-03-02 08:59:59 +08:00
+    env.standin
+        .add_foreign_flow(json!({"user_id": "u1", "check_time": t.to_string(),
+        "location_name": "mobile", "comment": "app punch"}));
+    env.standin
+        .add_foreign_flow(json!({"user_id": "u2", "check_time": (t + 60).to_string(),
+        "location_name": "B2", "comment": "other gateway", "idempotent_id": "gw2-1",
+        "external_id": "gate-9/2/20260302090059", "type": 7}));
+    env.standin
+        .add_foreign_flow(json!({"user_id": "stranger", "check_time": t.to_string(),
+        "location_name": "x", "comment": "x"}));
+    let stored_before = env.standin.stored_len();
+    env.standin.set_record_bodies(true);
+
+    let rec = reconcile_with(
+        &cfg,
+        &running.queue,
+        &Options {
+            requeue: true,
+            ..opts("2026-03-02", "2026-03-02")
+        },
+    )
+    .await;
+    assert_eq!(rec.matched.total.confirmed, 50);
+    assert_eq!(
+        rec.matched.other_sources.len(),
+        2,
+        "{:?}",
+        rec.matched.other_sources
+    );
+    assert!(rec.matched.pruned_from_queue.is_empty());
+    // other sources do not make a mismatch, and nothing is re-sent for them
+    assert_eq!(rec.exit_code(), reconcile::EXIT_MATCHED);
+    assert_eq!(rec.requeue.as_ref().unwrap().requeued, 0);
+    assert!(env
+        .standin
+        .recorded_bodies()
+        .iter()
+        .all(|(api, _)| *api != Api::UserFlows));
+    assert_eq!(env.standin.stored_len(), stored_before);
+    let text = reconcile::render::text(&rec, &clockbridge::device_time::DeviceTimes::of(&cfg));
+    assert!(text.contains("other sources: 2 flows"), "{text}");
+    assert!(text.contains("never re-sent"), "{text}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_zk_terminal_whose_log_holds_records_the_queue_lacks_is_reported() {
+    let start = NaiveDateTime::parse_from_str("2026-03-02 06:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+    let users = generate_users(8);
+    let all = generate_records(40, &users, start);
+    let sim = zksim::start(SimConfig {
+        users,
+        records: all[..30].to_vec(),
+        clock_offset: TimeDelta::hours(8),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let env = Env::new(StandinConfig::default()).await;
+    let device = format!(
+        "\n[[devices]]\nid = \"door-zk\"\nkind = \"zk\"\naddress = \"{}\"\ntimezone = \"Asia/Shanghai\"\nrealtime = false\n",
+        sim.addr()
+    );
+    let running = env.start(&device).await;
+    expect_delivered_once(&env, &running, 30).await;
+    running.stop().await;
+
+    // ten more punches on the terminal, and a watermark moved past them by hand
+    sim.add_records(all[30..].to_vec()).unwrap();
+    let queue = Queue::open_beside_daemon(&env.queue_path()).unwrap();
+    let store = DeviceStore::new(queue.clone(), "door-zk");
+    let mut wm = watermark::load(&store).await.unwrap().unwrap();
+    assert_eq!(wm.records, 30);
+    wm.records = 40;
+    watermark::save(&store, &wm).await.unwrap();
+
+    let cfg = env.config_with(&device, &[]);
+    let last = all.last().unwrap().time.date().to_string();
+    let rec = reconcile_with(&cfg, &queue, &opts("2026-03-02", &last)).await;
+    assert_eq!(rec.matched.total.confirmed, 30);
+    let c = &rec.clocks[0];
+    assert_eq!(
+        (c.counted.device_records, c.counted.watermark, c.queue_rows),
+        (Some(40), Some(40), 30)
+    );
+    assert_eq!(c.missing_from_queue, 10);
+    assert_eq!(rec.exit_code(), reconcile::EXIT_MISMATCH);
+    let text = reconcile::render::text(&rec, &clockbridge::device_time::DeviceTimes::of(&cfg));
+    assert!(
+        text.contains("10 records the clock holds are NOT in the queue"),
+        "{text}"
+    );
+
+    // with the watermark back where the queue is, the clock says what is not read yet instead
+    wm.records = 30;
+    watermark::save(&store, &wm).await.unwrap();
+    let rec = reconcile_with(&cfg, &queue, &opts("2026-03-02", &last)).await;
+    assert_eq!(
+        (rec.clocks[0].missing_from_queue, rec.clocks[0].not_read_yet),
+        (0, 10)
+    );
+    assert_eq!(rec.exit_code(), reconcile::EXIT_UNDELIVERED);
+}
+
+#[tokio::test]
+async fn reconcile_beside_a_running_daemon_under_load_causes_no_429s() {
+    let env = Env::new(StandinConfig {
+        latency: Duration::from_millis(20),
+        ..StandinConfig::default()
+    })
+    .await;
+    // a rate two reconciles at once would take over the query's limit of 50 (2 x 40), with room
+    // for the jitter of a loaded test machine: they must take turns
+    let extra = format!("{LINE_DEVICE}\n[reconcile]\nmax_requests_per_second = 40\n");
+    let running = env.start(&extra).await;
+    let backlog = records(&punches("door-1", 8_000));
+    running.queue.insert(Arc::new(backlog)).await.unwrap();
+    running.wake_kind(KIND);
+    let cfg = env.config_with(&extra, &[]);
+    let users: Vec<String> = (0..2_000).map(|i| format!("u{i}")).collect();
+    let o = Options {
+        users,
+        ..opts("2026-03-02", "2026-03-02")
+    };
+    // the scheduled check and a CLI run at the same time, while the sender drains the backlog
+    let (a, b) = tokio::join!(
+        reconcile_with(&cfg, &running.queue, &o),
+        reconcile_with(&cfg, &running.queue, &o)
+    );
+    for rec in [&a, &b] {
+        assert_eq!(rec.cost.requests, 40);
+        assert_eq!(rec.cost.rate_limited, 0);
+    }
+    assert!(a.cost.waited_for_turn_secs > 0.3 || b.cost.waited_for_turn_secs > 0.3);
+    running
+        .wait_for(PATIENCE, |c| c.total.delivered == 8_000)
+        .await
+        .unwrap();
+    assert_eq!(env.standin.stats().rate_limited, 0);
+    assert_eq!(env.standin.requests_to(Api::UserFlowQuery), 80);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_range_of_31_days_for_2000_users_finishes() {
+    let env = Env::new(StandinConfig::default()).await;
+    let (queue, _) = Queue::open(&env.queue_path()).unwrap();
+    let ps: Vec<_> = (1..=31)
+        .flat_map(|d| {
+            (0..2_000).map(move |u| {
+                punch(
+                    "door-1",
+                    &format!("u{u}"),
+                    &format!("2026-03-{d:02} 09:00:00"),
+                )
+            })
+        })
+        .collect();
+    let rows = records(&ps);
+    env.standin.seed_flows(
+        rows.iter()
+            .map(|r| serde_json::from_str(&r.payload).unwrap())
+            .collect(),
+    );
+    for chunk in rows.chunks(10_000) {
+        queue.insert(Arc::new(chunk.to_vec())).await.unwrap();
+    }
+    loop {
+        let claimed = queue.claim(KIND, 10_000).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        queue
+            .mark_delivered(claimed.iter().map(|c| c.id).collect())
+            .await
+            .unwrap();
+    }
+    let cfg = env.config_with(LINE_DEVICE, &[]);
+    let rec = reconcile_with(&cfg, &queue, &opts("2026-03-01", "2026-03-31")).await;
+    assert_eq!(rec.matched.total.confirmed, 62_000);
+    assert_eq!(rec.matched.devices[0].days.len(), 31);
+    assert_eq!((rec.cost.requests, rec.cost.minimum_requests), (40, 40));
+    assert_eq!(rec.exit_code(), reconcile::EXIT_MATCHED);
+}
