@@ -251,18 +251,19 @@ async fn read_reply(
     let reset = header("x-ogw-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
     let content_type = header("content-type");
     let bytes = resp.bytes().await.map_err(describe_reqwest)?;
-    let env: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+    let mut env: Option<Envelope> = serde_json::from_slice(&bytes).ok();
     let mut reply = Reply {
         http_status: status,
         log_id,
         ratelimit_reset: reset,
         ..Reply::default()
     };
-    match &env {
+    match &mut env {
         Some(e) => {
             reply.code = e.code;
             reply.msg = e.msg.clone();
-            reply.data = e.data.clone();
+            // moved, not copied: a read's data can be megabytes (user_flows/query)
+            reply.data = std::mem::take(&mut e.data);
             if reply.log_id.is_none() {
                 reply.log_id = e.error.as_ref().and_then(|e| e.log_id.clone());
             }

@@ -112,6 +112,10 @@ pub struct Reconciliation {
     pub clocks: Vec<ClockCheck>,
     pub cost: Cost,
     pub requeue: Option<Requeue>,
+    /// Seconds reading the range from the queue.
+    pub read_secs: f64,
+    /// Seconds matching.
+    pub match_secs: f64,
     pub elapsed_secs: f64,
 }
 
@@ -172,6 +176,7 @@ pub async fn run(
                     .iter()
                     .any(|u| Some(u.as_str()) == user || u == subject))
     };
+    let read = Instant::now();
     let rows: Vec<_> = queue
         .rows_in_range(KIND, union.from, union.to)
         .await?
@@ -182,6 +187,7 @@ pub async fn run(
     // a user named on the command line is asked even without a punch in the queue
     users.extend(opts.users.iter().cloned());
     let users: Vec<String> = users.into_iter().collect();
+    let read_secs = read.elapsed().as_secs_f64();
 
     let mut cost = Cost::default();
     let flows = ask(
@@ -193,7 +199,9 @@ pub async fn run(
         &mut cost,
     )
     .await?;
+    let matching = Instant::now();
     let matched = report::matching(&range, &rows, &flows);
+    let match_secs = matching.elapsed().as_secs_f64();
     let clocks = if opts.clocks {
         clocks::check(cfg, queue, &range, &opts.devices, &rows).await
     } else {
@@ -214,6 +222,8 @@ pub async fn run(
         clocks,
         cost,
         requeue: None,
+        read_secs,
+        match_secs,
         elapsed_secs: 0.0,
     };
     if opts.requeue {

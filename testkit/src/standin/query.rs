@@ -101,10 +101,18 @@ fn seconds(v: Option<&Value>) -> Option<i64> {
 }
 
 /// A stable record id for a stored flow (the stand-in keeps none): a decimal number, like the
-/// platform's.
+/// platform's, from the flow's user, time and ids.
 fn record_id(f: &StoredFlow) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    f.record.to_string().hash(&mut h);
+    for key in [
+        "user_id",
+        "check_time",
+        "idempotent_id",
+        "external_id",
+        "comment",
+    ] {
+        f.record.get(key).and_then(Value::as_str).hash(&mut h);
+    }
     (h.finish() >> 1).to_string()
 }
 

@@ -1,0 +1,154 @@
+//! Reconciling a month: 2,000 users, 4 punches a day for 30 days (240,000 punches, every one
+//! delivered) against the platform stand-in answering `user_flows/query` after 100 ms, with its
+//! limit of 50 requests per second.
+//!
+//! Run: `cargo bench --bench reconcile`. `CLOCKBRIDGE_BENCH_USERS` and `CLOCKBRIDGE_BENCH_DAYS`
+//! change the size. The queue is seeded through its own insert path (transactions of 10,000 rows,
+//! then claimed and acknowledged in bulk) and the stand-in with the same records (no uploads), so
+//! only the reconcile is timed: reading the range from the queue, the queries, the matching.
+//!
+//! Figures, each against its reference:
+//! - requests against the least the platform's limits allow (`ceil(users / 50)`: 50 user ids a
+//!   call, no paging): goal at most 1.1 times;
+//! - the time of the queries against `requests / 50` seconds (the rate limit's floor): goal within
+//!   1.1 times; and the whole run's time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use clockbridge::config::Config;
+use clockbridge::feishu::lanes::user_flows;
+use clockbridge::feishu::FeishuClient;
+use clockbridge::punch::{normalise, Punch};
+use clockbridge::queue::Queue;
+use clockbridge::reconcile::{self, Options};
+use clockbridge_testkit::standin::{Api, Standin, StandinConfig};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let users = env_num("CLOCKBRIDGE_BENCH_USERS", 2_000);
+    let days = env_num("CLOCKBRIDGE_BENCH_DAYS", 30) as u32;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let standin = Standin::start(StandinConfig {
+            latency: Duration::from_millis(100),
+            rate_limit_per_sec: 50,
+            ..StandinConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let queue_path = dir.path().join("queue.db");
+        let (queue, _) = Queue::open(&queue_path).unwrap();
+
+        let seeding = Instant::now();
+        let now = chrono::Utc::now();
+        let times = ["08:58:01", "12:01:30", "13:02:10", "18:05:45"];
+        let mut total = 0usize;
+        for d in 1..=days {
+            let date = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap() + chrono::Duration::days(d as i64 - 1);
+            let rows: Vec<_> = (0..users)
+                .flat_map(|u| {
+                    times.iter().map(move |t| Punch {
+                        device_id: "door-1".into(),
+                        device_user_id: format!("u{u}"),
+                        local_time: date.and_time(t.parse().unwrap()),
+                        state: Some(0),
+                        verify: Some(1),
+                        workcode: None,
+                        state_text: None,
+                    })
+                })
+                .map(|p| {
+                    let user = p.device_user_id.clone();
+                    user_flows::record(&normalise(
+                        p,
+                        chrono_tz::Asia::Shanghai,
+                        "HQ",
+                        Some(&user),
+                        now,
+                        3600,
+                    ))
+                })
+                .collect();
+            standin.seed_flows(
+                rows.iter()
+                    .map(|r| serde_json::from_str(&r.payload).unwrap())
+                    .collect(),
+            );
+            total += rows.len();
+            queue.insert(Arc::new(rows)).await.unwrap();
+        }
+        loop {
+            let claimed = queue.claim(user_flows::KIND, 10_000).await.unwrap();
+            if claimed.is_empty() {
+                break;
+            }
+            queue
+                .mark_delivered(claimed.iter().map(|c| c.id).collect())
+                .await
+                .unwrap();
+        }
+        println!(
+            "seeded {total} delivered punches ({users} users, {days} days, 4 a day) in {:.1} s",
+            seeding.elapsed().as_secs_f64()
+        );
+
+        let toml = format!(
+            "[feishu]\nbase_url = \"{}\"\napp_id = \"cli_standin\"\napp_secret = \"standin-secret\"\n\n[queue]\npath = \"{}\"\n\n[[devices]]\nid = \"door-1\"\nkind = \"tcp\"\nmode = \"listen\"\naddress = \"127.0.0.1:0\"\ntimezone = \"Asia/Shanghai\"\n",
+            standin.base_url(),
+            queue_path.display()
+        );
+        let cfg = Config::from_toml_with_env(&toml, "bench", std::iter::empty()).unwrap();
+        let client = Arc::new(FeishuClient::new(&cfg.feishu, 16).unwrap());
+        let to = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap() + chrono::Duration::days(days as i64 - 1);
+        let opts = Options {
+            from: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            to,
+            devices: Vec::new(),
+            users: Vec::new(),
+            requeue: false,
+            wait: Duration::ZERO,
+            clocks: false,
+        };
+        let t = Instant::now();
+        let rec = reconcile::run(&cfg, &queue, client, &opts).await.unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(rec.matched.total.confirmed as usize, total);
+        assert_eq!(rec.exit_code(), reconcile::EXIT_MATCHED);
+        let c = &rec.cost;
+        let floor = c.requests as f64 / 50.0;
+        println!(
+            "reconcile of {total} punches: {secs:.2} s in all: {:.2} s reading the queue, {:.2} s querying, {:.2} s matching",
+            rec.read_secs, c.query_secs, rec.match_secs
+        );
+        println!(
+            "requests: {} for {users} users; the least the limits allow: {} ({:.2}x, goal <= 1.1x); rate-limited: {}",
+            c.requests,
+            c.minimum_requests,
+            c.requests as f64 / c.minimum_requests as f64,
+            c.rate_limited
+        );
+        println!(
+            "querying against requests / 50 per second ({floor:.2} s): {:.2}x (goal <= 1.1x); the whole run: {:.2}x",
+            c.query_secs / floor,
+            secs / floor
+        );
+        println!(
+            "stand-in: {} user_flows/query requests, {} rate-limited",
+            standin.requests_to(Api::UserFlowQuery),
+            standin.stats().rate_limited
+        );
+    });
+}
