@@ -412,7 +412,8 @@ mod tests {
         }
         // every field of the sections that have defaults, set or not (the example leaves some out)
         use crate::config::{
-            HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig, SenderConfig,
+            HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig, ReconcileConfig,
+            SenderConfig,
         };
         for v in [
             serde_json::to_value(HttpConfig::default()),
@@ -420,6 +421,7 @@ mod tests {
             serde_json::to_value(LimitsConfig::default()),
             serde_json::to_value(LogConfig::default()),
             serde_json::to_value(QueueConfig::default()),
+            serde_json::to_value(ReconcileConfig::default()),
             serde_json::to_value(SenderConfig::default()),
         ] {
             keys.extend(v.unwrap().as_object().unwrap().keys().cloned());

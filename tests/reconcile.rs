@@ -138,6 +138,8 @@ async fn a_flow_made_invisible_is_reported_and_requeue_brings_it_back_exactly_on
     assert_eq!(env.standin.lose_flow(&lost), 1);
 
     let rec = reconcile_with(&cfg, &running.queue, &opts("2026-03-02", "2026-03-02")).await;
+    let times = clockbridge::device_time::DeviceTimes::of(&cfg);
+    eprintln!("{}", reconcile::render::text(&rec, &times));
     assert_eq!(rec.matched.total.confirmed, 98);
     assert_eq!(rec.matched.total.not_visible, 2);
     assert_eq!(rec.exit_code(), reconcile::EXIT_MISMATCH);
@@ -191,6 +193,7 @@ async fn a_flow_made_invisible_is_reported_and_requeue_brings_it_back_exactly_on
         },
     )
     .await;
+    eprintln!("{}", reconcile::render::text(&rec, &times));
     let r = rec.requeue.clone().unwrap();
     assert!(r.daemon_running);
     assert_eq!(
@@ -418,4 +421,58 @@ async fn a_range_of_31_days_for_2000_users_finishes() {
     assert_eq!(rec.matched.devices[0].days.len(), 31);
     assert_eq!((rec.cost.requests, rec.cost.minimum_requests), (40, 40));
     assert_eq!(rec.exit_code(), reconcile::EXIT_MATCHED);
+}
+
+#[tokio::test]
+async fn the_scheduled_check_shows_in_status_and_metrics() {
+    let env = Env::new(StandinConfig::default()).await;
+    let extra = format!(
+        "{LINE_DEVICE}\n[http]\nlisten = \"127.0.0.1:0\"\n\n[reconcile]\nschedule = \"daily 02:30\"\n"
+    );
+    let running = env.start(&extra).await;
+    submit_all(&running, punches("door-1", 100)).await;
+    expect_delivered_once(&env, &running, 100).await;
+    let stored = env.standin.stored();
+    env.standin
+        .invalidate_flow(stored[5].idempotent_id().unwrap());
+    let cfg = env.config_with(&extra, &[]);
+    // the check the schedule runs at 02:30, for the day of the punches
+    let check = reconcile::schedule::check_and_keep(
+        &cfg,
+        &running.queue,
+        running.client.clone(),
+        day("2026-03-02"),
+        &running.reconcile,
+    )
+    .await;
+    assert_eq!(
+        (check.matched, check.not_visible, check.missing_from_queue),
+        (99, 1, 0)
+    );
+    assert_eq!(check.exit_code, reconcile::EXIT_MISMATCH);
+    let addr = running.http_addr().unwrap();
+    let (code, text) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let scrape = parse_metrics(&text);
+    assert_eq!(metric(&scrape, "clockbridge_reconcile_matched", &[]), 99.0);
+    assert_eq!(
+        metric(&scrape, "clockbridge_reconcile_not_visible", &[]),
+        1.0
+    );
+    assert_eq!(
+        metric(&scrape, "clockbridge_reconcile_missing_from_queue", &[]),
+        0.0
+    );
+    let config = env.write_config(&extra);
+    let status = until_async("status shows the check", &env.queue_path(), || async {
+        let st = status_json(&config).await;
+        (!st["reconcile"].is_null()).then_some(st)
+    })
+    .await;
+    assert_eq!(status["reconcile"]["not_visible"], 1);
+    assert_eq!(status["reconcile"]["day"], "2026-03-02");
+    assert!(status_text(&config)
+        .await
+        .contains("1 NOT VISIBLE in Feishu"));
+    running.stop().await;
 }

@@ -85,15 +85,23 @@ pub async fn run(
             _ = tokio::time::sleep(until_next(at)) => {}
             _ = shutdown.cancelled() => return,
         }
-        let check = check_yesterday(&cfg, &queue, client.clone()).await;
-        *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(check);
+        let day = Local::now().date_naive().pred_opt().unwrap_or_default();
+        check_and_keep(&cfg, &queue, client.clone(), day, &last).await;
     }
 }
 
-/// One check of yesterday (the gateway's yesterday; each device's days in its own zone), logged.
-pub async fn check_yesterday(cfg: &Config, queue: &Queue, client: Arc<FeishuClient>) -> LastCheck {
-    let day = Local::now().date_naive().pred_opt().unwrap_or_default();
-    check_day(cfg, queue, client, day).await
+/// One check of `day` (each device's day in its own zone), logged and kept in `last` for `status`
+/// and `/metrics`.
+pub async fn check_and_keep(
+    cfg: &Config,
+    queue: &Queue,
+    client: Arc<FeishuClient>,
+    day: chrono::NaiveDate,
+    last: &Shared,
+) -> LastCheck {
+    let check = check_day(cfg, queue, client, day).await;
+    *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(check.clone());
+    check
 }
 
 /// One check of `day`, logged: one INFO line when everything matched, one WARN line per device
