@@ -117,6 +117,7 @@ async fn every_punch_is_confirmed_after_a_normal_run() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("{text}");
     assert!(text.contains("door-1 Asia/Shanghai"), "{text}");
     assert!(
         text.contains("every punch of the range is in Feishu"),
@@ -178,6 +179,7 @@ async fn a_flow_made_invisible_is_reported_and_requeue_brings_it_back_exactly_on
         String::from_utf8_lossy(&out.stdout)
     );
     let text = std::fs::read_to_string(&csv).unwrap();
+    eprintln!("{text}");
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(text.contains("--requeue"), "{text}");
     assert!(text.contains("+08:00"), "{text}");
@@ -326,6 +328,7 @@ async fn a_zk_terminal_whose_log_holds_records_the_queue_lacks_is_reported() {
     assert_eq!(c.missing_from_queue, 10);
     assert_eq!(rec.exit_code(), reconcile::EXIT_MISMATCH);
     let text = reconcile::render::text(&rec, &clockbridge::device_time::DeviceTimes::of(&cfg));
+    eprintln!("{text}");
     assert!(
         text.contains("10 records the clock holds are NOT in the queue"),
         "{text}"

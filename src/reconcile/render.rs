@@ -26,10 +26,11 @@ pub fn text(rec: &Reconciliation, times: &DeviceTimes) -> String {
     let zones: Vec<String> = rec.zones.iter().map(|(d, z)| format!("{d} {z}")).collect();
     let _ = writeln!(
         o,
-        "reconcile {} to {} ({} days; each device's days in its own zone: {})",
+        "reconcile {} to {} ({} day{}; each device's days in its own zone: {})",
         rec.from,
         rec.to,
         (rec.to - rec.from).num_days() + 1,
+        if rec.to > rec.from { "s" } else { "" },
         if zones.is_empty() {
             "no punches".to_string()
         } else {
@@ -39,8 +40,13 @@ pub fn text(rec: &Reconciliation, times: &DeviceTimes) -> String {
     let c = &rec.cost;
     let _ = writeln!(
         o,
-        "asked Feishu (user_flows/query) for {} users: {} requests (the least its limits allow: {}), {} rate-limited, {:.1} s",
-        rec.users_asked, c.requests, c.minimum_requests, c.rate_limited, c.query_secs
+        "asked Feishu (user_flows/query) for {} users: {} request{} (the least its limits allow: {}), {} rate-limited, {:.1} s",
+        rec.users_asked,
+        c.requests,
+        if c.requests == 1 { "" } else { "s" },
+        c.minimum_requests,
+        c.rate_limited,
+        c.query_secs
     );
     for d in &rec.matched.devices {
         let _ = writeln!(
@@ -137,7 +143,7 @@ pub fn text(rec: &Reconciliation, times: &DeviceTimes) -> String {
         if let Some(note) = &c.note {
             let _ = write!(line, ": {note}");
         } else if c.missing_from_queue > 0 {
-            let _ = write!(line, ": {} records the clock holds are NOT in the queue (the watermark moved past them?): put the watermark back or import the clock's log", c.missing_from_queue);
+            let _ = write!(line, ": {} records the clock holds are NOT in the queue (the watermark moved past them?): export the clock's log and run clockbridge import --device {} on it (punches already queued are recognised as duplicates)", c.missing_from_queue, c.device);
         } else if c.not_read_yet > 0 {
             let _ = write!(
                 line,
@@ -169,8 +175,14 @@ pub fn text(rec: &Reconciliation, times: &DeviceTimes) -> String {
     if let Some(note) = times.note(unknown) {
         let _ = writeln!(o, "({note})");
     }
+    let asked = rec.clocks.iter().any(|c| c.note.is_none());
+    let matched = if asked {
+        "every punch of the range is in Feishu, and the clocks that can be asked agree with the queue"
+    } else {
+        "every punch of the range is in Feishu (no clock could be asked what it holds)"
+    };
     let verdict = match rec.exit_code() {
-        EXIT_MATCHED => "every punch of the range is in Feishu, and the clocks agree",
+        EXIT_MATCHED => matched,
         EXIT_MISMATCH => "MISMATCH: punches are missing from Feishu or from the queue (see above; --csv lists each one)",
         EXIT_UNDELIVERED => "nothing is missing, but some punches are not delivered yet (see above; --csv lists each one)",
         _ => "",

@@ -138,8 +138,9 @@ pub async fn check_day(
             if rec.all_matched() {
                 tracing::info!(
                     day = %day, matched = last.matched, requests = rec.cost.requests,
-                    "reconcile: every punch of {day} is in Feishu ({} punches, {} devices)",
-                    last.matched, rec.matched.devices.len()
+                    "reconcile: every punch of {day} is in Feishu ({} punches, {} device{})",
+                    last.matched, rec.matched.devices.len(),
+                    if rec.matched.devices.len() == 1 { "" } else { "s" }
                 );
             } else {
                 log_devices(&rec);
