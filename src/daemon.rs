@@ -147,8 +147,8 @@ impl Running {
             &self.lane_stats,
             &self.inbox_stats,
             self.health.last(),
-            &self.reconcile,
         )
+        .with_reconcile(&self.reconcile)
     }
 
     /// Wakes the sender of queue kind `kind` (after records were queued by this process).
@@ -233,10 +233,10 @@ fn snapshot(
     lanes: &BTreeMap<&'static str, Arc<SenderStats>>,
     inbox: &InboxStats,
     verdict: Verdict,
-    reconcile: &crate::reconcile::schedule::Shared,
 ) -> RuntimeSnapshot {
     RuntimeSnapshot {
-        reconcile: reconcile.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        // filled in by the caller (`RuntimeSnapshot::with_reconcile`)
+        reconcile: None,
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at,
@@ -448,8 +448,9 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
                 }
                 let verdict = health.assess(SNAPSHOT_PROBE_WAIT).await;
                 let snap = snapshot(
-                    &devices, &stats, started_at, &mapping, &lanes, &inbox, verdict, &last,
-                );
+                    &devices, &stats, started_at, &mapping, &lanes, &inbox, verdict,
+                )
+                .with_reconcile(&last);
                 snapshots.write(&snap).await;
             }
         }));

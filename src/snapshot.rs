@@ -57,6 +57,14 @@ pub struct RuntimeSnapshot {
     pub reconcile: Option<crate::reconcile::schedule::LastCheck>,
 }
 
+impl RuntimeSnapshot {
+    /// The snapshot with the last scheduled reconcile in it.
+    pub fn with_reconcile(mut self, last: &crate::reconcile::schedule::Shared) -> RuntimeSnapshot {
+        self.reconcile = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self
+    }
+}
+
 /// The status file of the queue at `queue`: `QUEUE.status` beside it.
 pub fn file_path(queue: &Path) -> PathBuf {
     crate::queue::side_file(queue, ".status")
