@@ -422,7 +422,12 @@ async fn a_range_of_31_days_for_2000_users_finishes() {
     let rec = reconcile_with(&cfg, &queue, &opts("2026-03-01", "2026-03-31")).await;
     assert_eq!(rec.matched.total.confirmed, 62_000);
     assert_eq!(rec.matched.devices[0].days.len(), 31);
-    assert_eq!((rec.cost.requests, rec.cost.minimum_requests), (40, 40));
+    // 40 calls of 50 users; a reply slower than request_timeout_secs (a debug build on a loaded
+    // machine) is asked again, so a few more requests may be made, never a rate-limited one
+    assert_eq!(rec.cost.minimum_requests, 40);
+    assert!((40..=45).contains(&rec.cost.requests), "{:?}", rec.cost);
+    assert_eq!(rec.cost.rate_limited, 0);
+    assert_eq!(env.standin.stats().rate_limited, 0);
     assert_eq!(rec.exit_code(), reconcile::EXIT_MATCHED);
 }
 

@@ -26,8 +26,8 @@ use crate::feishu::query::{self, SeenFlow, MAX_USERS};
 use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
 
 /// Requests awaiting their replies at once (at 50 requests per second and a 100 ms reply, five
-/// are needed; more leaves room for slow replies).
-pub const IN_FLIGHT: usize = 16;
+/// are needed; eight leave room for slower replies).
+pub const IN_FLIGHT: usize = 8;
 
 /// Tries of one call that fails for a transient reason (rate limits are waited out, not counted).
 pub const ATTEMPTS: u32 = 5;
