@@ -182,3 +182,110 @@ pub(super) fn query(shared: &Shared, parts: &hyper::http::request::Parts, body: 
         "data": { "user_flow_results": results },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::super::platform::{codes, QUERY_PATH, SCOPE_TASK, TOKEN_PATH};
+    use super::super::{Standin, StandinConfig};
+
+    async fn ask(s: &Standin, body: Value) -> (u16, Value) {
+        let c = reqwest::Client::new();
+        let t: Value = c
+            .post(format!("{}{TOKEN_PATH}", s.base_url()))
+            .json(&json!({"app_id": "cli_standin", "app_secret": "standin-secret"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let r = c
+            .post(format!(
+                "{}{QUERY_PATH}?employee_type=employee_id",
+                s.base_url()
+            ))
+            .bearer_auth(t["tenant_access_token"].as_str().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    fn flow(user: &str, t: i64, id: &str) -> Value {
+        json!({"user_id": user, "creator_id": user, "location_name": "HQ", "comment": "c",
+               "check_time": t.to_string(), "idempotent_id": id, "external_id": format!("d/{id}")})
+    }
+
+    #[tokio::test]
+    async fn the_query_returns_the_valid_flows_of_at_most_50_users_in_a_range() {
+        let s = Standin::start(StandinConfig::default()).await.unwrap();
+        s.seed_flows(vec![
+            flow("u1", 100, "a"),
+            flow("u1", 200, "b"),
+            flow("u2", 150, "c"),
+            flow("u3", 150, "d"),
+        ]);
+        let range = |users: Value, from: &str, to: &str| json!({"user_ids": users, "check_time_from": from, "check_time_to": to});
+        let (status, v) = ask(&s, range(json!(["u1", "u2"]), "100", "150")).await;
+        assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{v}");
+        let ids: Vec<&str> = v["data"]["user_flow_results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["idempotent_id"].as_str().unwrap())
+            .collect();
+        // both ends of the range included, other users left out
+        assert_eq!(ids, ["a", "c"]);
+        let first = &v["data"]["user_flow_results"][0];
+        assert!(first["record_id"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .all(|b| b.is_ascii_digit()));
+        assert_eq!(first["external_id"], "d/a");
+
+        // an invalid flow is not returned; a lost one is gone; another source's is
+        assert_eq!(s.invalidate_flow("a"), 1);
+        assert_eq!(s.lose_flow("c"), 1);
+        s.add_foreign_flow(json!({"user_id": "u2", "check_time": "120", "comment": "app"}));
+        let (_, v) = ask(&s, range(json!(["u1", "u2"]), "0", "1000")).await;
+        let got: Vec<(String, i64)> = v["data"]["user_flow_results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["comment"].as_str().unwrap().to_owned(),
+                    f["type"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, [("c".to_owned(), 7), ("app".to_owned(), 0)]);
+
+        // the page's limits: at most 50 users, times as Unix-second strings, from <= to
+        let many: Vec<String> = (0..51).map(|i| format!("u{i}")).collect();
+        for body in [
+            range(json!(many), "0", "1"),
+            range(json!([]), "0", "1"),
+            range(json!(["u1"]), "2", "1"),
+            json!({"user_ids": ["u1"], "check_time_from": 0, "check_time_to": "1"}),
+        ] {
+            let (status, v) = ask(&s, body).await;
+            assert_eq!(
+                (status, v["code"].as_i64()),
+                (400, Some(codes::PARAM_INVALID)),
+                "{v}"
+            );
+        }
+        let fifty: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
+        assert_eq!(ask(&s, range(json!(fifty), "0", "1")).await.0, 200);
+
+        // the write scope alone does not let an app read
+        s.set_scopes([SCOPE_TASK]);
+        let (_, v) = ask(&s, range(json!(["u1"]), "0", "1")).await;
+        assert_eq!(v["code"].as_i64(), Some(codes::SCOPE_MISSING), "{v}");
+    }
+}
