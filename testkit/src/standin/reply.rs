@@ -11,6 +11,9 @@ pub(super) struct Reply {
     pub(super) status: StatusCode,
     pub(super) body: Value,
     pub(super) headers: Vec<(&'static str, String)>,
+    /// The body as sent, when it is written as text rather than from `body` (a large read: `body`
+    /// then holds only its `code` and `msg`).
+    pub(super) raw: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -19,6 +22,7 @@ impl Reply {
             status: StatusCode::OK,
             body,
             headers: Vec::new(),
+            raw: None,
         }
     }
 
@@ -28,6 +32,7 @@ impl Reply {
             status,
             body: json!({ "code": code, "msg": msg.into() }),
             headers: Vec::new(),
+            raw: None,
         }
     }
 

@@ -65,6 +65,9 @@ pub(super) struct Inner {
     pub(super) bodies: Option<Vec<(Api, String)>>,
     pub(super) flows: Vec<StoredFlow>,
     pub(super) counts: HashMap<String, usize>,
+    /// `user_flows/query`'s index: user id -> positions in `flows`, for the first `.0` flows (new
+    /// flows are appended to it; a removal drops it, and the next query rebuilds it).
+    pub(super) by_user: Option<(usize, HashMap<String, Vec<usize>>)>,
     /// idempotent ids of flows made invalid ([`Standin::invalidate_flow`]).
     pub(super) invalid: std::collections::HashSet<String>,
     pub(super) hr: hr::HrState,
@@ -139,6 +142,7 @@ impl Standin {
                 flows: Vec::new(),
                 counts: HashMap::new(),
                 invalid: std::collections::HashSet::new(),
+                by_user: None,
                 hr: hr::HrState::default(),
             }),
             stored_tx,
@@ -310,7 +314,10 @@ impl Shared {
                 obj.insert("error".to_owned(), json!({ "log_id": log_id }));
             }
         }
-        let body = serde_json::to_vec(&reply.body).unwrap_or_default();
+        let body = match reply.raw.take() {
+            Some(raw) => raw,
+            None => serde_json::to_vec(&reply.body).unwrap_or_default(),
+        };
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = reply.status;
         let headers = resp.headers_mut();

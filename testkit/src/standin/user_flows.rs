@@ -226,6 +226,7 @@ pub(super) fn apply(
             if let Some(id) = id {
                 if g.invalid.remove(id) {
                     g.flows.retain(|f| f.idempotent_id() != Some(id));
+                    g.by_user = None;
                     g.counts.remove(id);
                 }
             }
