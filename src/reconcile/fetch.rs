@@ -57,11 +57,19 @@ impl Turn {
     /// Waits for the turn (blocking; run it off the runtime).
     pub fn take(queue: &Path) -> Result<Turn, ReconcileError> {
         let path = crate::queue::side_file(queue, ".reconcile.lock");
+        // read-only is enough for flock(2): a file an administrator's run created is still usable
+        // by the daemon's user, and the other way round
         let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+            .read(true)
             .open(&path)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path),
+                _ => Err(e),
+            })
             .map_err(|e| ReconcileError::Turn {
                 path: path.display().to_string(),
                 reason: e.to_string(),
@@ -169,4 +177,29 @@ fn refusal(reply: &Reply, verdict: Verdict) -> ReconcileError {
         reply.msg,
         reply.log_id_text()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_reconciles_of_one_queue_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("queue.db");
+        let first = Turn::take(&queue).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = queue.clone();
+        let second = std::thread::spawn(move || {
+            let turn = Turn::take(&q).unwrap();
+            tx.send(()).unwrap();
+            drop(turn);
+        });
+        // the second waits while the first holds the turn...
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        drop(first);
+        // ...and gets it once the first is done
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        second.join().unwrap();
+    }
 }
