@@ -444,15 +444,15 @@ async fn the_scheduled_check_shows_in_status_and_metrics() {
     env.standin
         .invalidate_flow(stored[5].idempotent_id().unwrap());
     let cfg = env.config_with(&extra, &[]);
-    // the check the schedule runs at 02:30, for the day of the punches
-    let check = reconcile::schedule::check_and_keep(
-        &cfg,
-        &running.queue,
-        running.client.clone(),
-        day("2026-03-02"),
-        &running.reconcile,
-    )
-    .await;
+    // the check the schedule runs at 02:30, for the day of the punches, its journal lines caught
+    let (check, lines) = check_logged(&cfg, &running).await;
+    let warns: Vec<&str> = lines.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warns.len(), 1, "{lines}");
+    assert!(
+        warns[0].contains("device door-1 on 2026-03-02: 99 confirmed, 1 delivered but not visible"),
+        "{lines}"
+    );
+    assert!(!lines.contains("every punch of"), "{lines}");
     assert_eq!(
         (check.matched, check.not_visible, check.missing_from_queue),
         (99, 1, 0)
@@ -482,5 +482,80 @@ async fn the_scheduled_check_shows_in_status_and_metrics() {
     assert!(status_text(&config)
         .await
         .contains("1 NOT VISIBLE in Feishu"));
+
+    // once the flow is back (re-sent), one INFO line and no WARN
+    let back = running
+        .queue
+        .rows_in_range(KIND, 0, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| Some(r.idem.as_str()) == stored[5].idempotent_id())
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(running.queue.requeue_delivered(back).await.unwrap(), 1);
+    running.wake_kind(KIND);
+    running
+        .wait_for(PATIENCE, |c| c.total.delivered == 100)
+        .await
+        .unwrap();
+    let (check, lines) = check_logged(&cfg, &running).await;
+    assert_eq!((check.matched, check.not_visible), (100, 0));
+    assert!(!lines.contains("WARN"), "{lines}");
+    let infos: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.contains("every punch of 2026-03-02 is in Feishu (100 punches, 1 device)"))
+        .collect();
+    assert_eq!(infos.len(), 1, "{lines}");
+    assert!(infos[0].contains("INFO"), "{lines}");
     running.stop().await;
+}
+
+/// The scheduled check of 2026-03-02, with the journal lines it wrote.
+async fn check_logged(
+    cfg: &Config,
+    running: &clockbridge::daemon::Running,
+) -> (reconcile::schedule::LastCheck, String) {
+    let journal = Journal::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(journal.clone())
+        .with_ansi(false)
+        .finish();
+    let _on = tracing::subscriber::set_default(subscriber);
+    let check = reconcile::schedule::check_and_keep(
+        cfg,
+        &running.queue,
+        running.client.clone(),
+        day("2026-03-02"),
+        &running.reconcile,
+    )
+    .await;
+    (check, journal.text())
+}
+
+/// Journal lines written by a test's own subscriber.
+#[derive(Clone, Default)]
+struct Journal(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Journal {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Journal {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Journal {
+    type Writer = Journal;
+    fn make_writer(&'a self) -> Journal {
+        self.clone()
+    }
 }
