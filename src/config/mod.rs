@@ -1,6 +1,7 @@
 //! Typed configuration: a TOML file, then `CLOCKBRIDGE__SECTION__KEY` environment overrides.
 //!
-//! - [`sections`]: `[feishu]`, `[queue]`, `[mapping]`, `[sender]`, `[log]`, `[http]`, `[inbox]`;
+//! - [`sections`]: `[feishu]`, `[queue]`, `[mapping]`, `[sender]`, `[log]`, `[http]`, `[inbox]`
+//!   (`[adms]`, the listener of pushing terminals, is read by [`crate::sources::adms`]);
 //! - [`device`]: `[[devices]]`, whose keys beyond the common ones belong to the device's kind
 //!   ([`crate::sources::KINDS`]);
 //! - [`secret`]: the app secret, where it comes from and how its file is read;
@@ -56,6 +57,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub inbox: InboxConfig,
     pub limits: LimitsConfig,
+    /// `[adms]`: the listener terminals of `kind = "adms"` push to.
+    pub adms: crate::sources::adms::AdmsConfig,
     pub devices: Vec<DeviceConfig>,
     /// Where the configuration and its secret came from (for [`Config::warnings`]).
     origin: Origin,
@@ -91,6 +94,8 @@ struct Raw {
     inbox: InboxConfig,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    adms: crate::sources::adms::AdmsConfig,
     #[serde(default)]
     devices: Vec<config::Map<String, config::Value>>,
 }
@@ -204,6 +209,7 @@ impl Config {
             http: raw.http,
             inbox: raw.inbox,
             limits: raw.limits,
+            adms: raw.adms,
             devices,
             origin: Origin {
                 name: origin.to_string(),
@@ -218,6 +224,9 @@ impl Config {
     /// share (an id, a listening address, a ZKTeco terminal).
     pub fn validate(&self) -> Result<(), ConfigError> {
         sections::validate(self)?;
+        if let Err((key, value, reason)) = self.adms.check() {
+            return Err(ConfigError::invalid(format!("adms.{key}"), value, reason));
+        }
         device::check_unique(&self.devices)
     }
 
@@ -246,6 +255,10 @@ impl Config {
             ("inbox", serde_json::to_value(&self.inbox)),
             ("limits", serde_json::to_value(&self.limits)),
         ];
+        let mut sections = Vec::from(sections);
+        if self.devices.iter().any(|d| d.kind() == "adms") {
+            sections.push(("adms", serde_json::to_value(&self.adms)));
+        }
         for (name, value) in sections {
             top.insert(name.into(), value.unwrap_or_default());
         }
