@@ -58,6 +58,9 @@ pub struct SimConfig {
     /// One exchange's limit (no reply within it: a failure, sent again after `ErrorDelay`).
     pub request_timeout: Duration,
     pub firmware: String,
+    /// Records of the log already pushed (to another server) before this one: never pushed unless
+    /// a command asks for them.
+    pub already_pushed: usize,
 }
 
 impl SimConfig {
@@ -74,6 +77,7 @@ impl SimConfig {
             crlf: true,
             request_timeout: Duration::from_secs(30),
             firmware: "Ver 8.0.4.7-20231215".into(),
+            already_pushed: 0,
         }
     }
 }
@@ -126,7 +130,10 @@ impl SimTerminal {
             resend_from: None,
         }));
         let wake = Arc::new(Notify::new());
-        let (counters, _) = watch::channel(SimCounters::default());
+        let (counters, _) = watch::channel(SimCounters {
+            acked: cfg.already_pushed,
+            ..SimCounters::default()
+        });
         let stop = CancellationToken::new();
         let runner = Runner {
             cfg: cfg.clone(),
