@@ -164,7 +164,7 @@ async fn an_unknown_terminal_is_refused_and_shown_in_status() {
     let text = loop {
         let st = clockbridge::status::read(&cfg).unwrap();
         let text = clockbridge::status::render_text(&st);
-        if text.contains("an unknown terminal SN=EVIL0042 from 127.0.0.1:") {
+        if text.contains("an unknown terminal SN=EVIL0042 from 127.0.0.1 tried to push") {
             break text;
         }
         assert!(tokio::time::Instant::now() < deadline, "{text}");
@@ -396,7 +396,7 @@ async fn a_body_over_the_cap_is_refused_with_a_clear_log_line_and_other_requests
     stop_daemon(&mut child).await;
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(
-        text.contains(&format!("device {DEVICE} (SN {SN}, 127.0.0.1:"))
+        text.contains(&format!("device {DEVICE} (SN {SN}, 127.0.0.1): a push of "))
             && text.contains("is over adms.max_body_size (4096 bytes): refused with 413; the terminal keeps its records"),
         "{text}"
     );

@@ -227,7 +227,7 @@ mod tests {
     fn status_lines_show_pushes_the_terminal_and_unknown_terminals() {
         let a = AdmsFigures {
             serial_number: Some("CQUJ230160089".into()),
-            address: Some("10.0.3.7:51234".into()),
+            address: Some("10.0.3.7".into()),
             last_push_at: Some(1_764_590_400),
             pushes: 3,
             records_pushed: 12,
@@ -248,7 +248,7 @@ mod tests {
         };
         let mut o = String::new();
         render(&m, &mut o);
-        assert!(o.contains("    adms: SN CQUJ230160089, from 10.0.3.7:51234, 12 records in 3 pushes, last push 2025-12-01 12:00:00 UTC"), "{o}");
+        assert!(o.contains("    adms: SN CQUJ230160089, from 10.0.3.7, 12 records in 3 pushes, last push 2025-12-01 12:00:00 UTC"), "{o}");
         assert!(
             o.contains("    terminal: firmware Ver 8.0.4.7, 25 users"),
             "{o}"

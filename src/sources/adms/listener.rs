@@ -185,7 +185,8 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let header_timeout = Duration::from_secs(hub.cfg.header_timeout_secs);
-    let peer_text = peer.to_string();
+    // the address alone: a terminal's port changes with every connection
+    let peer_text = peer.ip().to_string();
     let svc = service_fn(move |req| {
         let (hub, peer) = (hub.clone(), peer_text.clone());
         async move {
