@@ -150,7 +150,7 @@ async fn realtime(
                     }
                     _ => failed += 1,
                 }
-                if seq % polls_every == 0 {
+                if seq.is_multiple_of(polls_every) {
                     let _ = request(
                         server,
                         "GET",
@@ -204,7 +204,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let standin = clockbridge_testkit::standin::Standin::start(Default::default()).await.unwrap();
         let mut toml = format!(
-            "[feishu]\nbase_url = \"{}\"\napp_id = \"cli_bench\"\napp_secret = \"bench\"\n[queue]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[adms]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_address = 1024\n",
+            "[feishu]\nbase_url = \"{}\"\napp_id = \"cli_standin\"\napp_secret = \"standin-secret\"\nemployee_type = \"employee_id\"\n[queue]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[adms]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_address = 1024\n",
             standin.base_url(),
             dir.path().join("queue.db").display()
         );

@@ -142,12 +142,21 @@ struct AdmsRange {
 
 async fn adms(cfg: &Config, command: AdmsCommand) -> anyhow::Result<ExitCode> {
     use clockbridge::queue::Queue;
-    use clockbridge::sources::adms::{cli, commands::CommandKind, verify};
+    use clockbridge::sources::adms::{cli, commands::CommandKind, verify, AdmsSpec};
+    let device = match &command {
+        AdmsCommand::Backfill { range } | AdmsCommand::Verify { range, .. } => &range.device,
+        AdmsCommand::Commands { device, .. } => device,
+    };
+    let delay = cfg
+        .device(device)
+        .and_then(|d| d.spec_as::<AdmsSpec>())
+        .map(|s| s.delay_secs)
+        .ok_or_else(|| cli::AdmsCliError::NotAdms(device.clone()))?;
     let path = cfg.queue.path.clone();
     let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path)).await??;
     let (kind, range, wait) = match command {
         AdmsCommand::Commands { device, json } => {
-            let list = cli::list(cfg, &queue, &device).await?;
+            let list = cli::list(&queue, &device).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -164,8 +173,8 @@ async fn adms(cfg: &Config, command: AdmsCommand) -> anyhow::Result<ExitCode> {
     };
     let from = cli::parse_bound("from", &range.from)?;
     let to = cli::parse_bound("to", &range.to)?;
-    let cmd = cli::queue_command(cfg, &queue, &range.device, kind, from, to).await?;
-    print!("{}", cli::queued_text(cfg, &range.device, &cmd));
+    let cmd = cli::queue_command(&queue, &range.device, kind, from, to).await?;
+    print!("{}", cli::queued_text(&range.device, delay, &cmd));
     if kind != CommandKind::Verify || wait == 0 {
         return Ok(ExitCode::SUCCESS);
     }

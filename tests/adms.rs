@@ -228,7 +228,6 @@ async fn a_30000_record_catch_up_push_after_an_outage_arrives_whole() {
 async fn backfill_and_verify_commands_round_trip() {
     let env = Env::new(StandinConfig::default()).await;
     let (running, addr) = start(&env, "").await;
-    let cfg = env.config_with(&adms_toml("127.0.0.1:0", ""), &[]);
     // the terminal holds 400 records; the first 150 went to another server before
     let log = generate_records(day(), 400, 1001);
     let mut tc = terminal(SN, addr);
@@ -240,7 +239,7 @@ async fn backfill_and_verify_commands_round_trip() {
         cli::parse_bound("to", "2026-11-02").unwrap(),
     );
     // verify: the terminal counts 400, the queue has 250
-    let v = cli::queue_command(&cfg, &running.queue, DEVICE, CommandKind::Verify, from, to)
+    let v = cli::queue_command(&running.queue, DEVICE, CommandKind::Verify, from, to)
         .await
         .unwrap();
     let answered = cli::wait_answer(&running.queue, DEVICE, &v.id, PATIENCE)
@@ -276,7 +275,7 @@ async fn backfill_and_verify_commands_round_trip() {
     assert_eq!(done.ret, Some(0));
     expect_delivered_once(&env, &running, 400).await;
     assert_eq!(stored_ids(&env), expected_ids(&log));
-    let v = cli::queue_command(&cfg, &running.queue, DEVICE, CommandKind::Verify, from, to)
+    let v = cli::queue_command(&running.queue, DEVICE, CommandKind::Verify, from, to)
         .await
         .unwrap();
     let again = cli::wait_answer(&running.queue, DEVICE, &v.id, PATIENCE)
@@ -291,7 +290,7 @@ async fn backfill_and_verify_commands_round_trip() {
         .describe()
         .ends_with("terminal 400, queue 400 (match)"));
     // every command kept, answered, in the order given
-    let all = cli::list(&cfg, &running.queue, DEVICE).await.unwrap();
+    let all = cli::list(&running.queue, DEVICE).await.unwrap();
     let states: Vec<&str> = all.iter().map(|c| c.state()).collect();
     assert_eq!(states, vec!["done", "done", "done"]);
     assert!(figures(&running).last_command.is_some());

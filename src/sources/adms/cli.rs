@@ -10,8 +10,6 @@ use std::time::Duration;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
 use super::commands::{self, Command, CommandKind};
-use super::spec::AdmsSpec;
-use crate::config::Config;
 use crate::queue::store::DeviceStore;
 use crate::queue::Queue;
 
@@ -54,17 +52,9 @@ pub fn parse_bound(which: &'static str, s: &str) -> Result<NaiveDateTime, AdmsCl
     }
 }
 
-/// The store of device `id`, checked to be an `adms` device.
-fn store_of(cfg: &Config, queue: &Queue, id: &str) -> Result<DeviceStore, AdmsCliError> {
-    match cfg.device(id) {
-        Some(d) if d.spec_as::<AdmsSpec>().is_some() => Ok(DeviceStore::new(queue.clone(), id)),
-        _ => Err(AdmsCliError::NotAdms(id.to_string())),
-    }
-}
-
-/// Saves a command for device `id`'s terminal (committed before this returns).
+/// Saves a command for device `id`'s terminal (committed before this returns); the caller has
+/// checked that `id` is a configured `adms` device ([`AdmsCliError::NotAdms`] otherwise).
 pub async fn queue_command(
-    cfg: &Config,
     queue: &Queue,
     id: &str,
     kind: CommandKind,
@@ -74,7 +64,7 @@ pub async fn queue_command(
     if from > to {
         return Err(AdmsCliError::Backwards);
     }
-    let store = store_of(cfg, queue, id)?;
+    let store = DeviceStore::new(queue.clone(), id);
     let mut cmd = Command::new(kind, from, to);
     // two commands queued in the same millisecond get different ids
     while commands::find(&store, &cmd.id).await?.is_some() {
@@ -116,18 +106,13 @@ pub async fn wait_answer(
 }
 
 /// Every command of device `id`, oldest first.
-pub async fn list(cfg: &Config, queue: &Queue, id: &str) -> Result<Vec<Command>, AdmsCliError> {
-    let store = store_of(cfg, queue, id)?;
-    Ok(commands::list(&store).await?)
+pub async fn list(queue: &Queue, id: &str) -> Result<Vec<Command>, AdmsCliError> {
+    Ok(commands::list(&DeviceStore::new(queue.clone(), id)).await?)
 }
 
-/// What `queue_command` prints: the command and when it goes out.
-pub fn queued_text(cfg: &Config, id: &str, cmd: &Command) -> String {
-    let delay = cfg
-        .device(id)
-        .and_then(|d| d.spec_as::<AdmsSpec>())
-        .map(|s| s.delay_secs)
-        .unwrap_or(10);
+/// What `queue_command` prints: the command and when it goes out (the terminal polls every
+/// `delay` seconds).
+pub fn queued_text(id: &str, delay: u64, cmd: &Command) -> String {
     format!(
         "adms: command {} queued for device {id}: {} ({} .. {}); the terminal gets it at its next poll (within {delay} s while it is online); `clockbridge adms commands --device {id}` shows what became of it\n",
         cmd.id,

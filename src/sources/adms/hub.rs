@@ -80,14 +80,14 @@ impl Hub {
                 _ = tick.tick() => {}
                 _ = ctx.shutdown.cancelled() => break,
             }
-            term.tick().await;
+            term.tick(false).await;
             if let Some((v, list)) = self.unknown_since(shown_version) {
                 shown_version = v;
                 term.stats
                     .update_figures(|f: &mut AdmsFigures| f.unknown_terminals = list);
             }
         }
-        term.tick().await;
+        term.tick(true).await;
         self.terminals
             .write()
             .unwrap_or_else(|p| p.into_inner())

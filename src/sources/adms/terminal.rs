@@ -9,7 +9,7 @@
 //! - Every line of a push is either a punch or counted as malformed (and logged, rate-limited); a
 //!   malformed line never stops the rest, and the push is still answered `OK` (sending it again
 //!   would not make it a punch).
-//! - Stamps are kept as resume markers only (saved every few seconds, never waited for): a re-push
+//! - Stamps are kept as resume markers only (saved every 30 s and at stop, never waited for): a re-push
 //!   with another stamp is deduplicated by the punches' keys, like every re-read.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,6 +31,10 @@ use crate::sources::kind::SourceContext;
 
 /// The state store's name of the stamps.
 const STAMPS: &str = "adms.stamps";
+
+/// Changed stamps are saved at most this often (and when the device's task stops): they are hints,
+/// and a save is a commit on the queue's thread, which the punches' commits share.
+const STAMPS_SAVE_EVERY: Duration = Duration::from_secs(30);
 
 /// Malformed lines logged one by one per terminal before they are only summarised.
 const MALFORMED_LOGGED: u64 = 10;
@@ -65,6 +69,8 @@ struct State {
     stamps: Stamps,
     /// The stamps changed since they were saved.
     stamps_dirty: bool,
+    /// When they were last saved.
+    stamps_saved: Option<Instant>,
     malformed_logged: u64,
     malformed_suppressed: u64,
     last_summary: Option<Instant>,
@@ -143,8 +149,8 @@ impl Terminal {
     }
 
     /// Called every second: online while the last request is within 3 × `delay`; saves changed
-    /// stamps.
-    pub async fn tick(&self) {
+    /// stamps every [`STAMPS_SAVE_EVERY`], or now when `stopping`.
+    pub async fn tick(&self, stopping: bool) {
         let last = self.last_request_ms.load(Ordering::Relaxed);
         let window = 3 * self.spec.delay_secs as i64 * 1000;
         let online = last > 0 && Utc::now().timestamp_millis() - last <= window;
@@ -159,7 +165,17 @@ impl Terminal {
         }
         let stamps = {
             let mut st = self.lock();
-            std::mem::take(&mut st.stamps_dirty).then(|| st.stamps.clone())
+            let due = stopping
+                || st
+                    .stamps_saved
+                    .is_none_or(|t| t.elapsed() >= STAMPS_SAVE_EVERY);
+            if due && st.stamps_dirty {
+                st.stamps_dirty = false;
+                st.stamps_saved = Some(Instant::now());
+                Some(st.stamps.clone())
+            } else {
+                None
+            }
         };
         if let Some(s) = stamps {
             if let Err(e) = self.store.save(STAMPS, &s).await {
