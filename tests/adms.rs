@@ -258,16 +258,9 @@ async fn backfill_and_verify_commands_round_trip() {
         report.render()
     );
     // backfill: the terminal pushes the day again; what was missing is queued, the rest duplicates
-    let b = cli::queue_command(
-        &cfg,
-        &running.queue,
-        DEVICE,
-        CommandKind::Backfill,
-        from,
-        to,
-    )
-    .await
-    .unwrap();
+    let b = cli::queue_command(&running.queue, DEVICE, CommandKind::Backfill, from, to)
+        .await
+        .unwrap();
     let done = cli::wait_answer(&running.queue, DEVICE, &b.id, PATIENCE)
         .await
         .unwrap()
