@@ -66,7 +66,7 @@ impl Hub {
     }
 
     /// Serves the terminal of `spec` until `ctx.shutdown`: its requests are answered from now on,
-    /// and every second its online state is updated and its stamps saved.
+    /// and every second its online state is updated (its stamps saved every 30 s and at the end).
     pub async fn attach(self: Arc<Self>, spec: AdmsSpec, ctx: SourceContext) {
         let term = Arc::new(Terminal::new(spec, &ctx).await);
         self.terminals
