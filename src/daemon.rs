@@ -58,6 +58,9 @@ pub enum DaemonError {
     /// The `[http]` endpoint could not listen.
     #[error(transparent)]
     Http(#[from] crate::http::BindError),
+    /// The `[adms]` listener could not listen.
+    #[error(transparent)]
+    Adms(#[from] crate::sources::adms::listener::BindError),
 }
 
 /// Tunables that are not configuration (tests shorten them).
@@ -110,6 +113,8 @@ pub struct Running {
     started_at: i64,
     sink: Option<PunchSink>,
     http: Option<crate::http::HttpServer>,
+    /// The `[adms]` listener, when an enabled device is of kind `adms`.
+    adms: Option<crate::sources::adms::AdmsServer>,
     /// Where the status snapshots go (the queue's table and the status file).
     snapshots: SnapshotWriter,
     /// One daemon per queue: released when the daemon is dropped, after its last snapshot.
@@ -125,6 +130,11 @@ impl Running {
     /// The address the `[http]` endpoint is bound to (`None` when `http.listen` is not set).
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
         self.http.as_ref().map(|h| h.local_addr())
+    }
+
+    /// The address the `[adms]` listener is bound to (`None` without an enabled `adms` device).
+    pub fn adms_addr(&self) -> Option<std::net::SocketAddr> {
+        self.adms.as_ref().map(|a| a.local_addr())
     }
 
     /// A sink into the ingest stage (for built-in simulated clocks and tests).
@@ -188,6 +198,10 @@ impl Running {
         // `/healthz` answers 503 "stopping" while the rest shuts down
         self.health.set_stopping();
         self.sources_stop.cancel();
+        // pushes in progress get their answer (503 from now on for new ones) before the writer stops
+        if let Some(adms) = self.adms.take() {
+            adms.stop().await;
+        }
         for s in self.sources.drain(..) {
             let _ = s.await;
         }
@@ -266,6 +280,11 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
     let http_listener = match cfg.http.listen {
         Some(address) => Some(crate::http::bind(address).await?),
         None => None,
+    };
+    let adms_listener = if cfg.devices.iter().any(|d| d.enabled && d.kind() == "adms") {
+        Some(crate::sources::adms::listener::bind(cfg.adms.listen).await?)
+    } else {
+        None
     };
     let path = cfg.queue.path.clone();
     let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&path))
@@ -355,6 +374,15 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         ));
     }
     let sources_stop = CancellationToken::new();
+    let adms_hub = adms_listener.as_ref().map(|_| {
+        let sns = cfg
+            .devices
+            .iter()
+            .filter(|d| d.enabled)
+            .filter_map(|d| d.spec_as::<crate::sources::adms::AdmsSpec>())
+            .map(|s| s.sn().to_string());
+        crate::sources::adms::Hub::new(cfg.adms.clone(), sns)
+    });
     let sources = cfg
         .devices
         .iter()
@@ -367,9 +395,17 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
                 sources_stop.clone(),
                 store,
             );
-            tokio::spawn(d.start(ctx))
+            match (&adms_hub, d.spec_as::<crate::sources::adms::AdmsSpec>()) {
+                (Some(hub), Some(spec)) => {
+                    tokio::spawn(crate::sources::adms::start_with(hub, spec, ctx))
+                }
+                _ => tokio::spawn(d.start(ctx)),
+            }
         })
         .collect();
+    let adms = adms_listener
+        .zip(adms_hub)
+        .map(|(l, hub)| crate::sources::adms::AdmsServer::start(l, hub));
 
     let housekeeping_stop = CancellationToken::new();
     let reload = Arc::new(Notify::new());
@@ -496,6 +532,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
         sink: Some(sink),
         reconcile,
         http,
+        adms,
         snapshots,
         _lock: lock,
     })

@@ -125,12 +125,124 @@ enum Command {
         #[arg(long)]
         no_clocks: bool,
     },
+    /// Commands for ZKTeco terminals that push (kind = "adms"), sent at their next poll.
+    Adms {
+        #[command(subcommand)]
+        command: AdmsCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Subcommand)]
+enum AdmsCommand {
+    /// Ask the terminal to push its records of a range again (DATA QUERY ATTLOG); duplicates are
+    /// recognised, missing punches queued.
+    Backfill {
+        #[command(flatten)]
+        range: AdmsRange,
+    },
+    /// Ask the terminal for its count of records in a range (VERIFY SUM ATTLOG) and compare it with
+    /// the queue's count of that device's punches in the range.
+    Verify {
+        #[command(flatten)]
+        range: AdmsRange,
+        /// Seconds to wait for the terminal's answer (0: queue the command and return).
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// List a terminal's commands and what became of them.
+    Commands {
+        /// The configured device (kind = "adms").
+        #[arg(long)]
+        device: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdmsRange {
+    /// The configured device (kind = "adms").
+    #[arg(long)]
+    device: String,
+    /// The range's start in the terminal's local time: 2026-11-01 or "2026-11-01 08:00:00".
+    #[arg(long)]
+    from: String,
+    /// The range's end (included): 2026-11-30 (its last second) or "2026-11-30 18:00:00".
+    #[arg(long)]
+    to: String,
+}
+
+async fn adms(cfg: &Config, command: AdmsCommand) -> anyhow::Result<ExitCode> {
+    use clockbridge::queue::Queue;
+    use clockbridge::sources::adms::{cli, commands::CommandKind, verify, AdmsSpec};
+    let device = match &command {
+        AdmsCommand::Backfill { range } | AdmsCommand::Verify { range, .. } => &range.device,
+        AdmsCommand::Commands { device, .. } => device,
+    };
+    let delay = cfg
+        .device(device)
+        .and_then(|d| d.spec_as::<AdmsSpec>())
+        .map(|s| s.delay_secs)
+        .ok_or_else(|| cli::AdmsCliError::NotAdms(device.clone()))?;
+    let path = cfg.queue.path.clone();
+    let queue = tokio::task::spawn_blocking(move || Queue::open_beside_daemon(&path)).await??;
+    let (kind, range, wait) = match command {
+        AdmsCommand::Commands { device, json } => {
+            let list = cli::list(&queue, &device).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("adms: device {device} has no commands");
+            } else {
+                for c in &list {
+                    println!("{} ({} sent {} time(s))", c.describe(), c.state(), c.sends);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        AdmsCommand::Backfill { range } => (CommandKind::Backfill, range, 0),
+        AdmsCommand::Verify { range, wait } => (CommandKind::Verify, range, wait),
+    };
+    let from = cli::parse_bound("from", &range.from)?;
+    let to = cli::parse_bound("to", &range.to)?;
+    let cmd = cli::queue_command(&queue, &range.device, kind, from, to).await?;
+    print!("{}", cli::queued_text(&range.device, delay, &cmd));
+    if kind != CommandKind::Verify || wait == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let wait = std::time::Duration::from_secs(wait);
+    match cli::wait_answer(&queue, &range.device, &cmd.id, wait).await? {
+        Some(c) => match c.device_sum {
+            Some(sum) if c.ret == Some(0) => {
+                let report = verify::compare(&queue, &range.device, from, to, sum).await?;
+                println!("{}", report.render());
+                Ok(if report.verdict == "match" {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                })
+            }
+            _ => {
+                println!("adms: {}", c.describe());
+                Ok(ExitCode::from(2))
+            }
+        },
+        None => {
+            println!(
+                "adms: no answer within {} s: the command stays queued; `clockbridge adms commands --device {}` shows its answer later",
+                wait.as_secs(),
+                range.device
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -502,6 +614,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
             sigbus(&cfg);
             runtime()?.block_on(dlq(&cfg, command))
+        }
+        Command::Adms { command } => {
+            // the commands wait in the queue file: no secret needed
+            let cfg = Config::load_without_secret(&cli.config)?;
+            clockbridge::logging::init(&cfg.log.level, &cfg.log.format);
+            sigbus(&cfg);
+            runtime()?.block_on(adms(&cfg, command))
         }
         Command::Submit {
             encoding,

@@ -423,6 +423,7 @@ mod tests {
             serde_json::to_value(QueueConfig::default()),
             serde_json::to_value(ReconcileConfig::default()),
             serde_json::to_value(SenderConfig::default()),
+            serde_json::to_value(crate::sources::adms::AdmsConfig::default()),
         ] {
             keys.extend(v.unwrap().as_object().unwrap().keys().cloned());
         }

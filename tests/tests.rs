@@ -3,6 +3,7 @@
 
 mod util;
 
+mod adms;
 mod cli;
 pub mod crash;
 mod delivery;

@@ -1,7 +1,8 @@
 //! Typed configuration: a TOML file, then `CLOCKBRIDGE__SECTION__KEY` environment overrides.
 //!
 //! - [`sections`]: `[feishu]`, `[queue]`, `[mapping]`, `[sender]`, `[log]`, `[http]`, `[inbox]`;
-//!   [`reconcile`]: `[reconcile]`;
+//!   [`reconcile`]: `[reconcile]` (`[adms]`, the listener of pushing terminals, is read by
+//!   [`crate::sources::adms`]);
 //! - [`device`]: `[[devices]]`, whose keys beyond the common ones belong to the device's kind
 //!   ([`crate::sources::KINDS`]);
 //! - [`secret`]: the app secret, where it comes from and how its file is read;
@@ -60,6 +61,8 @@ pub struct Config {
     pub inbox: InboxConfig,
     pub limits: LimitsConfig,
     pub reconcile: ReconcileConfig,
+    /// `[adms]`: the listener terminals of `kind = "adms"` push to.
+    pub adms: crate::sources::adms::AdmsConfig,
     pub devices: Vec<DeviceConfig>,
     /// Where the configuration and its secret came from (for [`Config::warnings`]).
     origin: Origin,
@@ -97,6 +100,7 @@ struct Raw {
     limits: LimitsConfig,
     #[serde(default)]
     reconcile: ReconcileConfig,
+    adms: crate::sources::adms::AdmsConfig,
     #[serde(default)]
     devices: Vec<config::Map<String, config::Value>>,
 }
@@ -211,6 +215,7 @@ impl Config {
             inbox: raw.inbox,
             limits: raw.limits,
             reconcile: raw.reconcile,
+            adms: raw.adms,
             devices,
             origin: Origin {
                 name: origin.to_string(),
@@ -226,6 +231,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         sections::validate(self)?;
         self.reconcile.check()?;
+        if let Err((key, value, reason)) = self.adms.check() {
+            return Err(ConfigError::invalid(format!("adms.{key}"), value, reason));
+        }
         device::check_unique(&self.devices)
     }
 
@@ -255,6 +263,10 @@ impl Config {
             ("limits", serde_json::to_value(&self.limits)),
             ("reconcile", serde_json::to_value(&self.reconcile)),
         ];
+        let mut sections = Vec::from(sections);
+        if self.devices.iter().any(|d| d.kind() == "adms") {
+            sections.push(("adms", serde_json::to_value(&self.adms)));
+        }
         for (name, value) in sections {
             top.insert(name.into(), value.unwrap_or_default());
         }

@@ -130,6 +130,56 @@ impl DeviceStore {
         Ok(())
     }
 
+    /// Every value whose name starts with `prefix` (a source's list of items, one name each: so
+    /// that two processes adding and updating different items never overwrite each other), in
+    /// the order of their names.
+    pub async fn load_prefixed<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let mut rows: Vec<(String, String)> = match &self.at {
+            Backend::Memory(m) => m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Backend::Queue(q) => {
+                let (device, prefix) = (self.device.clone(), prefix.to_string());
+                q.call(move |conn| {
+                    let rows = conn
+                        .prepare_cached(
+                            "SELECT name, value FROM source_state
+                             WHERE device_id = ?1 AND substr(name, 1, length(?2)) = ?2",
+                        )?
+                        .query_map([&device, &prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<(String, String)>, _>>()?;
+                    Ok(rows)
+                })
+                .await?
+            }
+        };
+        rows.sort();
+        rows.into_iter()
+            .map(|(k, v)| {
+                serde_json::from_str(&v)
+                    .map(|t| (k.clone(), t))
+                    .map_err(|e| self.bad(&k, e))
+            })
+            .collect()
+    }
+
+    /// The queue this store keeps its values in (`None` for [`DeviceStore::in_memory`]): for a
+    /// source that compares what its clock says with what the queue holds.
+    pub fn queue(&self) -> Option<&Queue> {
+        match &self.at {
+            Backend::Queue(q) => Some(q),
+            Backend::Memory(_) => None,
+        }
+    }
+
     /// Replaces the names the device knows for its users with `names`, pairs of the device user id
     /// its punches carry and the name (empty names are not kept), in one transaction (committed
     /// before this returns). A user no longer in `names` loses its name.

@@ -4,7 +4,8 @@
 //! directory. It shows in seconds what the daemon does with the cases that matter: a connection that
 //! drops and a clock that re-sends, a malformed line, a punch before 2022, a user the platform does
 //! not know, a user missing from the mapping until the table gains it, a ZKTeco terminal read
-//! incrementally with a comm key, its clock skew measured and a realtime punch, and HR approval
+//! incrementally with a comm key, its clock skew measured and a realtime punch, a ZKTeco terminal
+//! that pushes over HTTP (a catch-up, a realtime punch, user names in GB18030), and HR approval
 //! files dropped in an inbox (one good, one bad). It checks its own figures: [`run`] fails when one
 //! is not what the pipeline must give.
 
@@ -33,6 +34,11 @@ const ZK_SKEW_SECS: i64 = 42;
 /// Users on the terminal (user ids 1001.., each with a name) and records in its log at the start.
 const ZK_USERS: usize = 10;
 const ZK_RECORDS: usize = 100;
+/// The simulated terminal that pushes (ADMS / iclock): its id, serial number, and the records it
+/// pushes at once (a catch-up), its users 2001.. with names in GB18030.
+const ADMS_DEVICE: &str = "gate-face";
+const ADMS_SN: &str = "DEMOADMS0001";
+const ADMS_RECORDS: usize = 50;
 
 fn zk_user_id(i: usize) -> String {
     (1001 + i).to_string()
@@ -92,6 +98,7 @@ pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
         .map(|u| format!("fs-{u}"))
         .chain([format!("fs-{LATE_USER}")])
         .chain((0..ZK_USERS).map(|i| format!("fs-{}", zk_user_id(i))))
+        .chain((0..ADMS_RECORDS).map(|i| format!("fs-{}", 2001 + i)))
         .collect();
     let standin = Standin::start(StandinConfig {
         latency: Duration::from_millis(20),
@@ -109,6 +116,9 @@ pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
     writeln!(csv, "{GHOST_USER},fs-ghost,")?;
     for i in 0..ZK_USERS {
         writeln!(csv, "{0},fs-{0},{ZK_DEVICE}", zk_user_id(i))?;
+    }
+    for i in 0..ADMS_RECORDS {
+        writeln!(csv, "{0},fs-{0},{ADMS_DEVICE}", 2001 + i)?;
     }
     std::fs::write(&mapping, &csv)?;
 
@@ -204,6 +214,17 @@ address = "{zk_addr}"
 comm_key = {ZK_COMM_KEY}
 timezone = "Asia/Shanghai"
 location_name = "HQ lobby"
+
+[adms]
+listen = "127.0.0.1:0"
+
+[[devices]]
+id = "{ADMS_DEVICE}"
+kind = "adms"
+serial_number = "{ADMS_SN}"
+timezone = "Asia/Shanghai"
+location_name = "HQ gate"
+delay = 1
 "#,
         base = standin.base_url(),
         queue = dir.path().join("queue.db").display(),
@@ -222,6 +243,25 @@ location_name = "HQ lobby"
         },
     )
     .await?;
+
+    // a terminal that pushes: it dials the [adms] listener with a day's log (a catch-up), its users'
+    // names in GB18030, and then one punch as it happens
+    let adms_addr = running
+        .adms_addr()
+        .ok_or_else(|| anyhow::anyhow!("demo: the adms listener is not running"))?;
+    let mut adms_cfg = crate::admssim::SimConfig::new(ADMS_SN, adms_addr);
+    adms_cfg.gb18030_names = true;
+    adms_cfg.users = vec![crate::admssim::SimUser {
+        pin: "2001".into(),
+        name: "王伟".into(),
+    }];
+    let adms_day = chrono::NaiveDate::from_ymd_opt(2026, 3, 2)
+        .ok_or_else(|| anyhow::anyhow!("demo: bad date"))?;
+    let adms = crate::admssim::SimTerminal::start(
+        adms_cfg,
+        crate::admssim::generate_records(adms_day, ADMS_RECORDS, 2001),
+    );
+    let mut adms_realtime = false;
 
     // clock A serves two connections
     let a_task = tokio::spawn(async move {
@@ -277,6 +317,13 @@ location_name = "HQ lobby"
             realtime_punch = Some(r);
         }
         let zk_done = realtime_punch.is_some() && zk_now.realtime_events.unwrap_or(0) >= 1;
+        let adms_acked = adms.counters().acked;
+        if !adms_realtime && adms_acked == ADMS_RECORDS {
+            let t = adms_day.and_hms_opt(18, 0, 0).unwrap_or_default();
+            adms.punch("2001", t);
+            adms_realtime = true;
+        }
+        let adms_done = adms_acked == ADMS_RECORDS + 1;
         let inbox_done = {
             let st = running
                 .inbox_stats
@@ -288,6 +335,7 @@ location_name = "HQ lobby"
         let all_read = lines_seen(&a_stats) >= a_expected_lines
             && lines_seen(&b_stats) >= b_expected_lines
             && zk_done
+            && adms_done
             && inbox_done;
         if all_read && counts.total.outstanding() == 0 {
             if !released_late && counts.total.unmapped > 0 {
@@ -314,6 +362,11 @@ location_name = "HQ lobby"
         .map(|id| (id.to_string(), running.devices[*id].stats.snapshot()))
         .collect();
     let zk_dev = zk_stats.snapshot();
+    let adms_dev = running.devices[ADMS_DEVICE].stats.snapshot();
+    let adms_names =
+        clockbridge::queue::store::DeviceStore::new(running.queue.clone(), ADMS_DEVICE)
+            .user_names()
+            .await?;
     let approvals = counts
         .by_kind
         .get(KIND_USER_APPROVAL)
@@ -326,6 +379,7 @@ location_name = "HQ lobby"
         .unwrap_or(0);
     running.stop().await;
     let zk_counters = zk.counters();
+    let adms_counters = adms.stop().await;
     zk.shutdown().await;
     let rejected_report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         inbox.join("rejected").join("more-leaves.jsonl.report.json"),
@@ -347,7 +401,7 @@ location_name = "HQ lobby"
     // the demo checks what it shows: CI runs it, so a regression fails there too
     // door-1: its punches, user 9999's and the 2021 one (dead); door-2: its punches and the ghost's
     // (dead); the terminal: its log and the realtime punch
-    let expected_flows = (punches + 2) + (punches + 1) + (ZK_RECORDS + 1);
+    let expected_flows = (punches + 2) + (punches + 1) + (ZK_RECORDS + 1) + (ADMS_RECORDS + 1);
     let mut wrong = Vec::new();
     if written_twice > 0 {
         wrong.push(format!("{written_twice} records written more than once"));
@@ -373,6 +427,13 @@ location_name = "HQ lobby"
             ZK_RECORDS + 1
         ));
     }
+    if adms_dev.queued != ADMS_RECORDS as u64 + 1 {
+        wrong.push(format!(
+            "{ADMS_DEVICE}: {} punches queued, expected {}",
+            adms_dev.queued,
+            ADMS_RECORDS + 1
+        ));
+    }
     if !wrong.is_empty() {
         anyhow::bail!(
             "demo: the pipeline did not do what it should: {}",
@@ -383,7 +444,7 @@ location_name = "HQ lobby"
     let mut o = String::new();
     writeln!(
         o,
-        "clockbridge demo: 2 simulated text clocks, 1 simulated ZKTeco terminal and an HR inbox -> clockbridge -> local Feishu stand-in ({})",
+        "clockbridge demo: 2 simulated text clocks, 2 simulated ZKTeco terminals (one polled, one pushing) and an HR inbox -> clockbridge -> local Feishu stand-in ({})",
         standin.base_url()
     )?;
     for (id, d) in &devs {
@@ -412,6 +473,19 @@ location_name = "HQ lobby"
             r.user_id, r.time,
         )?;
     }
+    let a = adms_dev.figures::<clockbridge::sources::adms::AdmsFigures>();
+    writeln!(
+        o,
+        "  {ADMS_DEVICE} (ZKTeco terminal that pushes, ADMS/iclock, SN {ADMS_SN}): {} punches in {} pushes ({ADMS_RECORDS} in a catch-up, then 1 as it happened), each push answered OK only after its commit; {} getrequest poll(s); user names from its OPERLOG in GB18030: {}",
+        adms_dev.queued,
+        a.pushes,
+        adms_counters.getrequests_ok,
+        adms_names
+            .iter()
+            .map(|(pin, name)| format!("{pin} {name}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )?;
     writeln!(
         o,
         "  inbox approvals: leaves.jsonl -> done/ ({} leave items delivered in {} request(s)); more-leaves.jsonl -> rejected/, nothing of it queued ({first_error})",

@@ -7,12 +7,15 @@
 //!   three HR endpoints) that enforces the platform's rules, records every write and injects faults;
 //! - [`zksim`]: a simulated ZKTeco terminal speaking the ZK binary protocol (TCP 4370), written
 //!   independently of the product's client;
+//! - [`admssim`]: a simulated ZKTeco terminal that pushes over HTTP (ADMS / iclock), written
+//!   independently of the product's server;
 //! - [`demo`]: the real daemon (`clockbridge::daemon`) against simulated clocks and the stand-in.
 //!
 //! Binaries: `demo` (run the demo), `standin` (serve the stand-in) and `zk-sim` (serve a simulated
 //! terminal). The product uses this crate only as a dev-dependency (tests/, benches/, a few unit
 //! tests), so `cargo build -p clockbridge` never compiles it.
 
+pub mod admssim;
 pub mod demo;
 pub mod standin;
 pub mod zksim;

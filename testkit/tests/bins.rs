@@ -30,6 +30,8 @@ fn the_demo_shows_every_case_and_checks_its_own_figures() {
         "user 9999 was unmapped until the mapping gained it",
         "dead letter: door-1 user 77: before_2022",
         "0 written more than once",
+        "gate-face (ZKTeco terminal that pushes, ADMS/iclock, SN DEMOADMS0001): 51 punches in 2 pushes",
+        "user names from its OPERLOG in GB18030: 2001 王伟",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
