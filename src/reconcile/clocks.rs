@@ -8,7 +8,9 @@
 //! - `watermark > queue_rows`: the watermark counts records that are not in the queue (moved past
 //!   them by hand, or a queue restored from an older copy): they are missing, and will not be read
 //!   again unless the watermark is put back;
-//! - a clock that counts a range: its count against the queue's rows of that device in the range.
+//! - a clock that counts a range (a ZKTeco push terminal: `VERIFY SUM ATTLOG`, answered at its next
+//!   poll, so only while the daemon runs): its count against the queue's rows of that device in the
+//!   range.
 //!
 //! Limits: rows pruned after `queue.retention_days` and records read twice on the clock (the same
 //! punch stored twice, one queue row) make `queue_rows` smaller than the log without anything
@@ -98,7 +100,7 @@ pub async fn check(
             Some(counter) => {
                 let w = range.window(&d.id);
                 let store = DeviceStore::new(queue.clone(), &d.id);
-                match counter.count(&d.id, (w.from, w.to), &store).await {
+                match counter.count(&d.id, (w.from, w.to), (range.from, range.to), &store).await {
                     Err(e) => c.note = Some(format!("the clock did not answer: {e}")),
                     Ok(counted) => {
                         if let (Some(n), Some(wm)) = (counted.device_records, counted.watermark) {

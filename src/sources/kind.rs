@@ -120,11 +120,13 @@ pub trait DeviceSpec: AsAny + Send + Sync + std::fmt::Debug {
 /// [`ClockCounted::range_records`]).
 pub trait ClockCount: Send + Sync {
     /// Asks the clock. `range` is the Unix-second bounds of the reconcile on the device's wall
-    /// clock (half open); `store` is the device's state (where a watermark is kept).
+    /// clock (half open), `days` the same range as the first and last calendar day on that clock
+    /// (both included); `store` is the device's state (where a watermark is kept).
     fn count<'a>(
         &'a self,
         device: &'a str,
         range: (i64, i64),
+        days: (chrono::NaiveDate, chrono::NaiveDate),
         store: &'a DeviceStore,
     ) -> Pin<Box<dyn Future<Output = Result<ClockCounted, String>> + Send + 'a>>;
 }

@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod commands;
+mod count;
 pub mod figures;
 pub mod hub;
 pub mod listener;
@@ -83,6 +84,9 @@ impl DeviceSpec for AdmsSpec {
     }
     fn claims(&self) -> Vec<Claim> {
         AdmsSpec::claims(self)
+    }
+    fn clock_count(&self) -> Option<&dyn kind::ClockCount> {
+        Some(self)
     }
     fn start(&self, ctx: SourceContext) -> SourceTask {
         // the daemon hands adms devices to the listener's hub (`start_with`); a device started

@@ -15,6 +15,7 @@ impl ClockCount for ZkSpec {
         &'a self,
         device: &'a str,
         _range: (i64, i64),
+        _days: (chrono::NaiveDate, chrono::NaiveDate),
         store: &'a DeviceStore,
     ) -> Pin<Box<dyn Future<Output = Result<ClockCounted, String>> + Send + 'a>> {
         Box::pin(async move {
