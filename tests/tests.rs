@@ -8,6 +8,7 @@ pub mod crash;
 mod delivery;
 mod dlq;
 mod hardening;
+mod hikvision;
 mod hr;
 mod hr_hardening;
 mod http;

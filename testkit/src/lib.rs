@@ -7,6 +7,8 @@
 //!   three HR endpoints) that enforces the platform's rules, records every write and injects faults;
 //! - [`zksim`]: a simulated ZKTeco terminal speaking the ZK binary protocol (TCP 4370), written
 //!   independently of the product's client;
+//! - [`hiksim`]: a simulated Hikvision access-control terminal speaking ISAPI (HTTP Digest,
+//!   the event log, the alert stream), written independently of the product's client;
 //! - [`demo`]: the real daemon (`clockbridge::daemon`) against simulated clocks and the stand-in.
 //!
 //! Binaries: `demo` (run the demo), `standin` (serve the stand-in) and `zk-sim` (serve a simulated
@@ -14,6 +16,7 @@
 //! tests), so `cargo build -p clockbridge` never compiles it.
 
 pub mod demo;
+pub mod hiksim;
 pub mod standin;
 pub mod zksim;
 

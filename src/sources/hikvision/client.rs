@@ -8,7 +8,10 @@
 //! sent again once with the new challenge, transparently. A 401 to a response computed from a
 //! challenge of this very call, or to one whose nonce the terminal still gives, is a wrong user or
 //! password: [`HikError::Auth`], "check the device user and password", and never retried by the
-//! client (the source backs off: terminals lock an account after a few failed logins).
+//! client (the source backs off: terminals lock an account after a few failed logins). Only when
+//! the terminal accepted the password within the last 10 minutes is such a refusal (a 401 storm)
+//! tried once more, a tenth of a second later: so a wrong password costs at most two failed logins per
+//! try, and a right one survives a short storm.
 //!
 //! Guarantees: every request has a timeout (the stream's silence is watched by its reader); the
 //! password never appears in an error, a log line or a `Debug` output.
@@ -97,7 +100,13 @@ pub struct HikClient {
     pub auth_failures: u64,
     /// Challenges answered again (nonce expired).
     pub rechallenges: u64,
+    /// When the terminal last accepted a request (the password was right then).
+    last_ok: Option<std::time::Instant>,
 }
+
+/// How long after an accepted request a refusal of a fresh challenge is taken for a hiccup of the
+/// terminal (a 401 storm) and tried once more, rather than for a wrong password.
+const TRUSTED_FOR: Duration = Duration::from_secs(600);
 
 impl HikClient {
     pub fn new(spec: &HikSpec, label: &str) -> Result<HikClient, HikError> {
@@ -122,6 +131,7 @@ impl HikClient {
             challenge: None,
             auth_failures: 0,
             rechallenges: 0,
+            last_ok: None,
         })
     }
 
@@ -157,6 +167,8 @@ impl HikClient {
     ) -> Result<reqwest::Response, HikError> {
         let url = format!("{}{uri}", self.base);
         let mut fresh = false;
+        // refusals of a fresh challenge tolerated: one more when the password was accepted lately
+        let mut tolerated = u32::from(self.last_ok.is_some_and(|t| t.elapsed() < TRUSTED_FOR));
         loop {
             let mut req = self.http.request(method.clone(), &url);
             if let Some(t) = timeout {
@@ -171,6 +183,9 @@ impl HikClient {
             }
             let resp = req.send().await.map_err(|e| self.net(what, &e))?;
             if resp.status() != StatusCode::UNAUTHORIZED {
+                if sent_nonce.is_some() {
+                    self.last_ok = Some(std::time::Instant::now());
+                }
                 return Ok(resp);
             }
             let challenge = resp
@@ -198,6 +213,13 @@ impl HikClient {
                 }
             };
             let same_nonce = sent_nonce.as_deref() == Some(c.nonce.as_str());
+            if fresh && tolerated > 0 {
+                tolerated -= 1;
+                self.rechallenges += 1;
+                self.challenge = Some(c);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             if fresh || (sent_nonce.is_some() && same_nonce && !c.stale) {
                 self.auth_failures += 1;
                 self.challenge = Some(c);

@@ -87,8 +87,9 @@ struct HikDevice {
     unmapped: HashSet<String>,
     skew_log: Quiet,
     auth_failures: u64,
-    /// Consecutive refused logins (the hold doubles with each).
+    /// Consecutive refused logins (the hold doubles with each), and when the hold ends.
     auth_streak: u32,
+    auth_hold_until: Option<Instant>,
 }
 
 /// Runs one `hikvision` device until `ctx.shutdown` is cancelled; see the module documentation.
@@ -122,6 +123,7 @@ pub async fn run(cfg: HikSpec, ctx: SourceContext) {
         skew_log: Quiet::default(),
         auth_failures: 0,
         auth_streak: 0,
+        auth_hold_until: None,
         cfg,
     };
     let reconnect = Reconnect::new(
@@ -139,18 +141,23 @@ struct Sessions<'a>(&'a mut HikDevice, &'a CancellationToken);
 impl Attempts for Sessions<'_> {
     async fn attempt(&mut self, link: &mut Link) -> Attempt {
         let dev = &mut *self.0;
+        // after a refused login, no request before the hold is over (the reconnect back-off alone
+        // is much shorter)
+        if let Some(until) = dev.auth_hold_until {
+            tokio::select! {
+                _ = self.1.cancelled() => return Attempt::Stop,
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
         let r = dev.session(self.1, link).await;
         dev.set_connected(false);
         match r {
             Ok(()) | Err(SessionError::SinkClosed(_)) => Attempt::Stop,
             Err(SessionError::Hik(e)) if e.is_auth() => {
                 let hold = dev.auth_refused();
-                let failure = Failure::new(format!("{e} (next try in {} s)", hold.as_secs()));
-                tokio::select! {
-                    _ = self.1.cancelled() => return Attempt::Stop,
-                    _ = tokio::time::sleep(hold) => {}
-                }
-                Attempt::Retry(failure.serious())
+                Attempt::Retry(
+                    Failure::new(format!("{e} (next try in {} s)", hold.as_secs())).serious(),
+                )
             }
             Err(e) => Attempt::Retry(Failure::new(e)),
         }
@@ -199,6 +206,7 @@ impl HikDevice {
             .saturating_mul(1 << self.auth_streak.min(5))
             .min(AUTH_HOLD_MAX);
         self.auth_streak += 1;
+        self.auth_hold_until = Some(Instant::now() + hold);
         let failures = self.auth_failures;
         let at = Utc::now().timestamp() + hold.as_secs() as i64;
         self.figures(|h| {
@@ -250,6 +258,7 @@ impl HikDevice {
                 self.label
             );
             self.auth_streak = 0;
+            self.auth_hold_until = None;
             self.figures(|h| h.auth_retry_at = None);
         }
         self.set_connected(true);
