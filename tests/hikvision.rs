@@ -384,3 +384,80 @@ async fn a_serial_reset_is_reported_without_loss_or_double() {
     running.stop().await;
     sim.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_hikvision_pull_loses_and_duplicates_nothing() {
+    use clockbridge_testkit::standin::DedupMode;
+    use nix::sys::signal::{kill, Signal};
+
+    let sim = sim_with(
+        12_000,
+        HikSimConfig {
+            // ~400 pages of 30, each a little slow: a pull takes long enough to be cut
+            page_delay: Duration::from_millis(3),
+            ..HikSimConfig::default()
+        },
+    )
+    .await;
+    let env = Env::new(StandinConfig {
+        latency: Duration::from_millis(40),
+        dedup: DedupMode::Silent,
+        ..StandinConfig::default()
+    })
+    .await;
+    let config = env.write_config(&format!(
+        "[log]\nlevel = \"info\"\n{}",
+        device(&sim, "Passw0rd!", "poll_interval = 1")
+    ));
+    let log = env.dir.path().join("daemon.log");
+    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let kill9 = |child: &tokio::process::Child| kill(pid_of(child), Signal::SIGKILL).unwrap();
+
+    // 1: killed in the middle of the first pull (part of it handed over, part committed)
+    let mut child = spawn_daemon(&config, &log);
+    wait_sim(&sim, |c| c.acs_pages >= 150).await;
+    kill9(&child);
+    child.wait().await.unwrap();
+    // punches while it is down
+    sim.punch("1001", 75, 0);
+    // 2: killed in the middle of the next pull (from the watermark stored before the kill)
+    let pages = sim.counters().acs_pages;
+    let mut child = spawn_daemon(&config, &log);
+    wait_sim(&sim, |c| c.acs_pages >= pages + 60).await;
+    kill9(&child);
+    child.wait().await.unwrap();
+    // 3: killed while uploading
+    let mut child = spawn_daemon(&config, &log);
+    let target = env.standin.stats().batch_requests + 5;
+    tokio::time::timeout(PATIENCE, env.standin.wait_requests(target))
+        .await
+        .unwrap_or_else(|_| panic!("the daemon never uploaded: {}", daemon_log()));
+    kill9(&child);
+    child.wait().await.unwrap();
+    assert!(
+        env.standin.stored_len() < expected(&sim.events()).len(),
+        "everything was delivered before the last kill: the test did not test anything"
+    );
+
+    // and to the end, with a punch on the stream
+    let child = spawn_daemon(&config, &log);
+    sim.punch("1002", 38, 1);
+    let want = expected(&sim.events());
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(want.len()))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} of {} stored: {}",
+                env.standin.stored_len(),
+                want.len(),
+                daemon_log()
+            )
+        });
+    stop(child, &log).await;
+    assert_eq!(assert_each_written_once(&env.standin), want.len());
+    assert_eq!(stored(&env), want);
+    let st = status_json(&config).await;
+    assert_eq!(st["queue"]["delivered"], want.len() as u64, "{st}");
+    assert_eq!(st["queue"]["dead"], 0, "{st}");
+    sim.shutdown();
+}
