@@ -201,7 +201,7 @@ fn challenge(shared: &Shared, stale: bool) -> Response<Body> {
 }
 
 /// Checks the request's digest: `None` when it may go on, or the 401 to send.
-fn check_auth(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Body>> {
+fn check_auth(shared: &Shared, req: &Request<()>) -> Option<Response<Body>> {
     let header = req
         .headers()
         .get(AUTHORIZATION)
@@ -285,15 +285,19 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    // the body is read first, even for a 401: a connection left with an unread body could not be
+    // kept alive, and clients send the authenticated request on the same connection
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let req = Request::from_parts(parts, ());
     if let Some(r) = check_auth(shared, &req) {
         return r;
     }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => Bytes::new(),
-    };
     match (method, path.as_str()) {
         (Method::GET, "/ISAPI/System/deviceInfo") => device_info(shared),
         (Method::GET, "/ISAPI/System/time") => get_time(shared),
