@@ -119,7 +119,7 @@ fn main() {
         let queue = dir.path().join("queue.db");
         let config = dir.path().join("clockbridge.toml");
         std::fs::write(&config, format!(
-            "[feishu]\nbase_url = \"{}\"\napp_id = \"cli_bench\"\napp_secret = \"bench\"\n[queue]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n\n[[devices]]\nid = \"door-hik\"\nkind = \"hikvision\"\naddress = \"{url}\"\nusername = \"admin\"\npassword = \"Passw0rd!\"\ntimezone = \"Asia/Shanghai\"\nrealtime = false\npoll_interval = \"1h\"\n",
+            "[feishu]\nbase_url = \"{}\"\napp_id = \"cli_standin\"\napp_secret = \"standin-secret\"\n[queue]\npath = \"{}\"\n[log]\nlevel = \"error\"\n\n[[devices]]\nid = \"door-hik\"\nkind = \"hikvision\"\naddress = \"{url}\"\nusername = \"admin\"\npassword = \"Passw0rd!\"\ntimezone = \"Asia/Shanghai\"\nrealtime = false\npoll_interval = \"1h\"\n",
             standin.base_url(),
             queue.display()
         )).unwrap();
