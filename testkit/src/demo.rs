@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::standin::{Standin, StandinConfig};
 use crate::hiksim::{self, HikSimConfig};
+use crate::standin::{Standin, StandinConfig};
 use crate::zksim::{self, RecordSize, SimConfig, SimRecord, SimUser, UserSize};
 use clockbridge::config::Config;
 use clockbridge::daemon::{self, RunOptions};

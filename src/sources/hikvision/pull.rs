@@ -268,6 +268,24 @@ pub async fn hand_over(sink: &PunchSink, punches: Vec<Punch>) -> Option<Acks> {
     Some(acks)
 }
 
+/// A search id for one search (kept across its pages): unique per device and moment.
+pub fn search_id(device: &str) -> String {
+    use sha2::{Digest, Sha256};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let h = Sha256::digest(format!("{device}\0{now}\0{n}"));
+    let x: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -444,7 +444,7 @@ impl HikDevice {
     async fn pull(&mut self, lookback: i64) -> Result<(), SessionError> {
         let wm = self.wm.clone().unwrap_or_default();
         let start = pull::start_time(wm.last_at, lookback, self.tz);
-        let search_id = search_id(&self.id);
+        let search_id = pull::search_id(&self.id);
         let mut p = Progress::new(wm);
         let mut position = 0u64;
         loop {
@@ -589,7 +589,7 @@ impl HikDevice {
 
     /// Reads the user list and keeps the names (a failure is logged, never fatal).
     async fn read_users(&mut self) -> Result<(), SessionError> {
-        let search_id = search_id(&self.id);
+        let search_id = pull::search_id(&self.id);
         let mut names = Vec::new();
         let mut position = 0u64;
         loop {
@@ -794,22 +794,4 @@ struct Stream {
     reader: MultipartReader,
     /// Parts read so far.
     parts: u64,
-}
-
-/// A search id for one search (kept across its pages): unique per device and moment.
-fn search_id(device: &str) -> String {
-    use sha2::{Digest, Sha256};
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let h = Sha256::digest(format!("{device}\0{now}\0{n}"));
-    let x: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[0..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..32]
-    )
 }

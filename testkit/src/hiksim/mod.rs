@@ -284,6 +284,3 @@ impl HikSimHandle {
         st.cfg.stream_drop_silent = silent;
     }
 }
-
-#[cfg(test)]
-mod tests;
