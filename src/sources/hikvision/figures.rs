@@ -155,7 +155,7 @@ pub const GAUGES: &[Gauge] = &[
     Gauge {
         name: "clockbridge_hikvision_last_event_timestamp",
         help: "Hikvision terminals: Unix time of the newest event read",
-        seconds: false,
+        seconds: true,
         read: |m| int(m, "last_event_at"),
     },
     Gauge {
