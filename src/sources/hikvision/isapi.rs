@@ -132,7 +132,14 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, IsapiError> {
-    serde_json::from_slice(body).map_err(|e| IsapiError::Json(e.to_string()))
+    serde_json::from_slice(body)
+        .map_err(|e| IsapiError::Json(crate::logging::visible(&e.to_string())))
+}
+
+/// An XML error: its text may quote the input, so control characters are shown escaped (a message
+/// stays one log line).
+fn xml_err(s: impl std::fmt::Display) -> IsapiError {
+    IsapiError::Xml(crate::logging::visible(&s.to_string()))
 }
 
 /// Reads one event object of a page (`InfoList[i]`) or of an alert (`AccessControllerEvent`,
@@ -310,7 +317,7 @@ fn parse_alert_xml(body: &[u8]) -> Result<Alert, IsapiError> {
 /// text (entities resolved).
 pub fn xml_leaves(body: &[u8]) -> Result<Vec<(String, String)>, IsapiError> {
     use quick_xml::events::Event;
-    let text = std::str::from_utf8(body).map_err(|e| IsapiError::Xml(e.to_string()))?;
+    let text = std::str::from_utf8(body).map_err(xml_err)?;
     let mut r = quick_xml::Reader::from_str(text);
     let mut stack: Vec<String> = Vec::new();
     let mut current = String::new();
@@ -346,13 +353,13 @@ pub fn xml_leaves(body: &[u8]) -> Result<Vec<(String, String)>, IsapiError> {
                     let name = g.to_string();
                     match quick_xml::escape::resolve_predefined_entity(&name) {
                         Some(s) => current.push_str(s),
-                        None => return Err(IsapiError::Xml(format!("unknown entity &{name};"))),
+                        None => return Err(xml_err(format!("unknown entity &{name};"))),
                     }
                 }
             }
             Ok(Event::Eof) => break,
             Ok(_) => {}
-            Err(e) => return Err(IsapiError::Xml(e.to_string())),
+            Err(e) => return Err(xml_err(e)),
         }
     }
     if roots == 0 || !stack.is_empty() {
