@@ -9,6 +9,8 @@ pub mod crash;
 mod delivery;
 mod dlq;
 mod hardening;
+pub mod hikvision;
+mod hikvision_python;
 mod hr;
 mod hr_hardening;
 mod http;

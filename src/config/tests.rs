@@ -568,7 +568,7 @@ fn a_wrong_choice_lists_the_valid_ones() {
         .to_string();
     assert_eq!(
         e,
-        "config key devices[0] (id \"door-1\").kind: \"zkteco\" is not one of \"tcp\", \"serial\", \"zk\", \"adms\""
+        "config key devices[0] (id \"door-1\").kind: \"zkteco\" is not one of \"tcp\", \"serial\", \"zk\", \"adms\", \"hikvision\""
     );
     let e = parse(&GOOD.replace("\"zk-attlog\"", "\"attlog\""), &[])
         .unwrap_err()

@@ -23,6 +23,7 @@ pub mod reconnect;
 pub mod session;
 
 pub mod adms;
+pub mod hikvision;
 pub mod serial;
 pub mod tcp;
 pub mod zk;
@@ -30,7 +31,13 @@ pub mod zk;
 /// The registry: every kind of clock, in the order `check-config` lists them. Adding a kind is its
 /// folder, its `pub mod` line above and one entry here. (A macro could declare both at once, but
 /// rustfmt does not follow modules declared inside a macro, so `cargo fmt` would skip the kind's files.)
-pub static KINDS: &[&dyn Kind] = &[&tcp::KIND, &serial::KIND, &zk::KIND, &adms::KIND];
+pub static KINDS: &[&dyn Kind] = &[
+    &tcp::KIND,
+    &serial::KIND,
+    &zk::KIND,
+    &adms::KIND,
+    &hikvision::KIND,
+];
 
 pub use crate::device_stats::{DeviceSnapshot, DeviceStats};
 pub use crate::ingest::{IngestOutcome, PunchSink};

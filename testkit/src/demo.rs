@@ -1,11 +1,13 @@
-//! The demo (the testkit's `demo` binary): the real pipeline (TCP sources, the ZKTeco source,
-//! ingest, SQLite queue, senders, Feishu client, the HR inbox) against two built-in simulated text
-//! clocks, a simulated ZKTeco terminal and the local stand-in of the platform, in a temporary
-//! directory. It shows in seconds what the daemon does with the cases that matter: a connection that
-//! drops and a clock that re-sends, a malformed line, a punch before 2022, a user the platform does
-//! not know, a user missing from the mapping until the table gains it, a ZKTeco terminal read
-//! incrementally with a comm key, its clock skew measured and a realtime punch, a ZKTeco terminal
-//! that pushes over HTTP (a catch-up, a realtime punch, user names in GB18030), and HR approval
+//! The demo (the testkit's `demo` binary): the real pipeline (TCP sources, the ZKTeco, ADMS and
+//! Hikvision sources, ingest, SQLite queue, senders, Feishu client, the HR inbox) against two
+//! built-in simulated text clocks, a simulated ZKTeco terminal, a simulated pushing ZKTeco terminal, a
+//! simulated Hikvision terminal and the local stand-in of the platform, in a temporary directory. It
+//! shows in seconds what the daemon does with the cases that matter: a connection that drops and a
+//! clock that re-sends, a malformed line, a punch before 2022, a user the platform does not know, a
+//! user missing from the mapping until the table gains it, a ZKTeco terminal read incrementally with
+//! a comm key, its clock skew measured and a realtime punch, a ZKTeco terminal that pushes over HTTP
+//! (a catch-up, a realtime punch, user names in GB18030), a Hikvision terminal read over ISAPI (its
+//! failed verifications and door events never sent, a punch from its alert stream), and HR approval
 //! files dropped in an inbox (one good, one bad). It checks its own figures: [`run`] fails when one
 //! is not what the pipeline must give.
 
@@ -16,11 +18,13 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::hiksim::{self, HikSimConfig};
 use crate::standin::{Standin, StandinConfig};
 use crate::zksim::{self, RecordSize, SimConfig, SimRecord, SimUser, UserSize};
 use clockbridge::config::Config;
 use clockbridge::daemon::{self, RunOptions};
 use clockbridge::hr::approvals::KIND as KIND_USER_APPROVAL;
+use clockbridge::sources::hikvision::HikFigures;
 use clockbridge::sources::zk::ZkFigures;
 
 /// The user missing from the mapping table until the demo adds it.
@@ -39,6 +43,13 @@ const ZK_RECORDS: usize = 100;
 const ADMS_DEVICE: &str = "gate-face";
 const ADMS_SN: &str = "DEMOADMS0001";
 const ADMS_RECORDS: usize = 50;
+
+/// The simulated Hikvision terminal: its id, its user's password, its events (of which the
+/// successful verifications are punches) and how far its clock is behind the gateway's.
+const HIK_DEVICE: &str = "gate-hik";
+const HIK_PASSWORD: &str = "Demo-Passw0rd";
+const HIK_EVENTS: usize = 80;
+const HIK_SKEW_SECS: i64 = -17;
 
 fn zk_user_id(i: usize) -> String {
     (1001 + i).to_string()
@@ -99,6 +110,7 @@ pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
         .chain([format!("fs-{LATE_USER}")])
         .chain((0..ZK_USERS).map(|i| format!("fs-{}", zk_user_id(i))))
         .chain((0..ADMS_RECORDS).map(|i| format!("fs-{}", 2001 + i)))
+        .chain((1001..1006).map(|u| format!("fs-hik-{u}")))
         .collect();
     let standin = Standin::start(StandinConfig {
         latency: Duration::from_millis(20),
@@ -120,6 +132,9 @@ pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
     for i in 0..ADMS_RECORDS {
         writeln!(csv, "{0},fs-{0},{ADMS_DEVICE}", 2001 + i)?;
     }
+    for u in 1001..1006 {
+        writeln!(csv, "{u},fs-hik-{u},{HIK_DEVICE}")?;
+    }
     std::fs::write(&mapping, &csv)?;
 
     // a ZKTeco terminal (the simulator speaks the binary protocol of TCP 4370): a comm key, 40-byte
@@ -139,6 +154,24 @@ pub async fn run(punches: usize, keep: bool) -> anyhow::Result<String> {
         clock_offset: chrono::TimeDelta::hours(8) + chrono::TimeDelta::seconds(ZK_SKEW_SECS),
         serial_number: "DEMO0000000001".into(),
         ..SimConfig::default()
+    })
+    .await?;
+    // a Hikvision face terminal (the simulator speaks ISAPI with digest authentication): failed
+    // verifications, door events and alarms among its events, and a clock 17 s slow
+    let hik_users = hiksim::generate_users(5);
+    let hik_events = hiksim::generate_events(HIK_EVENTS, &hik_users, zk_start);
+    let minors = clockbridge::sources::hikvision::spec::DEFAULT_EVENT_MINORS;
+    let hik_punches = hik_events
+        .iter()
+        .filter(|e| hiksim::is_punch(e, minors))
+        .count();
+    let hik = hiksim::start(HikSimConfig {
+        password: HIK_PASSWORD.into(),
+        users: hik_users,
+        events: hik_events,
+        clock_skew: chrono::TimeDelta::seconds(HIK_SKEW_SECS),
+        heartbeat_every: Some(Duration::from_secs(1)),
+        ..HikSimConfig::default()
     })
     .await?;
     let inbox = dir.path().join("inbox").join("approvals");
@@ -225,12 +258,22 @@ serial_number = "{ADMS_SN}"
 timezone = "Asia/Shanghai"
 location_name = "HQ gate"
 delay = 1
+
+[[devices]]
+id = "{HIK_DEVICE}"
+kind = "hikvision"
+address = "{hik_url}"
+username = "admin"
+password = "{HIK_PASSWORD}"
+timezone = "Asia/Shanghai"
+location_name = "HQ side gate"
 "#,
         base = standin.base_url(),
         queue = dir.path().join("queue.db").display(),
         mapping = mapping.display(),
         inbox = inbox.display(),
         zk_addr = zk.addr(),
+        hik_url = hik.url(),
     );
     std::fs::write(dir.path().join("clockbridge.toml"), &toml)?;
     let cfg = Config::from_toml_with_env(&toml, "demo", std::iter::empty())?;
@@ -295,6 +338,8 @@ delay = 1
     let deadline = Instant::now() + Duration::from_secs(60);
     let zk_stats = running.devices[ZK_DEVICE].stats.clone();
     let mut realtime_punch = None;
+    let hik_stats = running.devices[HIK_DEVICE].stats.clone();
+    let mut hik_realtime = None;
     let a_stats = running.devices["door-1"].stats.clone();
     let b_stats = running.devices["door-2"].stats.clone();
     let lines_seen = |s: &clockbridge::sources::DeviceStats| {
@@ -324,6 +369,14 @@ delay = 1
             adms_realtime = true;
         }
         let adms_done = adms_acked == ADMS_RECORDS + 1;
+        let hik_now: HikFigures = hik_stats.snapshot().figures();
+        if hik_realtime.is_none()
+            && hik_now.serial_watermark == Some(HIK_EVENTS as u64)
+            && hik_now.realtime == Some(true)
+        {
+            hik_realtime = Some(hik.punch("1003", 75, 0));
+        }
+        let hik_done = hik_realtime.is_some() && hik_now.realtime_events.unwrap_or(0) >= 1;
         let inbox_done = {
             let st = running
                 .inbox_stats
@@ -336,6 +389,7 @@ delay = 1
             && lines_seen(&b_stats) >= b_expected_lines
             && zk_done
             && adms_done
+            && hik_done
             && inbox_done;
         if all_read && counts.total.outstanding() == 0 {
             if !released_late && counts.total.unmapped > 0 {
@@ -367,6 +421,7 @@ delay = 1
         clockbridge::queue::store::DeviceStore::new(running.queue.clone(), ADMS_DEVICE)
             .user_names()
             .await?;
+    let hik_dev = hik_stats.snapshot();
     let approvals = counts
         .by_kind
         .get(KIND_USER_APPROVAL)
@@ -381,6 +436,8 @@ delay = 1
     let zk_counters = zk.counters();
     let adms_counters = adms.stop().await;
     zk.shutdown().await;
+    let hik_counters = hik.counters();
+    hik.shutdown();
     let rejected_report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         inbox.join("rejected").join("more-leaves.jsonl.report.json"),
     )?)?;
@@ -401,7 +458,11 @@ delay = 1
     // the demo checks what it shows: CI runs it, so a regression fails there too
     // door-1: its punches, user 9999's and the 2021 one (dead); door-2: its punches and the ghost's
     // (dead); the terminal: its log and the realtime punch
-    let expected_flows = (punches + 2) + (punches + 1) + (ZK_RECORDS + 1) + (ADMS_RECORDS + 1);
+    let expected_flows = (punches + 2)
+        + (punches + 1)
+        + (ZK_RECORDS + 1)
+        + (ADMS_RECORDS + 1)
+        + (hik_punches + 1);
     let mut wrong = Vec::new();
     if written_twice > 0 {
         wrong.push(format!("{written_twice} records written more than once"));
@@ -434,6 +495,13 @@ delay = 1
             ADMS_RECORDS + 1
         ));
     }
+    if hik_dev.queued != hik_punches as u64 + 1 {
+        wrong.push(format!(
+            "{HIK_DEVICE}: {} punches queued, expected {}",
+            hik_dev.queued,
+            hik_punches + 1
+        ));
+    }
     if !wrong.is_empty() {
         anyhow::bail!(
             "demo: the pipeline did not do what it should: {}",
@@ -444,7 +512,7 @@ delay = 1
     let mut o = String::new();
     writeln!(
         o,
-        "clockbridge demo: 2 simulated text clocks, 2 simulated ZKTeco terminals (one polled, one pushing) and an HR inbox -> clockbridge -> local Feishu stand-in ({})",
+        "clockbridge demo: 2 simulated text clocks, 2 simulated ZKTeco terminals (one polled, one pushing), 1 simulated Hikvision terminal and an HR inbox -> clockbridge -> local Feishu stand-in ({})",
         standin.base_url()
     )?;
     for (id, d) in &devs {
@@ -465,6 +533,18 @@ delay = 1
         z.realtime_events.unwrap_or(0),
         z.clock_skew_secs.unwrap_or(0),
         zk_counters.connections,
+    )?;
+    let h = &hik_dev.figures::<HikFigures>();
+    writeln!(
+        o,
+        "  {HIK_DEVICE} (Hikvision, ISAPI with digest authentication): {} punches, {} newly queued, {} non-punch events skipped (failed verifications, door events), serial watermark {}, {} realtime punch from the alert stream; clock {:+} s off the gateway's; {} ISAPI requests",
+        hik_dev.punches_read,
+        hik_dev.queued,
+        h.events_skipped.unwrap_or(0),
+        h.serial_watermark.unwrap_or(0),
+        h.realtime_events.unwrap_or(0),
+        h.clock_skew_secs.unwrap_or(0),
+        hik_counters.requests,
     )?;
     if let Some(r) = &realtime_punch {
         writeln!(

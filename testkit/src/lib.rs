@@ -9,6 +9,8 @@
 //!   independently of the product's client;
 //! - [`admssim`]: a simulated ZKTeco terminal that pushes over HTTP (ADMS / iclock), written
 //!   independently of the product's server;
+//! - [`hiksim`]: a simulated Hikvision access-control terminal speaking ISAPI (HTTP Digest,
+//!   the event log, the alert stream), written independently of the product's client;
 //! - [`demo`]: the real daemon (`clockbridge::daemon`) against simulated clocks and the stand-in.
 //!
 //! Binaries: `demo` (run the demo), `standin` (serve the stand-in) and `zk-sim` (serve a simulated
@@ -17,6 +19,7 @@
 
 pub mod admssim;
 pub mod demo;
+pub mod hiksim;
 pub mod standin;
 pub mod zksim;
 
