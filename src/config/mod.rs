@@ -38,7 +38,7 @@ pub use device::DeviceConfig;
 pub use errors::ConfigError;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
-    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig,
+    EmployeeType, Pacing, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig,
     SenderConfig,
 };
 

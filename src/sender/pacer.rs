@@ -1,0 +1,307 @@
+//! The request rate of one lane: when the next request may leave.
+//!
+//! `sender.max_requests_per_second` is the ceiling. With `sender.pacing = "fixed"` requests are
+//! spaced at exactly that rate (a GCRA with no burst: one request every `1 / ceiling` s; a
+//! rate-limit reply only pauses the lane until its reset). With `"adaptive"` (the default) the lane
+//! finds its share of a limit it may share with other gateways of the same app (the platform counts
+//! 50 requests/s per API, per app and tenant: `docs/rate-limits.md`), AIMD as in TCP:
+//!
+//! - **Start low** at [`START_FRACTION`] of the ceiling (at least [`MIN_RATE`]): a restarted
+//!   daemon never bursts (a killed gateway's last second still counts at the platform).
+//! - **Slow start**: while no rate-limit reply has been seen, each accepted request adds
+//!   [`SLOW_START_GAIN`] requests/s (the rate grows about e-fold per second at full use: from 4.9 to
+//!   49 in about 2.5 s).
+//! - **Additive increase**: after the first rate-limit reply, each accepted request adds
+//!   `INCREASE / rate` (so [`INCREASE`] requests/s per second at full use), growing by
+//!   [`PROBE_GROWTH`] per second without a rate-limit reply (a gateway left alone gets its rate
+//!   back within a minute or two), each step with ±[`INCREASE_JITTER`] jitter.
+//! - **Multiplicative decrease**: a rate-limit reply multiplies the rate by [`DECREASE`] (at most
+//!   once per request sent after the previous decrease: the replies of requests already on their
+//!   way at the old rate count once) and ends slow start. The lane also pauses until
+//!   `x-ogw-ratelimit-reset` ([`super::pacing::Pause`]), stretched by up to [`PAUSE_JITTER`] so that
+//!   gateways refused in the same second do not all come back in the same instant.
+//! - **Idle**: a lane that sent nothing for [`IDLE_RESTART`] starts low again (with slow start):
+//!   what it learnt is stale, and after an outage every gateway comes back at once.
+//!
+//! Requests are only ever spaced, never bunched: the rate allowed is an upper bound on what leaves.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::{Pacing, SenderConfig};
+
+/// Where an adaptive lane starts, as a fraction of the ceiling.
+pub const START_FRACTION: f64 = 0.1;
+/// The lowest rate an adaptive lane goes down to (requests/s).
+pub const MIN_RATE: f64 = 0.5;
+/// Slow start: requests/s added per accepted request.
+pub const SLOW_START_GAIN: f64 = 1.0;
+/// Additive increase: requests/s added per second at full use (per accepted request:
+/// `INCREASE / rate`).
+pub const INCREASE: f64 = 0.05;
+/// How fast the additive increase grows while no rate-limit reply comes: `INCREASE` × (1 +
+/// `PROBE_GROWTH` × seconds since the last decrease).
+pub const PROBE_GROWTH: f64 = 0.1;
+/// Jitter of each increase step (± this fraction).
+pub const INCREASE_JITTER: f64 = 0.2;
+/// Multiplicative decrease on a rate-limit reply.
+pub const DECREASE: f64 = 0.7;
+/// The pause after a rate-limit reply is `x-ogw-ratelimit-reset` × (1 + up to this fraction).
+pub const PAUSE_JITTER: f64 = 0.2;
+/// A lane idle this long starts low again.
+pub const IDLE_RESTART: Duration = Duration::from_secs(30);
+
+/// The pacing of one lane (see the module's doc).
+#[derive(Debug)]
+pub struct Pacer {
+    adaptive: bool,
+    ceiling: f64,
+    st: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    rate: f64,
+    slow_start: bool,
+    /// The earliest moment the next request may leave.
+    next: Option<Instant>,
+    last_request: Option<Instant>,
+    /// The last multiplicative decrease (or the start, or the last idle restart).
+    since: Instant,
+    last_decrease: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(cfg: &SenderConfig, now: Instant) -> Pacer {
+        let ceiling = f64::from(cfg.max_requests_per_second.max(1));
+        let adaptive = cfg.pacing == Pacing::Adaptive;
+        Pacer {
+            adaptive,
+            ceiling,
+            st: Mutex::new(State {
+                rate: if adaptive {
+                    start_rate(ceiling)
+                } else {
+                    ceiling
+                },
+                slow_start: adaptive,
+                next: None,
+                last_request: None,
+                since: now,
+                last_decrease: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rate allowed now (requests/s).
+    pub fn rate(&self) -> f64 {
+        self.state().rate
+    }
+
+    /// The ceiling (`sender.max_requests_per_second`).
+    pub fn ceiling(&self) -> f64 {
+        self.ceiling
+    }
+
+    pub fn adaptive(&self) -> bool {
+        self.adaptive
+    }
+
+    /// Takes the next slot: the moment the caller's request may leave (`now` or later). Callers take
+    /// slots one at a time, in order (`Shared::turn`).
+    pub fn reserve(&self, now: Instant) -> Instant {
+        let mut s = self.state();
+        if self.adaptive
+            && s
+                .last_request
+                .is_some_and(|t| now.saturating_duration_since(t) >= IDLE_RESTART)
+        {
+            s.rate = s.rate.min(start_rate(self.ceiling));
+            s.slow_start = true;
+            s.since = now;
+        }
+        let slot = s.next.map_or(now, |n| n.max(now));
+        s.next = Some(slot + Duration::from_secs_f64(1.0 / s.rate));
+        s.last_request = Some(slot);
+        slot
+    }
+
+    /// A request sent at `sent` was answered without a rate-limit refusal.
+    pub fn on_success(&self, now: Instant) {
+        if !self.adaptive {
+            return;
+        }
+        let mut s = self.state();
+        let step = if s.slow_start {
+            SLOW_START_GAIN
+        } else {
+            let probing = now.saturating_duration_since(s.since).as_secs_f64();
+            let jitter = 1.0 + INCREASE_JITTER * (2.0 * fastrand::f64() - 1.0);
+            INCREASE * (1.0 + PROBE_GROWTH * probing) * jitter / s.rate
+        };
+        s.rate = (s.rate + step).min(self.ceiling);
+    }
+
+    /// A request sent at `sent` was refused by the rate limit at `now`: the new rate, if it was
+    /// lowered (once per request sent after the previous decrease).
+    pub fn on_rate_limited(&self, sent: Instant, now: Instant) -> Option<f64> {
+        if !self.adaptive {
+            return None;
+        }
+        let mut s = self.state();
+        if s.last_decrease.is_some_and(|d| sent <= d) {
+            return None;
+        }
+        s.rate = (s.rate * DECREASE).max(MIN_RATE.min(self.ceiling));
+        s.slow_start = false;
+        s.last_decrease = Some(now);
+        s.since = now;
+        // the slots already handed out stay; the next one is spaced at the new rate
+        let spaced = now + Duration::from_secs_f64(1.0 / s.rate);
+        s.next = Some(s.next.map_or(spaced, |n| n.max(spaced)));
+        Some(s.rate)
+    }
+
+    /// How long to pause after a rate-limit reply asking for `reset`: `reset`, stretched by up to
+    /// [`PAUSE_JITTER`] when adaptive.
+    pub fn pause_for(&self, reset: Duration) -> Duration {
+        if self.adaptive {
+            reset.mul_f64(1.0 + PAUSE_JITTER * fastrand::f64())
+        } else {
+            reset
+        }
+    }
+}
+
+/// The rate an adaptive lane starts at.
+pub fn start_rate(ceiling: f64) -> f64 {
+    (ceiling * START_FRACTION).max(MIN_RATE).min(ceiling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pacing: Pacing) -> SenderConfig {
+        SenderConfig {
+            max_requests_per_second: 40,
+            pacing,
+            ..SenderConfig::default()
+        }
+    }
+
+    /// Slots taken back to back from `t0`, `n` of them.
+    fn slots(p: &Pacer, t0: Instant, n: usize) -> Vec<Instant> {
+        (0..n).map(|_| p.reserve(t0)).collect()
+    }
+
+    #[test]
+    fn fixed_pacing_spaces_requests_at_the_ceiling_and_never_adapts() {
+        let t0 = Instant::now();
+        let p = Pacer::new(&cfg(Pacing::Fixed), t0);
+        assert_eq!(p.rate(), 40.0);
+        let s = slots(&p, t0, 41);
+        assert_eq!(s[0], t0, "an idle lane sends at once");
+        let span = s[40].duration_since(s[0]).as_secs_f64();
+        assert!((span - 1.0).abs() < 1e-6, "{span}");
+        assert_eq!(p.on_rate_limited(t0, t0), None);
+        p.on_success(t0);
+        assert_eq!(p.rate(), 40.0);
+        assert_eq!(p.pause_for(Duration::from_secs(1)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_adaptive_lane_starts_low_and_ramps_up_in_slow_start() {
+        let t0 = Instant::now();
+        let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
+        assert_eq!(p.rate(), 4.0, "a tenth of the ceiling");
+        // the first 5 requests go at the start rate: 1/4 s apart
+        let s = slots(&p, t0, 2);
+        assert_eq!(s[1].duration_since(s[0]), Duration::from_millis(250));
+        for _ in 0..10 {
+            p.on_success(t0);
+        }
+        assert_eq!(p.rate(), 14.0, "one request/s more per accepted request");
+        for _ in 0..100 {
+            p.on_success(t0);
+        }
+        assert_eq!(p.rate(), 40.0, "never above the ceiling");
+    }
+
+    #[test]
+    fn a_rate_limit_reply_cuts_the_rate_once_per_round_then_it_grows_additively() {
+        let t0 = Instant::now();
+        let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
+        for _ in 0..36 {
+            p.on_success(t0);
+        }
+        assert_eq!(p.rate(), 40.0);
+        let t1 = t0 + Duration::from_secs(1);
+        let sent = t1 - Duration::from_millis(100);
+        assert_eq!(p.on_rate_limited(sent, t1), Some(28.0));
+        // replies to requests sent before that decrease count once
+        assert_eq!(p.on_rate_limited(sent, t1 + Duration::from_millis(10)), None);
+        assert_eq!(p.rate(), 28.0);
+        // the next slot is spaced at the new rate from the decrease
+        assert!(p.reserve(t1) >= t1 + Duration::from_secs_f64(1.0 / 28.0));
+        // congestion avoidance: one second of accepted requests at 28/s adds about INCREASE
+        for _ in 0..28 {
+            p.on_success(t1);
+        }
+        let grown = p.rate() - 28.0;
+        assert!(
+            grown > INCREASE * 0.79 && grown < INCREASE * 1.21,
+            "{grown}"
+        );
+        // a request sent after the decrease, refused: a second decrease
+        let t2 = t1 + Duration::from_secs(2);
+        let r = p.on_rate_limited(t2, t2).unwrap();
+        assert!((r - (28.0 + grown) * DECREASE).abs() < 1e-9, "{r}");
+        // never below the floor
+        for i in 0..100 {
+            let t = t2 + Duration::from_millis(10 * (i + 1));
+            p.on_rate_limited(t, t);
+        }
+        assert_eq!(p.rate(), MIN_RATE);
+        // the pause is the reset, stretched by at most PAUSE_JITTER
+        let d = p.pause_for(Duration::from_secs(2));
+        assert!(
+            d >= Duration::from_secs(2) && d <= Duration::from_secs_f64(2.0 * (1.0 + PAUSE_JITTER))
+        );
+    }
+
+    #[test]
+    fn the_increase_grows_while_no_rate_limit_reply_comes() {
+        let t0 = Instant::now();
+        let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
+        assert_eq!(p.on_rate_limited(t0, t0), Some(2.8));
+        let before = p.rate();
+        // 60 s later, one accepted request adds (1 + 6) times what it adds just after the decrease
+        p.on_success(t0 + Duration::from_secs(60));
+        let step = (p.rate() - before) * before;
+        assert!(step > INCREASE * 7.0 * 0.79 && step < INCREASE * 7.0 * 1.21, "{step}");
+    }
+
+    #[test]
+    fn an_idle_lane_starts_low_again() {
+        let t0 = Instant::now();
+        let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
+        for _ in 0..100 {
+            p.on_success(t0);
+        }
+        p.reserve(t0);
+        assert_eq!(p.rate(), 40.0);
+        // busy: the rate stays
+        p.reserve(t0 + Duration::from_secs(29));
+        assert_eq!(p.rate(), 40.0);
+        // idle for IDLE_RESTART: back to the start, in slow start
+        p.reserve(t0 + Duration::from_secs(29) + IDLE_RESTART);
+        assert_eq!(p.rate(), 4.0);
+        p.on_success(t0 + Duration::from_secs(60));
+        assert_eq!(p.rate(), 5.0);
+    }
+}
