@@ -16,6 +16,7 @@ mod journal;
 mod live;
 mod online;
 mod outcomes;
+mod pacing;
 mod sdk;
 mod serial;
 mod storage;
