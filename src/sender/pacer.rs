@@ -12,12 +12,14 @@
 //!   [`SLOW_START_GAIN`] requests/s (the rate grows about e-fold per second at full use: from 4.9 to
 //!   49 in about 2.5 s).
 //! - **Additive increase**: after the first rate-limit reply, each accepted request adds
-//!   `INCREASE / rate` (so [`INCREASE`] requests/s per second at full use), growing by
-//!   [`PROBE_GROWTH`] per second without a rate-limit reply (a gateway left alone gets its rate
-//!   back within a minute or two), each step with ±[`INCREASE_JITTER`] jitter.
-//! - **Multiplicative decrease**: a rate-limit reply multiplies the rate by [`DECREASE`] (at most
-//!   once per request sent after the previous decrease: the replies of requests already on their
-//!   way at the old rate count once) and ends slow start. The lane also pauses until
+//!   `INCREASE / rate` (so [`INCREASE`] requests/s per second at full use), times
+//!   `1 + (t / PROBE_SECS)²` where `t` is the time since the last decrease: slow near the rate
+//!   the platform last refused, faster the longer it has not refused (a gateway left alone gets
+//!   its rate back within about a minute and a half); each step with ±[`INCREASE_JITTER`] jitter.
+//! - **Multiplicative decrease**: a rate-limit reply multiplies the rate by [`DECREASE`]
+//!   ([`SLOW_START_DECREASE`] for the one that ends slow start, which overshot), at most once per
+//!   request sent after the previous decrease (the replies of requests already on their way at the
+//!   old rate count once). The lane also pauses until
 //!   `x-ogw-ratelimit-reset` ([`super::pacing::Pause`]), stretched by up to [`PAUSE_JITTER`] so that
 //!   gateways refused in the same second do not all come back in the same instant.
 //! - **Idle**: a lane that sent nothing for [`IDLE_RESTART`] starts low again (with slow start):
@@ -37,17 +39,19 @@ pub const MIN_RATE: f64 = 0.5;
 /// Slow start: requests/s added per accepted request.
 pub const SLOW_START_GAIN: f64 = 1.0;
 /// Additive increase: requests/s added per second at full use (per accepted request:
-/// `INCREASE / rate`).
+/// `INCREASE / rate`), just after a decrease.
 pub const INCREASE: f64 = 0.05;
-/// How fast the additive increase grows while no rate-limit reply comes: `INCREASE` × (1 +
-/// `PROBE_GROWTH` × seconds since the last decrease).
-pub const PROBE_GROWTH: f64 = 0.1;
+/// How the additive increase grows while no rate-limit reply comes: `INCREASE` × (1 + (seconds
+/// since the last decrease / `PROBE_SECS`)²): twice as fast after 20 s, ten times after 60 s.
+pub const PROBE_SECS: f64 = 20.0;
 /// Jitter of each increase step (± this fraction).
 pub const INCREASE_JITTER: f64 = 0.2;
 /// Multiplicative decrease on a rate-limit reply.
 pub const DECREASE: f64 = 0.7;
+/// Multiplicative decrease on the rate-limit reply that ends slow start.
+pub const SLOW_START_DECREASE: f64 = 0.5;
 /// The pause after a rate-limit reply is `x-ogw-ratelimit-reset` × (1 + up to this fraction).
-pub const PAUSE_JITTER: f64 = 0.2;
+pub const PAUSE_JITTER: f64 = 0.1;
 /// A lane idle this long starts low again.
 pub const IDLE_RESTART: Duration = Duration::from_secs(30);
 
@@ -139,9 +143,9 @@ impl Pacer {
         let step = if s.slow_start {
             SLOW_START_GAIN
         } else {
-            let probing = now.saturating_duration_since(s.since).as_secs_f64();
+            let probing = now.saturating_duration_since(s.since).as_secs_f64() / PROBE_SECS;
             let jitter = 1.0 + INCREASE_JITTER * (2.0 * fastrand::f64() - 1.0);
-            INCREASE * (1.0 + PROBE_GROWTH * probing) * jitter / s.rate
+            INCREASE * (1.0 + probing * probing) * jitter / s.rate
         };
         s.rate = (s.rate + step).min(self.ceiling);
     }
@@ -156,7 +160,12 @@ impl Pacer {
         if s.last_decrease.is_some_and(|d| sent <= d) {
             return None;
         }
-        s.rate = (s.rate * DECREASE).max(MIN_RATE.min(self.ceiling));
+        let factor = if s.slow_start {
+            SLOW_START_DECREASE
+        } else {
+            DECREASE
+        };
+        s.rate = (s.rate * factor).max(MIN_RATE.min(self.ceiling));
         s.slow_start = false;
         s.last_decrease = Some(now);
         s.since = now;
@@ -240,7 +249,14 @@ mod tests {
             p.on_success(t0);
         }
         assert_eq!(p.rate(), 40.0);
-        let t1 = t0 + Duration::from_secs(1);
+        // the reply that ends slow start halves the rate
+        assert_eq!(p.on_rate_limited(t0, t0), Some(20.0));
+        // a minute later it grows back to the ceiling (about 10 × INCREASE per second at full use)
+        for _ in 0..5_000 {
+            p.on_success(t0 + Duration::from_secs(60));
+        }
+        assert_eq!(p.rate(), 40.0);
+        let t1 = t0 + Duration::from_secs(61);
         let sent = t1 - Duration::from_millis(100);
         assert_eq!(p.on_rate_limited(sent, t1), Some(28.0));
         // replies to requests sent before that decrease count once
@@ -278,12 +294,12 @@ mod tests {
     fn the_increase_grows_while_no_rate_limit_reply_comes() {
         let t0 = Instant::now();
         let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
-        assert_eq!(p.on_rate_limited(t0, t0), Some(2.8));
+        assert_eq!(p.on_rate_limited(t0, t0), Some(2.0));
         let before = p.rate();
-        // 60 s later, one accepted request adds (1 + 6) times what it adds just after the decrease
+        // 60 s later, one accepted request adds (1 + 3²) times what it adds just after the decrease
         p.on_success(t0 + Duration::from_secs(60));
         let step = (p.rate() - before) * before;
-        assert!(step > INCREASE * 7.0 * 0.79 && step < INCREASE * 7.0 * 1.21, "{step}");
+        assert!(step > INCREASE * 10.0 * 0.79 && step < INCREASE * 10.0 * 1.21, "{step}");
     }
 
     #[test]

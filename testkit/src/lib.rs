@@ -7,13 +7,16 @@
 //!   three HR endpoints) that enforces the platform's rules, records every write and injects faults;
 //! - [`zksim`]: a simulated ZKTeco terminal speaking the ZK binary protocol (TCP 4370), written
 //!   independently of the product's client;
-//! - [`demo`]: the real daemon (`clockbridge::daemon`) against simulated clocks and the stand-in.
+//! - [`demo`]: the real daemon (`clockbridge::daemon`) against simulated clocks and the stand-in;
+//! - [`fleet`]: N real daemons (separate processes, one queue each) sharing one app's rate limit at
+//!   the stand-in, with the figures of the fleet (aggregate, Jain's fairness, 429 share).
 //!
 //! Binaries: `demo` (run the demo), `standin` (serve the stand-in) and `zk-sim` (serve a simulated
 //! terminal). The product uses this crate only as a dev-dependency (tests/, benches/, a few unit
 //! tests), so `cargo build -p clockbridge` never compiles it.
 
 pub mod demo;
+pub mod fleet;
 pub mod standin;
 pub mod zksim;
 
