@@ -4,6 +4,7 @@
 mod util;
 
 mod cli;
+mod contrib;
 pub mod crash;
 mod delivery;
 mod dlq;
