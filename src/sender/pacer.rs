@@ -8,14 +8,19 @@
 //!
 //! - **Start low** at [`START_FRACTION`] of the ceiling (at least [`MIN_RATE`]): a restarted
 //!   daemon never bursts (a killed gateway's last second still counts at the platform).
-//! - **Slow start**: while no rate-limit reply has been seen, each accepted request adds
-//!   [`SLOW_START_GAIN`] requests/s (the rate grows about e-fold per second at full use: from 4.9 to
-//!   49 in about 2.5 s).
+//! - **Slow start**: until the first rate-limit reply or the ceiling, each accepted request adds
+//!   [`SLOW_START_GAIN`] requests/s (the rate grows about e²-fold per second at full use: from 4.9
+//!   to 49 in about 1.2 s).
 //! - **Additive increase**: after the first rate-limit reply, each accepted request adds
 //!   `INCREASE / rate` (so [`INCREASE`] requests/s per second at full use), times
 //!   `1 + (t / PROBE_SECS)²` where `t` is the time since the last decrease: slow near the rate
 //!   the platform last refused, faster the longer it has not refused (a gateway left alone gets
 //!   its rate back within about a minute and a half); each step with ±[`INCREASE_JITTER`] jitter.
+//! - **A lane alone near its ceiling**: a rate-limit reply to a lane that ran at
+//!   [`ALONE_FRACTION`] of its ceiling or more is most likely one second bunched by the network
+//!   or a busy machine, not a neighbour (a fair share of a limit shared by two is half of it): after
+//!   the decrease it grows back fast ([`RECOVERY_GAIN`] of that rate per second at full use) to
+//!   [`RECOVERY_FRACTION`] of it, then probes as above.
 //! - **Multiplicative decrease**: a rate-limit reply multiplies the rate by [`DECREASE`]
 //!   ([`SLOW_START_DECREASE`] for the one that ends slow start, which overshot), at most once per
 //!   request sent after the previous decrease (the replies of requests already on their way at the
@@ -37,7 +42,7 @@ pub const START_FRACTION: f64 = 0.1;
 /// The lowest rate an adaptive lane goes down to (requests/s).
 pub const MIN_RATE: f64 = 0.5;
 /// Slow start: requests/s added per accepted request.
-pub const SLOW_START_GAIN: f64 = 1.0;
+pub const SLOW_START_GAIN: f64 = 2.0;
 /// Additive increase: requests/s added per second at full use (per accepted request:
 /// `INCREASE / rate`), just after a decrease.
 pub const INCREASE: f64 = 0.05;
@@ -52,6 +57,12 @@ pub const DECREASE: f64 = 0.7;
 pub const SLOW_START_DECREASE: f64 = 0.5;
 /// The pause after a rate-limit reply is `x-ogw-ratelimit-reset` × (1 + up to this fraction).
 pub const PAUSE_JITTER: f64 = 0.1;
+/// A lane refused at this fraction of its ceiling or more recovers fast (it is most likely alone).
+pub const ALONE_FRACTION: f64 = 0.9;
+/// How fast it recovers: this fraction of the rate it was refused at, per second at full use.
+pub const RECOVERY_GAIN: f64 = 0.5;
+/// Up to which fraction of the rate it was refused at it recovers fast.
+pub const RECOVERY_FRACTION: f64 = 0.95;
 /// A lane idle this long starts low again.
 pub const IDLE_RESTART: Duration = Duration::from_secs(30);
 
@@ -73,6 +84,9 @@ struct State {
     /// The last multiplicative decrease (or the start, or the last idle restart).
     since: Instant,
     last_decrease: Option<Instant>,
+    /// The rate of the last decrease, when it was near the ceiling (fast recovery up to
+    /// `RECOVERY_FRACTION` of it).
+    recover_to: Option<f64>,
 }
 
 impl Pacer {
@@ -93,6 +107,7 @@ impl Pacer {
                 last_request: None,
                 since: now,
                 last_decrease: None,
+                recover_to: None,
             }),
         }
     }
@@ -127,6 +142,7 @@ impl Pacer {
             s.rate = s.rate.min(start_rate(self.ceiling));
             s.slow_start = true;
             s.since = now;
+            s.recover_to = None;
         }
         let slot = s.next.map_or(now, |n| n.max(now));
         s.next = Some(slot + Duration::from_secs_f64(1.0 / s.rate));
@@ -140,14 +156,24 @@ impl Pacer {
             return;
         }
         let mut s = self.state();
+        let recovering = s
+            .recover_to
+            .filter(|r| s.rate < r * RECOVERY_FRACTION);
         let step = if s.slow_start {
             SLOW_START_GAIN
+        } else if let Some(r) = recovering {
+            RECOVERY_GAIN * r / s.rate
         } else {
             let probing = now.saturating_duration_since(s.since).as_secs_f64() / PROBE_SECS;
             let jitter = 1.0 + INCREASE_JITTER * (2.0 * fastrand::f64() - 1.0);
             INCREASE * (1.0 + probing * probing) * jitter / s.rate
         };
         s.rate = (s.rate + step).min(self.ceiling);
+        if s.slow_start && s.rate >= self.ceiling {
+            // at the ceiling: a refusal from now on is not the overshoot of a slow start
+            s.slow_start = false;
+            s.since = now;
+        }
     }
 
     /// A request sent at `sent` was refused by the rate limit at `now`: the new rate, if it was
@@ -165,6 +191,7 @@ impl Pacer {
         } else {
             DECREASE
         };
+        s.recover_to = (s.rate >= ALONE_FRACTION * self.ceiling).then_some(s.rate);
         s.rate = (s.rate * factor).max(MIN_RATE.min(self.ceiling));
         s.slow_start = false;
         s.last_decrease = Some(now);
@@ -228,13 +255,13 @@ mod tests {
         let t0 = Instant::now();
         let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
         assert_eq!(p.rate(), 4.0, "a tenth of the ceiling");
-        // the first 5 requests go at the start rate: 1/4 s apart
+        // the first requests go at the start rate: 1/4 s apart
         let s = slots(&p, t0, 2);
         assert_eq!(s[1].duration_since(s[0]), Duration::from_millis(250));
-        for _ in 0..10 {
+        for _ in 0..5 {
             p.on_success(t0);
         }
-        assert_eq!(p.rate(), 14.0, "one request/s more per accepted request");
+        assert_eq!(p.rate(), 14.0, "SLOW_START_GAIN more per accepted request");
         for _ in 0..100 {
             p.on_success(t0);
         }
@@ -242,44 +269,35 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_limit_reply_cuts_the_rate_once_per_round_then_it_grows_additively() {
+    fn the_reply_that_ends_slow_start_halves_the_rate_then_it_grows_additively() {
         let t0 = Instant::now();
         let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
-        for _ in 0..36 {
+        for _ in 0..8 {
             p.on_success(t0);
         }
-        assert_eq!(p.rate(), 40.0);
-        // the reply that ends slow start halves the rate
-        assert_eq!(p.on_rate_limited(t0, t0), Some(20.0));
-        // a minute later it grows back to the ceiling (about 10 × INCREASE per second at full use)
-        for _ in 0..5_000 {
-            p.on_success(t0 + Duration::from_secs(60));
-        }
-        assert_eq!(p.rate(), 40.0);
-        let t1 = t0 + Duration::from_secs(61);
-        let sent = t1 - Duration::from_millis(100);
-        assert_eq!(p.on_rate_limited(sent, t1), Some(28.0));
+        assert_eq!(p.rate(), 20.0);
+        assert_eq!(p.on_rate_limited(t0, t0), Some(10.0));
         // replies to requests sent before that decrease count once
-        assert_eq!(p.on_rate_limited(sent, t1 + Duration::from_millis(10)), None);
-        assert_eq!(p.rate(), 28.0);
+        assert_eq!(p.on_rate_limited(t0, t0 + Duration::from_millis(10)), None);
+        assert_eq!(p.rate(), 10.0);
         // the next slot is spaced at the new rate from the decrease
-        assert!(p.reserve(t1) >= t1 + Duration::from_secs_f64(1.0 / 28.0));
-        // congestion avoidance: one second of accepted requests at 28/s adds about INCREASE
-        for _ in 0..28 {
-            p.on_success(t1);
+        assert!(p.reserve(t0) >= t0 + Duration::from_millis(100));
+        // congestion avoidance: one second of accepted requests at 10/s adds about INCREASE
+        for _ in 0..10 {
+            p.on_success(t0);
         }
-        let grown = p.rate() - 28.0;
+        let grown = p.rate() - 10.0;
         assert!(
             grown > INCREASE * 0.79 && grown < INCREASE * 1.21,
             "{grown}"
         );
-        // a request sent after the decrease, refused: a second decrease
-        let t2 = t1 + Duration::from_secs(2);
-        let r = p.on_rate_limited(t2, t2).unwrap();
-        assert!((r - (28.0 + grown) * DECREASE).abs() < 1e-9, "{r}");
+        // a request sent after the decrease, refused: DECREASE this time
+        let t1 = t0 + Duration::from_secs(2);
+        let r = p.on_rate_limited(t1, t1).unwrap();
+        assert!((r - (10.0 + grown) * DECREASE).abs() < 1e-9, "{r}");
         // never below the floor
         for i in 0..100 {
-            let t = t2 + Duration::from_millis(10 * (i + 1));
+            let t = t1 + Duration::from_millis(10 * (i + 1));
             p.on_rate_limited(t, t);
         }
         assert_eq!(p.rate(), MIN_RATE);
@@ -288,6 +306,40 @@ mod tests {
         assert!(
             d >= Duration::from_secs(2) && d <= Duration::from_secs_f64(2.0 * (1.0 + PAUSE_JITTER))
         );
+    }
+
+    #[test]
+    fn a_lane_refused_near_its_ceiling_is_cut_once_and_recovers_fast() {
+        let t0 = Instant::now();
+        let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
+        for _ in 0..100 {
+            p.on_success(t0);
+        }
+        assert_eq!(p.rate(), 40.0, "slow start ends at the ceiling");
+        // one refusal at the ceiling (a bunched second): DECREASE, not SLOW_START_DECREASE
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(p.on_rate_limited(t1, t1), Some(28.0));
+        // back to RECOVERY_FRACTION of 40 within about a second at full use (RECOVERY_GAIN x 40 =
+        // 20 requests/s per second), then slowly
+        for _ in 0..30 {
+            p.on_success(t1);
+        }
+        let r = p.rate();
+        assert!(r >= 40.0 * RECOVERY_FRACTION && r < 40.0 * RECOVERY_FRACTION + 1.0, "{r}");
+        for _ in 0..40 {
+            p.on_success(t1);
+        }
+        assert!(p.rate() - r < 0.2, "{} after {r}", p.rate());
+        // a lane refused at a share well below its ceiling does not recover fast
+        let p = Pacer::new(&cfg(Pacing::Adaptive), t0);
+        for _ in 0..8 {
+            p.on_success(t0);
+        }
+        p.on_rate_limited(t0, t0);
+        for _ in 0..10 {
+            p.on_success(t0);
+        }
+        assert!(p.rate() < 10.0 + INCREASE * 1.21, "{}", p.rate());
     }
 
     #[test]
@@ -318,6 +370,6 @@ mod tests {
         p.reserve(t0 + Duration::from_secs(29) + IDLE_RESTART);
         assert_eq!(p.rate(), 4.0);
         p.on_success(t0 + Duration::from_secs(60));
-        assert_eq!(p.rate(), 5.0);
+        assert_eq!(p.rate(), 4.0 + SLOW_START_GAIN);
     }
 }
