@@ -9,8 +9,8 @@
 //! - **Start low** at [`START_FRACTION`] of the ceiling (at least [`MIN_RATE`]): a restarted
 //!   daemon never bursts (a killed gateway's last second still counts at the platform).
 //! - **Slow start**: until the first rate-limit reply or the ceiling, each accepted request adds
-//!   [`SLOW_START_GAIN`] requests/s (the rate grows about e²-fold per second at full use: from 4.9
-//!   to 49 in about 1.2 s).
+//!   [`SLOW_START_GAIN`] requests/s (the rate grows about 4.5-fold per second at full use: from
+//!   4.9 to 49 in about 1.5 s).
 //! - **Additive increase**: after the first rate-limit reply, each accepted request adds
 //!   `INCREASE / rate` (so [`INCREASE`] requests/s per second at full use), times
 //!   `1 + (t / PROBE_SECS)²` where `t` is the time since the last decrease: slow near the rate
@@ -42,7 +42,7 @@ pub const START_FRACTION: f64 = 0.1;
 /// The lowest rate an adaptive lane goes down to (requests/s).
 pub const MIN_RATE: f64 = 0.5;
 /// Slow start: requests/s added per accepted request.
-pub const SLOW_START_GAIN: f64 = 2.0;
+pub const SLOW_START_GAIN: f64 = 1.5;
 /// Additive increase: requests/s added per second at full use (per accepted request:
 /// `INCREASE / rate`), just after a decrease.
 pub const INCREASE: f64 = 0.05;
@@ -258,10 +258,10 @@ mod tests {
         // the first requests go at the start rate: 1/4 s apart
         let s = slots(&p, t0, 2);
         assert_eq!(s[1].duration_since(s[0]), Duration::from_millis(250));
-        for _ in 0..5 {
+        for _ in 0..6 {
             p.on_success(t0);
         }
-        assert_eq!(p.rate(), 14.0, "SLOW_START_GAIN more per accepted request");
+        assert_eq!(p.rate(), 13.0, "SLOW_START_GAIN more per accepted request");
         for _ in 0..100 {
             p.on_success(t0);
         }
@@ -275,18 +275,18 @@ mod tests {
         for _ in 0..8 {
             p.on_success(t0);
         }
-        assert_eq!(p.rate(), 20.0);
-        assert_eq!(p.on_rate_limited(t0, t0), Some(10.0));
+        assert_eq!(p.rate(), 16.0);
+        assert_eq!(p.on_rate_limited(t0, t0), Some(8.0));
         // replies to requests sent before that decrease count once
         assert_eq!(p.on_rate_limited(t0, t0 + Duration::from_millis(10)), None);
-        assert_eq!(p.rate(), 10.0);
+        assert_eq!(p.rate(), 8.0);
         // the next slot is spaced at the new rate from the decrease
-        assert!(p.reserve(t0) >= t0 + Duration::from_millis(100));
-        // congestion avoidance: one second of accepted requests at 10/s adds about INCREASE
-        for _ in 0..10 {
+        assert!(p.reserve(t0) >= t0 + Duration::from_millis(125));
+        // congestion avoidance: one second of accepted requests at 8/s adds about INCREASE
+        for _ in 0..8 {
             p.on_success(t0);
         }
-        let grown = p.rate() - 10.0;
+        let grown = p.rate() - 8.0;
         assert!(
             grown > INCREASE * 0.79 && grown < INCREASE * 1.21,
             "{grown}"
@@ -294,7 +294,7 @@ mod tests {
         // a request sent after the decrease, refused: DECREASE this time
         let t1 = t0 + Duration::from_secs(2);
         let r = p.on_rate_limited(t1, t1).unwrap();
-        assert!((r - (10.0 + grown) * DECREASE).abs() < 1e-9, "{r}");
+        assert!((r - (8.0 + grown) * DECREASE).abs() < 1e-9, "{r}");
         // never below the floor
         for i in 0..100 {
             let t = t1 + Duration::from_millis(10 * (i + 1));
@@ -336,10 +336,10 @@ mod tests {
             p.on_success(t0);
         }
         p.on_rate_limited(t0, t0);
-        for _ in 0..10 {
+        for _ in 0..8 {
             p.on_success(t0);
         }
-        assert!(p.rate() < 10.0 + INCREASE * 1.21, "{}", p.rate());
+        assert!(p.rate() < 8.0 + INCREASE * 1.21, "{}", p.rate());
     }
 
     #[test]
