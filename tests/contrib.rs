@@ -111,7 +111,8 @@ async fn the_dashboard_and_the_alert_rules_use_only_metrics_the_daemon_exports()
     let mut exprs = Vec::new();
     dashboard_exprs(&dashboard, &mut exprs);
     assert!(exprs.len() > 20, "{exprs:?}");
-    let rules = std::fs::read_to_string(root.join("contrib/prometheus/clockbridge.rules.yml")).unwrap();
+    let rules =
+        std::fs::read_to_string(root.join("contrib/prometheus/clockbridge.rules.yml")).unwrap();
     let rules: String = rules
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))

@@ -79,7 +79,10 @@ async fn a_restarted_daemon_ramps_up_from_a_tenth_of_the_ceiling_instead_of_burs
     running.stop().await;
     let before = env.standin.rate_log(Api::UserFlows).len();
     let delivered_before = env.standin.stored_len();
-    assert!(delivered_before < n, "the backlog was gone before the restart");
+    assert!(
+        delivered_before < n,
+        "the backlog was gone before the restart"
+    );
     let running = env.start("").await;
     assert_eq!(
         running.sender_stats.snapshot().pacing_rate_per_sec,

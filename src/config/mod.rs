@@ -38,8 +38,8 @@ pub use device::DeviceConfig;
 pub use errors::ConfigError;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
-    EmployeeType, Pacing, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig,
-    SenderConfig,
+    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, Pacing,
+    QueueConfig, SenderConfig,
 };
 
 /// Where `run`, `status` and `check-config` look when `--config` is not given.

@@ -150,8 +150,12 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
                 let pause = sh.pacer.pause_for(wait);
                 sh.stats.add_paused(sh.pause.extend(now + pause));
                 match lowered {
-                    Some(rate) => tracing::warn!(wait_ms = pause.as_millis() as u64, rate_per_sec = format!("{rate:.1}"), kind = sh.lane.kind(), log_id = %reply.log_id_text(), "feishu: rate limited; pausing uploads until the window resets, then sending slower"),
-                    None => tracing::warn!(wait_ms = pause.as_millis() as u64, kind = sh.lane.kind(), log_id = %reply.log_id_text(), "feishu: rate limited; pausing uploads until the window resets"),
+                    Some(rate) => {
+                        tracing::warn!(wait_ms = pause.as_millis() as u64, rate_per_sec = format!("{rate:.1}"), kind = sh.lane.kind(), log_id = %reply.log_id_text(), "feishu: rate limited; pausing uploads until the window resets, then sending slower")
+                    }
+                    None => {
+                        tracing::warn!(wait_ms = pause.as_millis() as u64, kind = sh.lane.kind(), log_id = %reply.log_id_text(), "feishu: rate limited; pausing uploads until the window resets")
+                    }
                 }
                 work.push_front(batch);
             }

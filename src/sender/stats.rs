@@ -364,7 +364,10 @@ impl SenderStats {
                 _ if self.pacing_adaptive.load(Ordering::Relaxed) => "adaptive".into(),
                 _ => "fixed".into(),
             },
-            pacing_rate_per_sec: round(f64::from_bits(self.pacing_rate.load(Ordering::Relaxed)), 100.0),
+            pacing_rate_per_sec: round(
+                f64::from_bits(self.pacing_rate.load(Ordering::Relaxed)),
+                100.0,
+            ),
             pacing_ceiling_per_sec: f64::from_bits(self.pacing_ceiling.load(Ordering::Relaxed)),
             rate_limited_share: {
                 let requests = self.requests.load(Ordering::Relaxed);
