@@ -62,7 +62,7 @@ pub const ALONE_FRACTION: f64 = 0.9;
 /// How fast it recovers: this fraction of the rate it was refused at, per second at full use.
 pub const RECOVERY_GAIN: f64 = 0.5;
 /// Up to which fraction of the rate it was refused at it recovers fast.
-pub const RECOVERY_FRACTION: f64 = 0.95;
+pub const RECOVERY_FRACTION: f64 = 1.0;
 /// A lane idle this long starts low again.
 pub const IDLE_RESTART: Duration = Duration::from_secs(30);
 
