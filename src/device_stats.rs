@@ -62,6 +62,8 @@ pub struct DeviceStats {
     pub connects: AtomicU64,
     /// Unix seconds of the last line received (0: never).
     pub last_line_at: AtomicI64,
+    /// Unix seconds of the last punch newly committed to the queue (0: none since start).
+    pub last_punch_at: AtomicI64,
     /// The last error, for `status`.
     pub last_error: Mutex<Option<String>>,
     /// Acknowledgements written back to the clock (each after its punch was committed).
@@ -184,6 +186,10 @@ impl DeviceStats {
                 0 => None,
                 t => Some(t),
             },
+            last_punch_at: match self.last_punch_at.load(Ordering::Relaxed) {
+                0 => None,
+                t => Some(t),
+            },
             last_error: self.last_error(),
             figures: self
                 .figures
@@ -211,6 +217,10 @@ pub struct DeviceSnapshot {
     #[serde(default)]
     pub acks_written: u64,
     pub last_line_at: Option<i64>,
+    /// When the last punch was newly committed to the queue (absent before the first since start,
+    /// and in snapshots of older versions).
+    #[serde(default)]
+    pub last_punch_at: Option<i64>,
     pub last_error: Option<String>,
     /// The kind's own figures (a `zk` device's serial number, clock skew, watermark...), as members
     /// of the snapshot itself; empty for kinds without any.

@@ -401,6 +401,9 @@ pub fn render_text(s: &Status) -> String {
                 sender.rate_limited
             )),
         }
+        if !sender.pacing.is_empty() {
+            o.push_str(&format!("  {}\n", crate::sender::pacing_text(sender)));
+        }
         if sender.timeouts_in_a_row > 0 {
             o.push_str(&format!(
                 "  the last {} requests timed out (no answer within feishu.request_timeout_secs)\n",

@@ -5,6 +5,7 @@ mod util;
 
 mod adms;
 mod cli;
+mod contrib;
 pub mod crash;
 mod delivery;
 mod dlq;
@@ -19,6 +20,7 @@ mod journal;
 mod live;
 mod online;
 mod outcomes;
+mod pacing;
 mod reconcile;
 mod sdk;
 mod serial;

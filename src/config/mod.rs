@@ -42,8 +42,8 @@ pub use errors::ConfigError;
 pub use reconcile::ReconcileConfig;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
-    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, QueueConfig,
-    SenderConfig,
+    EmployeeType, FeishuConfig, HttpConfig, InboxConfig, LimitsConfig, LogConfig, Pacing,
+    QueueConfig, SenderConfig,
 };
 
 /// Where `run`, `status` and `check-config` look when `--config` is not given.

@@ -126,6 +126,17 @@ crate::choice_enum! {
     }
 }
 
+crate::choice_enum! {
+    /// How the sender paces requests below `sender.max_requests_per_second`.
+    pub enum Pacing {
+        /// Additive increase while requests succeed, multiplicative decrease on a rate-limit reply
+        /// (`crate::sender::pacing`): gateways sharing one app share its limit.
+        Adaptive = "adaptive",
+        /// Always `max_requests_per_second` (a rate-limit reply only pauses until its reset).
+        Fixed = "fixed",
+    }
+}
+
 /// `[queue]`: the durable SQLite queue.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +169,10 @@ pub struct SenderConfig {
     /// Requests in flight at once (enough to reach the rate when each takes hundreds of ms).
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// `adaptive` (AIMD below `max_requests_per_second`, see [`crate::sender`]) or `fixed` (always
+    /// `max_requests_per_second`).
+    #[serde(default = "default_pacing")]
+    pub pacing: Pacing,
     /// First retry delay after a transient failure, in seconds (doubles, with jitter).
     #[serde(default = "default_retry_initial")]
     pub retry_initial_secs: u64,
@@ -261,6 +276,9 @@ fn default_rps() -> u32 {
 fn default_in_flight() -> usize {
     16
 }
+fn default_pacing() -> Pacing {
+    Pacing::Adaptive
+}
 fn default_retry_initial() -> u64 {
     1
 }
@@ -293,6 +311,7 @@ impl Default for SenderConfig {
             linger_ms: default_linger_ms(),
             max_requests_per_second: default_rps(),
             max_in_flight: default_in_flight(),
+            pacing: default_pacing(),
             retry_initial_secs: default_retry_initial(),
             retry_max_secs: default_retry_max(),
             app_error_pause_secs: default_app_error_pause(),

@@ -173,6 +173,9 @@ pub async fn run_writer(
                     d.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 } else {
                     d.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    d.stats
+                        .last_punch_at
+                        .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
                 }
             }
             if let Some(ack) = item.ack {

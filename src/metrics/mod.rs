@@ -49,6 +49,9 @@
 //! | `clockbridge_device_log_records` | gauge | `device` | `zk` devices: records on the device |
 //! | `clockbridge_device_watermark_records` | gauge | `device` | `zk` devices: records committed to the queue |
 //!
+//! The fleet's figures (every lane's pacing, the queue's disk, each device's last punch) are in
+//! [`fleet`].
+//!
 //! Not exported: the clocks' skew (a line clock reports the punch's time, never its own clock, so
 //! there is nothing to compare). Device counters restart from 0 with the daemon, as Prometheus
 //! counters may.
@@ -68,6 +71,9 @@ use crate::ingest::DeviceInfo;
 use crate::queue::{now_ms, Counts, Queue, QueueReading, StateCounts};
 use crate::sender::{SenderSnapshot, SenderStats, LATENCY_BUCKETS_MS};
 use crate::sources::DeviceSnapshot;
+
+pub mod fleet;
+pub use fleet::DiskFigures;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -109,6 +115,8 @@ pub struct Scrape {
     /// The last scheduled reconcile (filled in by the caller; `None` in [`gather`] and before the
     /// first check).
     pub reconcile: Option<crate::reconcile::schedule::LastCheck>,
+    /// The queue's file system (`None` when statvfs failed).
+    pub disk: Option<DiskFigures>,
 }
 
 /// Reads the live figures now. The queue is asked once (counts and the oldest outstanding row), on
@@ -121,6 +129,8 @@ pub async fn gather(
     started_at: i64,
     queue_timeout: Duration,
 ) -> Scrape {
+    let queue_path = queue.path().to_path_buf();
+    let queue_path = queue_path.as_path();
     let queue = match tokio::time::timeout(queue_timeout, queue.reading()).await {
         Ok(Ok(QueueReading {
             counts,
@@ -161,6 +171,7 @@ pub async fn gather(
             .collect(),
         lanes: BTreeMap::new(),
         conditions: Vec::new(),
+        disk: fleet::disk_of(queue_path),
     }
 }
 
@@ -626,7 +637,8 @@ impl Collector for Scrape {
                 r.at,
             )?;
         }
-        self.encode_devices(&mut enc)
+        self.encode_devices(&mut enc)?;
+        self.encode_fleet(&mut enc)
     }
 }
 

@@ -28,6 +28,7 @@ fn sample() -> Scrape {
             duplicates: 1,
             acks_written: 0,
             last_line_at: Some(1_772_413_199),
+            last_punch_at: Some(1_772_413_190),
             last_error: None,
             figures:
                 serde_json::json!({"clock_skew_secs": -3, "device_records": 120, "watermark": 118})
@@ -86,7 +87,39 @@ fn sample() -> Scrape {
             message: "storage: ...".into(),
             restart: false,
         }],
+        disk: Some(DiskFigures {
+            free_bytes: 1_000_000,
+            size_bytes: 8_000_000,
+        }),
     }
+}
+
+#[test]
+fn every_lane_shows_its_pacing_and_the_fleet_figures_are_there() {
+    let mut scrape = sample();
+    scrape.sender.snapshot.pacing = "adaptive".into();
+    scrape.sender.snapshot.pacing_rate_per_sec = 12.5;
+    scrape.sender.snapshot.pacing_ceiling_per_sec = 49.0;
+    scrape.sender.snapshot.paused_secs = 3.25;
+    let text = render(scrape).unwrap();
+    let l = lines(&text);
+    for expected in [
+        "clockbridge_lane_requests_total{lane=\"user_flow\"} 5",
+        "clockbridge_lane_requests_total{lane=\"archive_report\"} 3",
+        "clockbridge_lane_rate_limited_total{lane=\"user_flow\"} 2",
+        "clockbridge_lane_paused_seconds_total{lane=\"user_flow\"} 3.25",
+        "clockbridge_lane_pacing_rate{lane=\"user_flow\"} 12.5",
+        "clockbridge_lane_pacing_ceiling{lane=\"user_flow\"} 49.0",
+        "clockbridge_lane_adaptive{lane=\"user_flow\"} 1",
+        "clockbridge_lane_adaptive{lane=\"user_approval\"} 0",
+        "clockbridge_queue_disk_free_bytes 1000000.0",
+        "clockbridge_queue_disk_size_bytes 8000000.0",
+        "clockbridge_device_last_punch_timestamp_seconds{device=\"door-1\"} 1772413190",
+    ] {
+        assert!(l.contains(&expected), "missing {expected}:\n{text}");
+    }
+    // a device without a punch since the start has no last-punch sample
+    assert!(!text.contains("clockbridge_device_last_punch_timestamp_seconds{device=\"lobby"));
 }
 
 #[test]

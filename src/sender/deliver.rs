@@ -41,10 +41,18 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
             return;
         }
         {
-            // first come, first served: governor's waiters race for a freed slot, which could
-            // keep a batch (and the live punch in it) waiting behind batches claimed after it
+            // first come, first served: slots are taken in the order batches queue for them, so a
+            // batch (and the live punch in it) never waits behind batches claimed after it
             let _turn = sh.turn.lock().await;
-            sh.limiter.until_ready().await;
+            loop {
+                let slot = sh.pacer.reserve(Instant::now());
+                tokio::time::sleep_until(slot.into()).await;
+                // a rate-limit reply that came meanwhile holds this request too
+                if !sh.pause.active() || sh.shutdown.is_cancelled() {
+                    break;
+                }
+                sh.pause.wait(&sh.shutdown).await;
+            }
         }
         sh.stats.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
@@ -58,6 +66,14 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
         }
         if !matches!(verdict, Verdict::AppBlocked(_)) {
             unblock(sh);
+        }
+        if !matches!(
+            verdict,
+            Verdict::RateLimited { .. } | Verdict::Retry | Verdict::AppBlocked(_)
+        ) {
+            // the platform took the request: the lane may go a little faster
+            sh.pacer.on_success(Instant::now());
+            sh.stats.set_pacing(&sh.pacer);
         }
         match verdict {
             Verdict::Delivered => delivered(sh, &batch).await,
@@ -128,8 +144,19 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
             Verdict::RateLimited { wait } => {
                 sh.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 sh.stats.record_error(&reply);
-                tracing::warn!(wait_secs = wait.as_secs(), log_id = %reply.log_id_text(), "feishu: rate limited; pausing uploads until the window resets");
-                sh.pause.extend(Instant::now() + wait);
+                let now = Instant::now();
+                let lowered = sh.pacer.on_rate_limited(sent, now);
+                sh.stats.set_pacing(&sh.pacer);
+                let pause = sh.pacer.pause_for(wait);
+                sh.stats.add_paused(sh.pause.extend(now + pause));
+                match lowered {
+                    Some(rate) => {
+                        tracing::warn!(wait_ms = pause.as_millis() as u64, rate_per_sec = format!("{rate:.1}"), kind = sh.lane.kind(), log_id = %reply.log_id_text(), "feishu: rate limited; pausing uploads until the window resets, then sending slower")
+                    }
+                    None => {
+                        tracing::warn!(wait_ms = pause.as_millis() as u64, kind = sh.lane.kind(), log_id = %reply.log_id_text(), "feishu: rate limited; pausing uploads until the window resets")
+                    }
+                }
                 work.push_front(batch);
             }
             Verdict::AppBlocked(problem) => {
@@ -137,7 +164,7 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
                 sh.stats.record_error(&reply);
                 let pause = Duration::from_secs(sh.cfg.app_error_pause_secs);
                 block(sh, problem, &reply);
-                sh.pause.extend(Instant::now() + pause);
+                sh.stats.add_paused(sh.pause.extend(Instant::now() + pause));
                 let mut ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
                 ids.extend(work.drain(..).flatten().map(|r| r.id));
                 let next = now_ms() + pause.as_millis() as i64;

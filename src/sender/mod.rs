@@ -8,11 +8,14 @@
 //!   fewer are due, it waits up to `sender.linger_ms` for more (woken by each commit of its kind)
 //!   before sending a partial batch. With a backlog it claims full batches straight away. The lane
 //!   groups the claimed rows into requests ([`Lane::plan`]: report rows by rule, month and operator).
-//! - **Pacing** (`pacing`): one rate limiter (GCRA, no burst) per lane spaces requests at
-//!   `sender.max_requests_per_second` (≤ 50; the platform's limit is per API); every request,
-//!   including the halves of a split batch, waits for it, in the order it came (first come, first
-//!   served). Up to `sender.max_in_flight` requests run at once, so the rate is reached even when
-//!   each takes hundreds of milliseconds.
+//! - **Pacing** (`pacer`, `pacing`): one pacer per lane spaces requests (no burst) at most at
+//!   `sender.max_requests_per_second` (≤ 50; the platform's limit is per API and app); with
+//!   `sender.pacing = "adaptive"` (the default) below it, AIMD: it starts low, grows while requests
+//!   are accepted and shrinks on a rate-limit reply, so gateways sharing one app share its limit
+//!   (see [`pacer`]); `"fixed"` keeps the ceiling. Every request, including the halves of a split
+//!   batch, waits for its slot, in the order it came (first come, first served). Up to
+//!   `sender.max_in_flight` requests run at once, so the rate is reached even when each takes
+//!   hundreds of milliseconds.
 //! - **Live punches first**: each claim takes the live punches before the backlog, keeping at
 //!   least half the batch for the backlog while it has due rows ([`crate::queue::live_cap`]); a
 //!   live punch waits at most about `max_in_flight / max_requests_per_second` behind the batches
@@ -33,24 +36,25 @@
 //!   queue re-sends them on the next start; the idempotent id makes that harmless.
 //! - **Figures** (`stats`): counters, retries by reason, latency, last error, blocked state.
 //! - **Progress** (`progress`): while a backlog drains, an INFO line every 30 s (delivered, rate,
-//!   what is left and about how long), and one when it is gone.
+//!   what is left and about how long, the pacing's rate, the share of rate-limit replies and the
+//!   time paused), and one when it is gone.
 
 mod claim;
 mod deliver;
+pub mod pacer;
 mod pacing;
 mod progress;
 mod stats;
 
 pub use claim::IDLE_RECHECK;
-pub use progress::PROGRESS_EVERY;
+pub use progress::{pacing_text, PROGRESS_EVERY};
 pub use stats::{
     LastError, LatencyHistogram, SenderSnapshot, SenderStats, LATENCY_BUCKETS_MS, RETRY_REASONS,
 };
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -77,10 +81,9 @@ struct Shared {
     queue: Queue,
     client: Arc<FeishuClient>,
     cfg: SenderConfig,
-    limiter: DefaultDirectRateLimiter,
-    /// Requests take the limiter's slots in the order they queue for them (a fair lock around
-    /// the limiter, whose own waiters race): batches leave in claim order, which bounds a live
-    /// punch's wait (see `claim`).
+    pacer: pacer::Pacer,
+    /// Requests take the pacer's slots in the order they queue for them (a fair lock around
+    /// the pacer): batches leave in claim order, which bounds a live punch's wait (see `claim`).
     turn: tokio::sync::Mutex<()>,
     pause: pacing::Pause,
     stats: Arc<SenderStats>,
@@ -108,8 +111,8 @@ impl Sender {
         progress: Option<Arc<SenderStats>>,
     ) -> Sender {
         let cfg = ctx.cfg;
-        let rps = NonZeroU32::new(cfg.max_requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        let limiter = RateLimiter::direct(Quota::per_second(rps).allow_burst(NonZeroU32::MIN));
+        let pacer = pacer::Pacer::new(&cfg, Instant::now());
+        stats.set_pacing(&pacer);
         Sender {
             shared: Arc::new(Shared {
                 lane,
@@ -117,7 +120,7 @@ impl Sender {
                 queue: ctx.queue,
                 client: ctx.client,
                 cfg,
-                limiter,
+                pacer,
                 turn: tokio::sync::Mutex::new(()),
                 pause: pacing::Pause::default(),
                 stats,

@@ -1,6 +1,6 @@
-//! Pacing: one GCRA limiter per lane spaces requests (built in [`super::Sender::new`]); a pause
-//! shared by every request of the lane holds them while the platform rate-limits or refuses the app;
-//! and the retry delay of transient failures (exponential, capped, with jitter).
+//! Pacing: one pacer per lane spaces requests ([`super::pacer`], built in [`super::Sender::new`]);
+//! a pause shared by every request of the lane holds them while the platform rate-limits or refuses
+//! the app; and the retry delay of transient failures (exponential, capped, with jitter).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,11 +19,22 @@ pub(super) struct Pause {
 }
 
 impl Pause {
-    pub(super) fn extend(&self, until: Instant) {
+    /// Pauses until `until` (unless already paused longer); returns how much longer the pause now
+    /// lasts (counted as time paused).
+    pub(super) fn extend(&self, until: Instant) -> Duration {
         let mut g = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        if g.map(|u| u < until).unwrap_or(true) {
+        let now = Instant::now();
+        let from = g.map_or(now, |u| u.max(now));
+        if until > from {
             *g = Some(until);
+            until - from
+        } else {
+            Duration::ZERO
         }
+    }
+    /// Whether the lane is paused now.
+    pub(super) fn active(&self) -> bool {
+        self.current().is_some()
     }
     fn current(&self) -> Option<Instant> {
         let g = self.until.lock().unwrap_or_else(|p| p.into_inner());

@@ -52,6 +52,19 @@ impl Progress {
     }
 }
 
+/// The pacing part of a progress line (and of `status`'s sender line): the rate allowed, the share of rate-limit replies and the
+/// time paused since the start.
+pub fn pacing_text(s: &super::SenderSnapshot) -> String {
+    format!(
+        "pacing {}: {:.1} requests/s allowed (ceiling {:.0}), rate-limited {:.1}% of requests, paused {:.0} s in all",
+        s.pacing,
+        s.pacing_rate_per_sec,
+        s.pacing_ceiling_per_sec,
+        s.rate_limited_share * 100.0,
+        s.paused_secs
+    )
+}
+
 /// `d` as "45 s", "12 min", "3 h 20 min".
 fn eta_text(d: Duration) -> String {
     let s = d.as_secs();
@@ -84,7 +97,7 @@ pub(super) async fn report(sh: &Shared) {
         last = Instant::now();
         let delivered = sh.stats.delivered.load(Ordering::Relaxed);
         if let Some(line) = p.line(kind, delivered, c.pending + c.in_flight, secs) {
-            tracing::info!("{line}");
+            tracing::info!("{line}; {}", pacing_text(&sh.stats.snapshot()));
         }
     }
 }
@@ -114,6 +127,22 @@ mod tests {
         // records pending but none delivered (uploads blocked, the network down): no progress
         // line, the sender's own WARN/ERROR lines say why
         assert_eq!(p.line("user_flow", 75_700, 500, 30.0), None);
+    }
+
+    #[test]
+    fn a_progress_line_says_the_pacing() {
+        let s = crate::sender::SenderSnapshot {
+            pacing: "adaptive".into(),
+            pacing_rate_per_sec: 23.456,
+            pacing_ceiling_per_sec: 49.0,
+            rate_limited_share: 0.0123,
+            paused_secs: 3.2,
+            ..Default::default()
+        };
+        assert_eq!(
+            pacing_text(&s),
+            "pacing adaptive: 23.5 requests/s allowed (ceiling 49), rate-limited 1.2% of requests, paused 3 s in all"
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The sender's figures: counters per outcome, retries per reason, the latency of the platform's
-//! answers, the current delivery rate, the last error and the blocked state, and a progress signal
-//! others can await. Read by `status`, `/status`, `/metrics` and the systemd watchdog.
+//! answers, the current delivery rate, the pacing (the rate allowed, the time paused), the last
+//! error and the blocked state, and a progress signal others can await. Read by `status`, `/status`, `/metrics` and the systemd watchdog.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -153,6 +153,12 @@ pub struct SenderStats {
     pub heartbeat: std::sync::atomic::AtomicI64,
     /// Upstream latency of write requests.
     pub latency: LatencyHistogram,
+    /// The pacing's rate allowed now and its ceiling (requests/s, `f64` bits), whether it adapts.
+    pacing_rate: AtomicU64,
+    pacing_ceiling: AtomicU64,
+    pacing_adaptive: AtomicBool,
+    /// Time the lane spent paused (rate-limit replies, blocked app), in ms.
+    paused_ms: AtomicU64,
     state: Mutex<SenderState>,
     rate: Mutex<DeliveryRate>,
     /// Bumped after every outcome recorded in the queue (and by ingest commits): lets tests and the
@@ -176,6 +182,10 @@ impl Default for SenderStats {
             retries_by_reason: Default::default(),
             heartbeat: std::sync::atomic::AtomicI64::new(0),
             latency: LatencyHistogram::default(),
+            pacing_rate: AtomicU64::new(0),
+            pacing_ceiling: AtomicU64::new(0),
+            pacing_adaptive: AtomicBool::new(false),
+            paused_ms: AtomicU64::new(0),
             state: Mutex::new(SenderState::default()),
             rate: Mutex::new(DeliveryRate::new(crate::queue::now_ms())),
             progress: tokio::sync::watch::channel(0).0,
@@ -233,6 +243,21 @@ pub struct SenderSnapshot {
     /// shorter), to one decimal; `None` when nothing was delivered in that time.
     #[serde(default)]
     pub delivery_rate_per_sec: Option<f64>,
+    /// `adaptive` or `fixed` (`sender.pacing`); empty before the sender started.
+    #[serde(default)]
+    pub pacing: String,
+    /// Requests per second the pacing allows now (to two decimals).
+    #[serde(default)]
+    pub pacing_rate_per_sec: f64,
+    /// The ceiling, `sender.max_requests_per_second`.
+    #[serde(default)]
+    pub pacing_ceiling_per_sec: f64,
+    /// Rate-limit replies as a share of requests since the start (0 to 1, four decimals).
+    #[serde(default)]
+    pub rate_limited_share: f64,
+    /// Seconds the lane spent paused since the start (rate-limit replies, blocked app).
+    #[serde(default)]
+    pub paused_secs: f64,
 }
 
 impl SenderStats {
@@ -251,6 +276,22 @@ impl SenderStats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .per_sec(crate::queue::now_ms())
+    }
+
+    /// Publishes the pacer's rate (after every change).
+    pub(super) fn set_pacing(&self, pacer: &super::pacer::Pacer) {
+        self.pacing_rate
+            .store(pacer.rate().to_bits(), Ordering::Relaxed);
+        self.pacing_ceiling
+            .store(pacer.ceiling().to_bits(), Ordering::Relaxed);
+        self.pacing_adaptive
+            .store(pacer.adaptive(), Ordering::Relaxed);
+    }
+
+    /// Counts time the lane was paused.
+    pub(super) fn add_paused(&self, d: Duration) {
+        self.paused_ms
+            .fetch_add(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Signals that the queue changed.
@@ -318,8 +359,28 @@ impl SenderStats {
             timeouts_in_a_row: st.timeouts_in_a_row,
             timing_out_since: st.timing_out_since,
             delivery_rate_per_sec: self.delivery_rate().map(|r| (r * 10.0).round() / 10.0),
+            pacing: match f64::from_bits(self.pacing_ceiling.load(Ordering::Relaxed)) {
+                c if c <= 0.0 => String::new(),
+                _ if self.pacing_adaptive.load(Ordering::Relaxed) => "adaptive".into(),
+                _ => "fixed".into(),
+            },
+            pacing_rate_per_sec: round(
+                f64::from_bits(self.pacing_rate.load(Ordering::Relaxed)),
+                100.0,
+            ),
+            pacing_ceiling_per_sec: f64::from_bits(self.pacing_ceiling.load(Ordering::Relaxed)),
+            rate_limited_share: {
+                let requests = self.requests.load(Ordering::Relaxed);
+                let limited = self.rate_limited.load(Ordering::Relaxed);
+                round(limited as f64 / requests.max(1) as f64, 10_000.0)
+            },
+            paused_secs: self.paused_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         }
     }
+}
+
+fn round(v: f64, scale: f64) -> f64 {
+    (v * scale).round() / scale
 }
 
 #[cfg(test)]

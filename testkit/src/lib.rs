@@ -11,7 +11,9 @@
 //!   independently of the product's server;
 //! - [`hiksim`]: a simulated Hikvision access-control terminal speaking ISAPI (HTTP Digest,
 //!   the event log, the alert stream), written independently of the product's client;
-//! - [`demo`]: the real daemon (`clockbridge::daemon`) against simulated clocks and the stand-in.
+//! - [`demo`]: the real daemon (`clockbridge::daemon`) against simulated clocks and the stand-in;
+//! - [`fleet`]: N real daemons (separate processes, one queue each) sharing one app's rate limit at
+//!   the stand-in, with the figures of the fleet (aggregate, Jain's fairness, 429 share).
 //!
 //! Binaries: `demo` (run the demo), `standin` (serve the stand-in) and `zk-sim` (serve a simulated
 //! terminal). The product uses this crate only as a dev-dependency (tests/, benches/, a few unit
@@ -20,6 +22,7 @@
 pub mod admssim;
 pub mod demo;
 pub mod hiksim;
+pub mod fleet;
 pub mod standin;
 pub mod zksim;
 

@@ -4,7 +4,10 @@
 //! app's IP allow-list, if it has one (99991401); the app must have one of the endpoint's scopes
 //! ([`Api::scopes`], 99991672); then the endpoint's sliding one-second rate limit must have room
 //! (HTTP 429, code 99991400, with the `x-ogw-ratelimit-*` headers). Each endpoint has its own
-//! window.
+//! window, shared by every caller: the stand-in serves one app, and the platform counts per API,
+//! per app and tenant, so several gateways (processes, each with its own token request) uploading
+//! with the same app id share one window, as they do at the platform. Every request that reaches
+//! the window is logged with its time and fate ([`super::Standin::rate_log`]).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -72,7 +75,12 @@ pub(super) fn admit(
         return Some(scope_missing_reply(api.scopes()));
     }
     let limit = g.cfg.rate_limit_per_sec;
-    match g.windows.entry(api).or_default().admit(now, limit) {
+    let verdict = g.windows.entry(api).or_default().admit(now, limit);
+    g.rate_log
+        .entry(api)
+        .or_default()
+        .push((now, verdict.is_ok()));
+    match verdict {
         Err(reset) => {
             g.stats.rate_limited += 1;
             Some(rate_limited_reply(limit, reset))

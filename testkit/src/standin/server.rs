@@ -58,6 +58,8 @@ pub(super) struct Inner {
     pub(super) sticky: Option<Fault>,
     /// Each endpoint's rate-limit window.
     pub(super) windows: HashMap<Api, Window>,
+    /// Each endpoint's requests that reached the rate limit: (when, admitted).
+    pub(super) rate_log: HashMap<Api, Vec<(Instant, bool)>>,
     pub(super) stats: StandinStats,
     /// Requests received per endpoint (every one, whatever its fate).
     pub(super) requests: HashMap<Api, u64>,
@@ -136,6 +138,7 @@ impl Standin {
                 faults: HashMap::new(),
                 sticky: None,
                 windows: HashMap::new(),
+                rate_log: HashMap::new(),
                 stats: StandinStats::default(),
                 requests: HashMap::new(),
                 bodies: None,
@@ -192,6 +195,16 @@ impl Standin {
             .get(&api)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Every request to `api` that reached the rate limit (its token, address and scope were
+    /// good), in order: when it arrived, and whether it was admitted (`false`: answered 429).
+    pub fn rate_log(&self, api: Api) -> Vec<(Instant, bool)> {
+        lock(&self.shared.inner)
+            .rate_log
+            .get(&api)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to 2 s), closes every connection.
