@@ -100,7 +100,10 @@ pub async fn check(
             Some(counter) => {
                 let w = range.window(&d.id);
                 let store = DeviceStore::new(queue.clone(), &d.id);
-                match counter.count(&d.id, (w.from, w.to), (range.from, range.to), &store).await {
+                match counter
+                    .count(&d.id, (w.from, w.to), (range.from, range.to), &store)
+                    .await
+                {
                     Err(e) => c.note = Some(format!("the clock did not answer: {e}")),
                     Ok(counted) => {
                         if let (Some(n), Some(wm)) = (counted.device_records, counted.watermark) {

@@ -458,11 +458,8 @@ location_name = "HQ side gate"
     // the demo checks what it shows: CI runs it, so a regression fails there too
     // door-1: its punches, user 9999's and the 2021 one (dead); door-2: its punches and the ghost's
     // (dead); the terminal: its log and the realtime punch
-    let expected_flows = (punches + 2)
-        + (punches + 1)
-        + (ZK_RECORDS + 1)
-        + (ADMS_RECORDS + 1)
-        + (hik_punches + 1);
+    let expected_flows =
+        (punches + 2) + (punches + 1) + (ZK_RECORDS + 1) + (ADMS_RECORDS + 1) + (hik_punches + 1);
     let mut wrong = Vec::new();
     if written_twice > 0 {
         wrong.push(format!("{written_twice} records written more than once"));

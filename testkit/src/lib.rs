@@ -21,8 +21,8 @@
 
 pub mod admssim;
 pub mod demo;
-pub mod hiksim;
 pub mod fleet;
+pub mod hiksim;
 pub mod standin;
 pub mod zksim;
 

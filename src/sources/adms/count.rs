@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveTime};
 
 use super::cli;
 use super::commands::CommandKind;
@@ -36,8 +36,9 @@ impl ClockCount for AdmsSpec {
         store: &'a DeviceStore,
     ) -> Pin<Box<dyn Future<Output = Result<ClockCounted, String>> + Send + 'a>> {
         Box::pin(async move {
-            let from = days.0.and_hms_opt(0, 0, 0).expect("midnight exists");
-            let to = days.1.and_hms_opt(23, 59, 59).expect("the day's last second exists");
+            let from = days.0.and_time(NaiveTime::MIN);
+            // the last second of the last day (every day has one)
+            let to = days.1.and_time(NaiveTime::MIN) + chrono::Duration::seconds(86_399);
             let queue = store
                 .queue()
                 .ok_or_else(|| "the device's state is not kept in a queue".to_string())?;
