@@ -457,3 +457,39 @@ async fn sigkill_while_a_terminal_pushes_loses_and_duplicates_nothing() {
     stop_daemon(&mut child).await;
     assert_stored_exactly_once(&env.standin, &ids_of(&log));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_asks_a_pushing_terminal_for_its_count_of_the_range() {
+    let env = Env::new(StandinConfig::default()).await;
+    let (running, addr) = start(&env, "").await;
+    // the terminal holds 400 records of the day; the first 150 went to another server before
+    let log = generate_records(day(), 400, 1001);
+    let mut tc = terminal(SN, addr);
+    tc.already_pushed = 150;
+    let sim = SimTerminal::start(tc, log);
+    sim.wait(PATIENCE, |c| c.acked == 400).await.unwrap();
+    let cfg = env.config_with(&adms_toml("127.0.0.1:0", ""), &[]);
+    let zones =
+        std::collections::HashMap::from([(DEVICE.to_string(), chrono_tz::Asia::Shanghai)]);
+    let range = clockbridge::reconcile::range::Range::new(day(), day(), zones);
+    let w = range.window(DEVICE);
+    let rows = running
+        .queue
+        .rows_in_range("user_flow", w.from, w.to)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 250);
+    // the reconcile's clock side: the terminal's own count (VERIFY SUM ATTLOG, answered at its
+    // next poll) against the queue's 250 rows of the device in the range
+    let checks =
+        clockbridge::reconcile::clocks::check(&cfg, &running.queue, &range, &[], &rows).await;
+    assert_eq!(checks.len(), 1);
+    let c = &checks[0];
+    assert_eq!((c.device.as_str(), c.kind.as_str()), (DEVICE, "adms"));
+    assert_eq!(c.counted.range_records, Some(400), "{c:?}");
+    assert_eq!(c.queue_rows_in_range, 250);
+    assert_eq!(c.missing_from_queue, 150);
+    assert!(!c.agrees());
+    sim.stop().await;
+    running.stop().await;
+}

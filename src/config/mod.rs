@@ -100,6 +100,7 @@ struct Raw {
     limits: LimitsConfig,
     #[serde(default)]
     reconcile: ReconcileConfig,
+    #[serde(default)]
     adms: crate::sources::adms::AdmsConfig,
     #[serde(default)]
     devices: Vec<config::Map<String, config::Value>>,
