@@ -469,8 +469,7 @@ async fn reconcile_asks_a_pushing_terminal_for_its_count_of_the_range() {
     let sim = SimTerminal::start(tc, log);
     sim.wait(PATIENCE, |c| c.acked == 400).await.unwrap();
     let cfg = env.config_with(&adms_toml("127.0.0.1:0", ""), &[]);
-    let zones =
-        std::collections::HashMap::from([(DEVICE.to_string(), chrono_tz::Asia::Shanghai)]);
+    let zones = std::collections::HashMap::from([(DEVICE.to_string(), chrono_tz::Asia::Shanghai)]);
     let range = clockbridge::reconcile::range::Range::new(day(), day(), zones);
     let w = range.window(DEVICE);
     let rows = running
