@@ -294,6 +294,9 @@ location_name = "HQ side gate"
         .ok_or_else(|| anyhow::anyhow!("demo: the adms listener is not running"))?;
     let mut adms_cfg = crate::admssim::SimConfig::new(ADMS_SN, adms_addr);
     adms_cfg.gb18030_names = true;
+    // its first request can come before the daemon has attached the device to the listener (a 503:
+    // "starting"); firmware then waits its ErrorDelay, 30 s by default: the demo's terminal 1 s
+    adms_cfg.error_delay = Some(Duration::from_secs(1));
     adms_cfg.users = vec![crate::admssim::SimUser {
         pin: "2001".into(),
         name: "王伟".into(),
@@ -432,9 +435,11 @@ location_name = "HQ side gate"
         .get(KIND_USER_APPROVAL)
         .map(|s| s.snapshot().requests)
         .unwrap_or(0);
+    // the pushing terminal stops first: stopped after the daemon, its next poll would fail and it
+    // would wait out its ErrorDelay (30 s) before seeing the stop
+    let adms_counters = adms.stop().await;
     running.stop().await;
     let zk_counters = zk.counters();
-    let adms_counters = adms.stop().await;
     zk.shutdown().await;
     let hik_counters = hik.counters();
     hik.shutdown();
