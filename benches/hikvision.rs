@@ -38,6 +38,18 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name (which is in parentheses and may hold spaces)
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line (12 and 13 after the name), in the kernel's
+    // USER_HZ, which is 100 on Linux
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn rows(queue: &std::path::Path) -> u64 {
     let Ok(c) = rusqlite::Connection::open_with_flags(
         queue,
@@ -124,6 +136,7 @@ fn main() {
             queue.display()
         )).unwrap();
         let before = sim.counters().acs_pages;
+        let busy_before = sim.counters().acs_busy;
         let t = Instant::now();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clockbridge"))
             .args(["run", "--config"])
@@ -148,7 +161,18 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         let pages = sim.counters().acs_pages - before;
         let floor = pages as f64 * PAGE.as_secs_f64();
+        let busy = (sim.counters().acs_busy - busy_before).as_secs_f64();
         peak = peak.max(rss_kib(pid).0);
+        let cpu = cpu_secs(pid);
+        println!(
+            "hikvision: the daemon's CPU time: {cpu:.2} s ({:.3} ms a page)",
+            cpu * 1000.0 / pages.max(1) as f64
+        );
+        println!(
+            "hikvision: the terminal's own time for those pages: {busy:.2} s ({:.3} ms a page; configured {} ms)",
+            busy * 1000.0 / pages.max(1) as f64,
+            PAGE.as_millis()
+        );
         println!(
             "hikvision: daemon: {punches} punches committed in {secs:.2} s, {pages} pages, floor {floor:.2} s: {:.3} x the floor (goal <= 1.15: {}); peak RSS {:.1} MiB (goal < 30: {})",
             secs / floor,

@@ -61,7 +61,8 @@ pub struct HikSimConfig {
     pub max_results_cap: u32,
     /// Added to every reply.
     pub reply_delay: Duration,
-    /// Added to every `AcsEvent` page.
+    /// The time an `AcsEvent` page takes inside the terminal, from the request's arrival (after
+    /// `reply_delay`) to its reply, kept to within a tenth of a millisecond (see `acs_busy`).
     pub page_delay: Duration,
     /// The device's offset, and whether its times carry it.
     pub offset: FixedOffset,
@@ -133,6 +134,9 @@ pub struct HikCounters {
     pub streams_open: u64,
     /// Streams the terminal dropped (closed or left silent).
     pub stream_drops: u64,
+    /// The time the `AcsEvent` pages took inside the terminal (from the request's arrival to the
+    /// reply), summed: what a reader's time is measured against.
+    pub acs_busy: Duration,
 }
 
 /// A running simulated terminal.
