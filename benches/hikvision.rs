@@ -137,6 +137,7 @@ fn main() {
         )).unwrap();
         let before = sim.counters().acs_pages;
         let busy_before = sim.counters().acs_busy;
+        sim.reset_page_times();
         let t = Instant::now();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clockbridge"))
             .args(["run", "--config"])
@@ -164,6 +165,15 @@ fn main() {
         let busy = (sim.counters().acs_busy - busy_before).as_secs_f64();
         peak = peak.max(rss_kib(pid).0);
         let cpu = cpu_secs(pid);
+        let c = sim.counters();
+        if let (Some(first), Some(last)) = (c.first_acs_at, c.last_acs_at) {
+            println!(
+                "hikvision: the daemon's start to its first page {:.2} s; paging {:.2} s; the last page to all committed {:.2} s (seen every 20 ms)",
+                first.saturating_duration_since(t).as_secs_f64(),
+                (last - first).as_secs_f64(),
+                secs - last.saturating_duration_since(t).as_secs_f64(),
+            );
+        }
         println!(
             "hikvision: the daemon's CPU time: {cpu:.2} s ({:.3} ms a page)",
             cpu * 1000.0 / pages.max(1) as f64

@@ -383,26 +383,30 @@ pub async fn start(cfg: Config, opts: RunOptions) -> Result<Running, DaemonError
             .map(|s| s.sn().to_string());
         crate::sources::adms::Hub::new(cfg.adms.clone(), sns)
     });
-    let sources = cfg
+    let mut sources = Vec::new();
+    for (d, info) in cfg
         .devices
         .iter()
         .filter_map(|d| devices.get(&d.id).map(|info| (d, info)))
-        .map(|(d, info)| {
-            let store = DeviceStore::new(queue.clone(), &d.id);
-            let ctx = d.context(
-                sink.clone(),
-                info.stats.clone(),
-                sources_stop.clone(),
-                store,
-            );
-            match (&adms_hub, d.spec_as::<crate::sources::adms::AdmsSpec>()) {
-                (Some(hub), Some(spec)) => {
-                    tokio::spawn(crate::sources::adms::start_with(hub, spec, ctx))
-                }
-                _ => tokio::spawn(d.start(ctx)),
+    {
+        let store = DeviceStore::new(queue.clone(), &d.id);
+        let ctx = d.context(
+            sink.clone(),
+            info.stats.clone(),
+            sources_stop.clone(),
+            store,
+        );
+        let task = match (&adms_hub, d.spec_as::<crate::sources::adms::AdmsSpec>()) {
+            (Some(hub), Some(spec)) => {
+                // registered before the listener accepts (below): a pushing terminal's first
+                // request after a restart is answered, never told "starting"
+                let term = hub.register(spec.clone(), &ctx).await;
+                tokio::spawn(hub.clone().serve(term, ctx))
             }
-        })
-        .collect();
+            _ => tokio::spawn(d.start(ctx)),
+        };
+        sources.push(task);
+    }
     let adms = adms_listener
         .zip(adms_hub)
         .map(|(l, hub)| crate::sources::adms::AdmsServer::start(l, hub));

@@ -395,6 +395,38 @@ async fn a_body_over_the_cap_is_refused_with_a_clear_log_line_and_other_requests
     assert_stored_exactly_once(&env.standin, &ids_of(&log));
 }
 
+/// A terminal dialling while the gateway starts (as after a reboot of the gateway) is answered by
+/// its first answered request, never told "starting" with a 503: firmware would then wait its
+/// `ErrorDelay`, 30 s by default. The daemon registers its pushing terminals before its listener
+/// accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_dialling_while_the_gateway_starts_is_answered_not_told_starting() {
+    let env = Env::new(StandinConfig::default()).await;
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // the terminal first: its connections are refused until the daemon listens, and it dials
+    // again every 20 ms
+    let mut tc = terminal(SN, addr);
+    tc.error_delay = Some(Duration::from_millis(20));
+    let log = generate_records(day(), 20, 1001);
+    let sim = SimTerminal::start(tc, log.clone());
+    let running = env
+        .start(&adms_toml(&format!("127.0.0.1:{port}"), ""))
+        .await;
+    let c = sim.wait(PATIENCE, |c| c.acked == 20).await.unwrap();
+    assert_eq!(
+        c.last_refusal, None,
+        "a request was refused while the gateway started: {c:?}"
+    );
+    assert!(c.handshakes >= 1 && c.pushes_failed == 0, "{c:?}");
+    tokio::time::timeout(PATIENCE, env.standin.wait_stored(20))
+        .await
+        .unwrap();
+    sim.stop().await;
+    running.stop().await;
+    assert_stored_exactly_once(&env.standin, &ids_of(&log));
+}
+
 fn ids_of(log: &[SimRecord]) -> HashSet<String> {
     // the idempotent ids the records must arrive with (the product's own key function)
     log.iter()

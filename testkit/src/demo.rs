@@ -294,9 +294,8 @@ location_name = "HQ side gate"
         .ok_or_else(|| anyhow::anyhow!("demo: the adms listener is not running"))?;
     let mut adms_cfg = crate::admssim::SimConfig::new(ADMS_SN, adms_addr);
     adms_cfg.gb18030_names = true;
-    // its first request can come before the daemon has attached the device to the listener (a 503:
-    // "starting"); firmware then waits its ErrorDelay, 30 s by default: the demo's terminal 1 s
-    adms_cfg.error_delay = Some(Duration::from_secs(1));
+    // no shortened ErrorDelay: the daemon attaches its pushing terminals before the listener
+    // accepts, so the first request is answered (a 503 here would cost the default 30 s)
     adms_cfg.users = vec![crate::admssim::SimUser {
         pin: "2001".into(),
         name: "王伟".into(),

@@ -65,14 +65,22 @@ impl Hub {
             .cloned()
     }
 
-    /// Serves the terminal of `spec` until `ctx.shutdown`: its requests are answered from now on,
-    /// and every second its online state is updated (its stamps saved every 30 s and at the end).
-    pub async fn attach(self: Arc<Self>, spec: AdmsSpec, ctx: SourceContext) {
-        let term = Arc::new(Terminal::new(spec, &ctx).await);
+    /// Makes the terminal of `spec` known to the hub (its stamps read from the queue): from now on
+    /// its requests are answered. The daemon registers every terminal before the listener accepts,
+    /// so that a terminal's first request after a gateway restart never meets "starting" (a 503,
+    /// after which firmware waits its `ErrorDelay`, 30 s by default).
+    pub async fn register(&self, spec: AdmsSpec, ctx: &SourceContext) -> Arc<Terminal> {
+        let term = Arc::new(Terminal::new(spec, ctx).await);
         self.terminals
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(term.sn.clone(), term.clone());
+        term
+    }
+
+    /// The task of a registered terminal until `ctx.shutdown`: every second its online state is
+    /// updated (its stamps saved every 30 s and at the end); then it is removed from the hub.
+    pub async fn serve(self: Arc<Self>, term: Arc<Terminal>, ctx: SourceContext) {
         let mut shown_version = u64::MAX;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

@@ -89,7 +89,7 @@ impl DeviceSpec for AdmsSpec {
         Some(self)
     }
     fn start(&self, ctx: SourceContext) -> SourceTask {
-        // the daemon hands adms devices to the listener's hub (`start_with`); a device started
+        // the daemon hands adms devices to the listener's hub (`Hub::register`, then `Hub::serve`); a device started
         // alone has no listener to be reached through
         Box::pin(async move {
             let e = "kind = \"adms\" is served by the [adms] listener, which is not running";
@@ -97,9 +97,4 @@ impl DeviceSpec for AdmsSpec {
             ctx.shutdown.cancelled().await;
         })
     }
-}
-
-/// The device's task with the listener's hub: its requests are answered until `ctx.shutdown`.
-pub fn start_with(hub: &Arc<Hub>, spec: &AdmsSpec, ctx: SourceContext) -> SourceTask {
-    Box::pin(hub.clone().attach(spec.clone(), ctx))
 }

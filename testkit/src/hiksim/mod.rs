@@ -137,6 +137,9 @@ pub struct HikCounters {
     /// The time the `AcsEvent` pages took inside the terminal (from the request's arrival to the
     /// reply), summed: what a reader's time is measured against.
     pub acs_busy: Duration,
+    /// When the first `AcsEvent` page request arrived, and when the last page was answered.
+    pub first_acs_at: Option<std::time::Instant>,
+    pub last_acs_at: Option<std::time::Instant>,
 }
 
 /// A running simulated terminal.
@@ -271,6 +274,14 @@ impl HikSimHandle {
     /// Another serial number answers (a replaced terminal).
     pub fn swap_device(&self, serial_number: &str) {
         self.shared.lock().cfg.serial_number = serial_number.to_string();
+    }
+
+    /// Forgets when pages were first and last served (to time one reader after another).
+    pub fn reset_page_times(&self) {
+        self.shared.count(|c| {
+            c.first_acs_at = None;
+            c.last_acs_at = None;
+        });
     }
 
     pub fn set_page_delay(&self, d: Duration) {

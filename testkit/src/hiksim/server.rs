@@ -474,7 +474,11 @@ async fn acs_event(shared: &Shared, body: &[u8], arrived: Instant) -> Response<B
     };
     let reply = reply.to_string();
     wait_until(arrived + delay).await;
-    shared.count(|c| c.acs_busy += arrived.elapsed());
+    shared.count(|c| {
+        c.acs_busy += arrived.elapsed();
+        c.first_acs_at.get_or_insert(arrived);
+        c.last_acs_at = Some(Instant::now());
+    });
     full(StatusCode::OK, "application/json", reply)
 }
 
