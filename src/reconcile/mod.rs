@@ -190,7 +190,7 @@ pub async fn run(
     let read_secs = read.elapsed().as_secs_f64();
 
     let mut cost = Cost::default();
-    let flows = ask(
+    let (flows, release) = ask(
         cfg,
         client.clone(),
         users.clone(),
@@ -226,6 +226,10 @@ pub async fn run(
         match_secs,
         elapsed_secs: 0.0,
     };
+    // the turn ends before this run asks again or returns (a CLI's exit would end it early)
+    if let Some(release) = release {
+        let _ = release.await;
+    }
     if opts.requeue {
         requeue(cfg, queue, client, &range, opts, &mut rec).await?;
     }
@@ -233,7 +237,10 @@ pub async fn run(
     Ok(rec)
 }
 
-/// Asks the platform in this queue's turn.
+/// The end of a turn at the query budget ([`ask`]): await it before asking again or ending.
+type TurnRelease = tokio::task::JoinHandle<()>;
+
+/// Asks the platform in this queue's turn; the turn is held until the returned release ends.
 async fn ask(
     cfg: &Config,
     client: Arc<FeishuClient>,
@@ -241,9 +248,9 @@ async fn ask(
     from: i64,
     to: i64,
     cost: &mut Cost,
-) -> Result<Vec<crate::feishu::query::SeenFlow>, ReconcileError> {
+) -> Result<(Vec<crate::feishu::query::SeenFlow>, Option<TurnRelease>), ReconcileError> {
     if users.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let path = cfg.queue.path.clone();
     let waited = Instant::now();
@@ -251,10 +258,15 @@ async fn ask(
         .await
         .map_err(|e| ReconcileError::Platform(format!("the query turn: {e}")))??;
     cost.waited_for_turn_secs += waited.elapsed().as_secs_f64();
-    let rps = cfg.reconcile.max_requests_per_second;
-    let flows = fetch::flows(client, users, from, to, rps, cost).await;
-    drop(turn);
-    flows
+    let budget = fetch::Budget::new(cfg.reconcile.max_requests_per_second);
+    let flows = fetch::flows(client, users, from, to, &budget, cost).await;
+    // the turn passes on once the window holds none of this turn's requests (about a second
+    // after the last reply), meanwhile the caller matches
+    let release = tokio::spawn(async move {
+        budget.drained().await;
+        drop(turn);
+    });
+    Ok((flows?, Some(release)))
 }
 
 /// `--requeue`: the not-visible punches back to pending, then (with a daemon running) the wait for
@@ -300,7 +312,7 @@ async fn requeue(
         // the second look: only the users of the re-sent punches
         let users: BTreeSet<String> = targets.iter().filter_map(|u| u.user_id.clone()).collect();
         let union = range.union();
-        let flows = ask(
+        let (flows, release) = ask(
             cfg,
             client,
             users.into_iter().collect(),
@@ -309,6 +321,9 @@ async fn requeue(
             &mut rec.cost,
         )
         .await?;
+        if let Some(release) = release {
+            let _ = release.await;
+        }
         let seen: std::collections::HashSet<&str> =
             flows.iter().map(|f| f.idempotent_id.as_str()).collect();
         let visible: std::collections::HashSet<i64> = targets
