@@ -5,7 +5,9 @@
 //! Guarantees:
 //! - [`Queue::rows_in_range`] reads in one statement (one consistent snapshot), the payload's
 //!   `external_id` taken out by SQLite (`json_extract`), not the whole payload: 240 000 rows cost a
-//!   few tens of megabytes, not the payloads' hundreds.
+//!   few tens of megabytes, not the payloads' hundreds. The range is read from the index
+//!   `outbox_event_time` (kind, event time; schema 7), already in event order: a day's check of a
+//!   queue keeping months of delivered rows reads that day's rows, not the whole outbox.
 //! - [`Queue::requeue_delivered`] moves only rows still `delivered` (guarded by the state, in one
 //!   transaction), so a row pruned or changed in between is left alone and the count returned is
 //!   what changed. The rows keep their payload and idempotent key: the re-send is the same record,
@@ -39,6 +41,14 @@ pub struct RangeRow {
     pub attempts: i64,
 }
 
+/// The rows of kind `?1` with `?2 <= event_time < ?3`: a range of the index `outbox_event_time`
+/// (schema 7), in its order.
+pub(crate) const RANGE_SQL: &str =
+    "SELECT id, idem, device_id, subject, user_id, event_time, status,
+            json_extract(payload, '$.external_id'), dead_reason, err_msg, attempts
+     FROM outbox WHERE kind = ?1 AND event_time >= ?2 AND event_time < ?3 AND status <= 4
+     ORDER BY event_time, id";
+
 impl Queue {
     /// The rows of `kind` with `from <= event_time < to` (Unix seconds), every state but dropped
     /// tombstones, in event order.
@@ -49,12 +59,7 @@ impl Queue {
         to: i64,
     ) -> Result<Vec<RangeRow>> {
         self.call(move |conn| {
-            let mut st = conn.prepare(
-                "SELECT id, idem, device_id, subject, user_id, event_time, status,
-                        json_extract(payload, '$.external_id'), dead_reason, err_msg, attempts
-                 FROM outbox WHERE kind = ?1 AND event_time >= ?2 AND event_time < ?3 AND status <= 4
-                 ORDER BY event_time, id",
-            )?;
+            let mut st = conn.prepare(RANGE_SQL)?;
             let rows = st.query_map(params![kind, from, to], |r| {
                 Ok(RangeRow {
                     id: r.get(0)?,

@@ -112,11 +112,35 @@ pub struct Reconciliation {
     pub clocks: Vec<ClockCheck>,
     pub cost: Cost,
     pub requeue: Option<Requeue>,
+    /// The end of this run's turn at the query budget.
+    #[serde(skip)]
+    pub turn_end: TurnEnd,
     /// Seconds reading the range from the queue.
     pub read_secs: f64,
     /// Seconds matching.
     pub match_secs: f64,
     pub elapsed_secs: f64,
+}
+
+/// The end of a run's turn at the query budget, about a second after its last reply (when the
+/// platform's one-second window holds none of its requests: see [`fetch`]). The turn passes on by
+/// itself, so a run returns at once and the daemon goes on; a process about to exit waits for it
+/// ([`TurnEnd::wait`]), since its exit would pass the turn on early.
+#[derive(Debug, Clone, Default)]
+pub struct TurnEnd(Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>);
+
+impl TurnEnd {
+    fn of(release: Option<tokio::task::JoinHandle<()>>) -> TurnEnd {
+        TurnEnd(Arc::new(tokio::sync::Mutex::new(release)))
+    }
+
+    /// Waits until the turn has passed on.
+    pub async fn wait(&self) {
+        let release = self.0.lock().await.take();
+        if let Some(release) = release {
+            let _ = release.await;
+        }
+    }
 }
 
 impl Reconciliation {
@@ -222,14 +246,11 @@ pub async fn run(
         clocks,
         cost,
         requeue: None,
+        turn_end: TurnEnd::of(release),
         read_secs,
         match_secs,
         elapsed_secs: 0.0,
     };
-    // the turn ends before this run asks again or returns (a CLI's exit would end it early)
-    if let Some(release) = release {
-        let _ = release.await;
-    }
     if opts.requeue {
         requeue(cfg, queue, client, &range, opts, &mut rec).await?;
     }
@@ -237,7 +258,7 @@ pub async fn run(
     Ok(rec)
 }
 
-/// The end of a turn at the query budget ([`ask`]): await it before asking again or ending.
+/// The task that ends a turn at the query budget ([`ask`]).
 type TurnRelease = tokio::task::JoinHandle<()>;
 
 /// Asks the platform in this queue's turn; the turn is held until the returned release ends.
@@ -312,6 +333,7 @@ async fn requeue(
         // the second look: only the users of the re-sent punches
         let users: BTreeSet<String> = targets.iter().filter_map(|u| u.user_id.clone()).collect();
         let union = range.union();
+        rec.turn_end.wait().await;
         let (flows, release) = ask(
             cfg,
             client,
@@ -321,9 +343,7 @@ async fn requeue(
             &mut rec.cost,
         )
         .await?;
-        if let Some(release) = release {
-            let _ = release.await;
-        }
+        rec.turn_end = TurnEnd::of(release);
         let seen: std::collections::HashSet<&str> =
             flows.iter().map(|f| f.idempotent_id.as_str()).collect();
         let visible: std::collections::HashSet<i64> = targets
@@ -376,5 +396,7 @@ pub async fn command(
             );
         }
     }
+    // the turn passes on before the process ends
+    rec.turn_end.wait().await;
     Ok(rec.exit_code())
 }
