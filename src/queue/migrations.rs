@@ -377,7 +377,8 @@ mod tests {
             .map(|r| (r.idem.as_str(), r.event_time))
             .collect();
         assert_eq!(got, [("b", 100), ("a", 300)]);
-        assert_eq!(rows[1].external_id.as_deref(), Some("x"));
+        let ext = q.external_ids(vec![rows[1].id]).await.unwrap();
+        assert_eq!(ext, [(rows[1].id, "x".to_string())]);
     }
 
     /// A deployment of the version with `zk_watermarks` (schema 3) keeps its watermarks.

@@ -7,7 +7,8 @@
 //! 2. asks the platform for the valid flows of those users over the range (`user_flows/query`,
 //!    [`fetch`]: 50 users a call, the least number of calls, paced within the query's own budget,
 //!    one reconcile at a time per queue);
-//! 3. matches them by `idempotent_id`, then `external_id` ([`report`]): delivered and confirmed,
+//! 3. matches them by `idempotent_id`, then `external_id` (read from the payloads of the rows no
+//!    idempotent key confirms, [`report::rows_needing_external_id`]) ([`report`]): delivered and confirmed,
 //!    delivered but not visible, not yet delivered (pending, dead, unmapped), and flows the
 //!    platform shows that clockbridge did not send, kept apart and never re-sent;
 //! 4. asks the clocks that can be asked what they hold ([`clocks`]);
@@ -223,6 +224,19 @@ pub async fn run(
         &mut cost,
     )
     .await?;
+    // the payloads' external ids, for the fallback match of the rows no idempotent key confirms
+    let mut rows = rows;
+    let read_more = Instant::now();
+    let wanted = report::rows_needing_external_id(&rows, &flows);
+    if !wanted.is_empty() {
+        let ext: HashMap<i64, String> = queue.external_ids(wanted).await?.into_iter().collect();
+        for r in rows.iter_mut() {
+            if let Some(e) = ext.get(&r.id) {
+                r.external_id = Some(e.clone());
+            }
+        }
+    }
+    let read_secs = read_secs + read_more.elapsed().as_secs_f64();
     let matching = Instant::now();
     let matched = report::matching(&range, &rows, &flows);
     let match_secs = matching.elapsed().as_secs_f64();
