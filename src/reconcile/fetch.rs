@@ -220,6 +220,36 @@ fn refusal(reply: &Reply, verdict: Verdict) -> ReconcileError {
 mod tests {
     use super::*;
 
+    /// The budget's window: `rps` slots at once, a slot free again a window after it is given
+    /// back, and `drained` only once every slot is.
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_allows_its_slots_at_once_and_frees_each_a_window_later() {
+        let budget = Budget::new(3);
+        let t0 = tokio::time::Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(budget.slots.clone().acquire_owned().await.unwrap());
+        }
+        // all three at once, none waited
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert!(budget.slots.clone().try_acquire_owned().is_err());
+        // a reply after 100 ms: its slot is back one window later, not before
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let slot = held.pop().unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(WINDOW).await;
+            drop(slot);
+        });
+        let fourth = budget.slots.clone().acquire_owned().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_millis(1100));
+        drop(fourth);
+        drop(held);
+        budget.drained().await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(1100));
+        assert_eq!(Budget::new(0).size, 1);
+        assert_eq!(Budget::new(80).size, 50);
+    }
+
     #[test]
     fn two_reconciles_of_one_queue_take_turns() {
         let dir = tempfile::tempdir().unwrap();
