@@ -493,6 +493,46 @@ mod tests {
         assert!(!text.contains("wrong-secret-123"), "{text}");
     }
 
+    #[test]
+    fn a_typed_read_gives_the_data_or_says_why_not() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct D {
+            n: u32,
+        }
+        let head = || Head {
+            status: 200,
+            log_id: None,
+            reset: None,
+            content_type: None,
+        };
+        // unknown fields are skipped; the error's log id is kept
+        let (r, d) = parse_typed::<D>(
+            head(),
+            br#"{"code":0,"msg":"success","data":{"n":3,"other":[1,2]},"error":{"log_id":"L1"}}"#,
+        );
+        assert_eq!(
+            (r.code, r.log_id.as_deref(), d),
+            (Some(0), Some("L1"), Some(D { n: 3 }))
+        );
+        assert_eq!(r.data, serde_json::Value::Null);
+        // a data of another shape: the code is read, the data is not
+        let (r, d) = parse_typed::<D>(head(), br#"{"code":0,"msg":"success","data":{"n":"x"}}"#);
+        assert_eq!((r.code, d), (Some(0), None));
+        // a refusal without data
+        let (r, d) = parse_typed::<D>(
+            head(),
+            br#"{"code":99991400,"msg":"request trigger frequency limit"}"#,
+        );
+        assert_eq!(
+            (r.code, d, r.msg.as_str()),
+            (Some(99991400), None, "request trigger frequency limit")
+        );
+        // not the platform's JSON: said as the untyped read says it
+        let (r, d) = parse_typed::<D>(head(), b"<html><title>Bad gateway</title></html>");
+        assert_eq!((r.code, d), (None, None));
+        assert_eq!(r.network, Some(Network::NotPlatform));
+    }
+
     #[tokio::test]
     async fn a_dead_endpoint_is_a_transport_failure_to_retry() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
