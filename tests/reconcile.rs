@@ -353,7 +353,8 @@ async fn reconcile_beside_a_running_daemon_under_load_causes_no_429s() {
     })
     .await;
     // a rate two reconciles at once would take over the query's limit of 50 (2 x 40), with room
-    // for the jitter of a loaded test machine: they must take turns
+    // for the jitter of a loaded test machine: they must take turns, and a turn must pass on only
+    // once the one-second window holds none of its requests (each reconcile sends its 40 at once)
     let extra = format!("{LINE_DEVICE}\n[reconcile]\nmax_requests_per_second = 40\n");
     let running = env.start(&extra).await;
     let backlog = records(&punches("door-1", 8_000));

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
 use super::net::{self, Network};
@@ -177,27 +178,50 @@ impl FeishuClient {
     /// JSON `body`. Handles token errors (drop, refetch, re-send once). Returns the reply of the last
     /// attempt, a token failure as a reply, or a transport failure as a reply with no code.
     pub async fn send(&self, method: reqwest::Method, path_and_query: &str, body: String) -> Reply {
-        self.call(method, path_and_query, Some(body)).await
+        self.call::<IgnoredAny>(method, path_and_query, Some(body), false)
+            .await
+            .0
+    }
+
+    /// Sends one request like [`FeishuClient::send`], reading a successful reply's `data` straight
+    /// into `T` (typed, no `serde_json::Value` in between; unknown fields skipped). A body larger
+    /// than [`PARSE_OFF_RUNTIME`] is read on the blocking pool, so that a large read (a month of
+    /// flows) does not hold a runtime thread while other replies come in. The reply's `data` is left
+    /// `Null`; `T` is `None` when the body is not the envelope with a `data` of that shape (the
+    /// reply then says why, as [`FeishuClient::send`]'s does).
+    pub async fn send_typed<T>(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: String,
+    ) -> (Reply, Option<T>)
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.call(method, path_and_query, Some(body), true).await
     }
 
     /// Sends one `GET` (a read: no body), like [`FeishuClient::send`] in every other way (the token,
     /// its re-send once, the timeouts, the classification of failures).
     pub async fn get(&self, path_and_query: &str) -> Reply {
-        self.call(reqwest::Method::GET, path_and_query, None).await
+        self.call::<IgnoredAny>(reqwest::Method::GET, path_and_query, None, false)
+            .await
+            .0
     }
 
-    async fn call(
+    async fn call<T: DeserializeOwned + Send + 'static>(
         &self,
         method: reqwest::Method,
         path_and_query: &str,
         body: Option<String>,
-    ) -> Reply {
+        typed: bool,
+    ) -> (Reply, Option<T>) {
         let url = format!("{}{}", self.base_url, path_and_query);
         let mut retried = false;
         loop {
             let token = match self.token().await {
                 Ok(t) => t,
-                Err(reply) => return reply,
+                Err(reply) => return (reply, None),
             };
             let mut request = self.http.request(method.clone(), &url).bearer_auth(&token);
             if let Some(body) = &body {
@@ -205,14 +229,24 @@ impl FeishuClient {
                     .header("Content-Type", "application/json; charset=utf-8")
                     .body(body.clone());
             }
-            let reply = match read_reply(request.send().await).await {
-                Ok((r, _)) => r,
-                Err(t) => Reply {
-                    msg: t.reason,
-                    timed_out: t.network == Network::Timeout,
-                    network: Some(t.network),
-                    ..Reply::default()
-                },
+            let read = if typed {
+                read_typed::<T>(request.send().await).await
+            } else {
+                read_reply(request.send().await)
+                    .await
+                    .map(|(r, _)| (r, None))
+            };
+            let (reply, data) = match read {
+                Ok(x) => x,
+                Err(t) => (
+                    Reply {
+                        msg: t.reason,
+                        timed_out: t.network == Network::Timeout,
+                        network: Some(t.network),
+                        ..Reply::default()
+                    },
+                    None,
+                ),
             };
             if is_token_error(reply.code) && !retried {
                 tracing::warn!(
@@ -224,7 +258,7 @@ impl FeishuClient {
                 retried = true;
                 continue;
             }
-            return reply;
+            return (reply, data);
         }
     }
 }
@@ -235,10 +269,76 @@ struct Transport {
     network: Network,
 }
 
-/// Reads an HTTP reply into a [`Reply`]; Err is a transport-level failure.
-async fn read_reply(
+/// Bodies larger than this are parsed on the blocking pool ([`FeishuClient::send_typed`]).
+pub const PARSE_OFF_RUNTIME: usize = 64 * 1024;
+
+/// The envelope with its `data` read as `T`.
+#[derive(Deserialize)]
+#[serde(bound = "T: DeserializeOwned")]
+struct TypedEnvelope<T> {
+    code: Option<i64>,
+    #[serde(default)]
+    msg: String,
+    #[serde(default = "none")]
+    data: Option<T>,
+    #[serde(default)]
+    error: Option<EnvelopeError>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// Reads an HTTP reply with its `data` as `T` (see [`FeishuClient::send_typed`]).
+async fn read_typed<T: DeserializeOwned + Send + 'static>(
     resp: Result<reqwest::Response, reqwest::Error>,
-) -> Result<(Reply, Option<Envelope>), Transport> {
+) -> Result<(Reply, Option<T>), Transport> {
+    let (head, bytes) = read_body(resp).await?;
+    if bytes.len() <= PARSE_OFF_RUNTIME {
+        return Ok(parse_typed(head, &bytes));
+    }
+    tokio::task::spawn_blocking(move || parse_typed(head, &bytes))
+        .await
+        .map_err(|e| Transport {
+            reason: format!("reading the reply failed: {e}"),
+            network: Network::NotPlatform,
+        })
+}
+
+fn parse_typed<T: DeserializeOwned>(head: Head, bytes: &[u8]) -> (Reply, Option<T>) {
+    match serde_json::from_slice::<TypedEnvelope<T>>(bytes) {
+        Ok(env) => {
+            let log_id = head
+                .log_id
+                .clone()
+                .or_else(|| env.error.and_then(|e| e.log_id));
+            let reply = Reply {
+                http_status: head.status,
+                code: env.code,
+                msg: env.msg,
+                log_id,
+                ratelimit_reset: head.reset,
+                ..Reply::default()
+            };
+            (reply, env.data)
+        }
+        // not the envelope, or a `data` of another shape: what the untyped read makes of it
+        Err(_) => (parse_envelope(head, bytes).0, None),
+    }
+}
+
+/// What an HTTP reply says before its body.
+struct Head {
+    status: u16,
+    log_id: Option<String>,
+    reset: Option<u64>,
+    content_type: Option<String>,
+}
+
+/// The head and the whole body of an HTTP reply; Err is a transport-level failure.
+async fn read_body(
+    resp: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(Head, bytes::Bytes), Transport> {
     let resp = resp.map_err(describe_reqwest)?;
     let status = resp.status().as_u16();
     let header = |name: &str| {
@@ -251,11 +351,32 @@ async fn read_reply(
     let reset = header("x-ogw-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
     let content_type = header("content-type");
     let bytes = resp.bytes().await.map_err(describe_reqwest)?;
-    let mut env: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+    let head = Head {
+        status,
+        log_id,
+        reset,
+        content_type,
+    };
+    Ok((head, bytes))
+}
+
+/// Reads an HTTP reply into a [`Reply`]; Err is a transport-level failure.
+async fn read_reply(
+    resp: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(Reply, Option<Envelope>), Transport> {
+    let (head, bytes) = read_body(resp).await?;
+    Ok(parse_envelope(head, &bytes))
+}
+
+/// The envelope of a body, its `data` as a `serde_json::Value`.
+fn parse_envelope(head: Head, bytes: &[u8]) -> (Reply, Option<Envelope>) {
+    let status = head.status;
+    let content_type = head.content_type;
+    let mut env: Option<Envelope> = serde_json::from_slice(bytes).ok();
     let mut reply = Reply {
         http_status: status,
-        log_id,
-        ratelimit_reset: reset,
+        log_id: head.log_id,
+        ratelimit_reset: head.reset,
         ..Reply::default()
     };
     match &mut env {
@@ -269,17 +390,17 @@ async fn read_reply(
             }
         }
         None => {
-            let text = String::from_utf8_lossy(&bytes);
+            let text = String::from_utf8_lossy(bytes);
             let short: String = text.chars().take(200).collect();
             reply.msg =
                 format!("HTTP {status} with a body that is not the platform's JSON: {short:?}");
             reply.network = Some(Network::NotPlatform);
-            if net::is_html(content_type.as_deref(), &bytes) {
-                reply.page_title = net::page_title(&bytes);
+            if net::is_html(content_type.as_deref(), bytes) {
+                reply.page_title = net::page_title(bytes);
             }
         }
     }
-    Ok((reply, env))
+    (reply, env)
 }
 
 fn describe_reqwest(e: reqwest::Error) -> Transport {
@@ -370,6 +491,46 @@ mod tests {
         );
         let text = format!("{reply:?} {c:?}");
         assert!(!text.contains("wrong-secret-123"), "{text}");
+    }
+
+    #[test]
+    fn a_typed_read_gives_the_data_or_says_why_not() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct D {
+            n: u32,
+        }
+        let head = || Head {
+            status: 200,
+            log_id: None,
+            reset: None,
+            content_type: None,
+        };
+        // unknown fields are skipped; the error's log id is kept
+        let (r, d) = parse_typed::<D>(
+            head(),
+            br#"{"code":0,"msg":"success","data":{"n":3,"other":[1,2]},"error":{"log_id":"L1"}}"#,
+        );
+        assert_eq!(
+            (r.code, r.log_id.as_deref(), d),
+            (Some(0), Some("L1"), Some(D { n: 3 }))
+        );
+        assert_eq!(r.data, serde_json::Value::Null);
+        // a data of another shape: the code is read, the data is not
+        let (r, d) = parse_typed::<D>(head(), br#"{"code":0,"msg":"success","data":{"n":"x"}}"#);
+        assert_eq!((r.code, d), (Some(0), None));
+        // a refusal without data
+        let (r, d) = parse_typed::<D>(
+            head(),
+            br#"{"code":99991400,"msg":"request trigger frequency limit"}"#,
+        );
+        assert_eq!(
+            (r.code, d, r.msg.as_str()),
+            (Some(99991400), None, "request trigger frequency limit")
+        );
+        // not the platform's JSON: said as the untyped read says it
+        let (r, d) = parse_typed::<D>(head(), b"<html><title>Bad gateway</title></html>");
+        assert_eq!((r.code, d), (None, None));
+        assert_eq!(r.network, Some(Network::NotPlatform));
     }
 
     #[tokio::test]

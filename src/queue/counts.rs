@@ -135,7 +135,7 @@ pub fn read_backlog(conn: &Connection, kind: &str) -> Result<BacklogReading> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     // a queue still of an older schema (its daemon not restarted since an upgrade): no live rows,
     // and no event time in the index of pending rows (a slower scan, until the daemon migrates it)
-    let old = version < super::migrations::VERSION;
+    let old = version < super::migrations::LIVE_SINCE;
     let (min_sql, device_sql) = match old {
         false => (OLDEST_PENDING, OLDEST_PENDING_DEVICE),
         true => (

@@ -157,8 +157,21 @@ DROP INDEX outbox_pending;
 CREATE INDEX outbox_pending ON outbox (created_at, kind, event_time) WHERE status = 0;
 "#;
 
+/// `clockbridge reconcile` reads the rows of a kind by event time ([`super::Queue::rows_in_range`]):
+/// without an index that is a scan of the whole outbox (every delivered row a deployment keeps,
+/// months of them), with it a range of the index in event order (no sort). Entries of one event
+/// time are in row id order, as the read wants them. Building it on an existing queue reads the
+/// outbox once, at the first open by this version.
+const EVENT_TIME: &str = r#"
+CREATE INDEX outbox_event_time ON outbox (kind, event_time);
+"#;
+
+/// The schema version that added live punches ([`LIVE`]): a queue older than this has no `live`
+/// column and no event time in `outbox_pending`.
+pub const LIVE_SINCE: i64 = 6;
+
 /// The schema version of this binary: the number of migrations.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 /// The tables a queue holds, with the schema version that created each and the one that dropped it:
 /// a file whose version says it holds a table it lacks was altered by hand (or is another program's
@@ -176,14 +189,21 @@ pub const TABLES: &[(&str, i64, Option<i64>)] = &[
 
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![
+    let all = vec![
         M::up(V1),
         M::up(V2),
         M::up(ZK_WATERMARKS),
         M::up(SOURCE_STATE),
         M::up(DEVICE_USERS),
         M::up(LIVE),
-    ])
+        M::up(EVENT_TIME),
+    ];
+    debug_assert_eq!(
+        all.len() as i64,
+        VERSION,
+        "VERSION is the number of migrations"
+    );
+    Migrations::new(all)
 }
 
 #[cfg(test)]
@@ -298,6 +318,67 @@ mod tests {
                 .any(|p| p.contains("COVERING INDEX outbox_unmapped")),
             "{plan:?}"
         );
+    }
+
+    /// A queue of schema 6 (before the index by event time) is upgraded in place when opened: its
+    /// rows are kept, the index is built, and the range read of `reconcile` uses it (no scan of the
+    /// outbox, no sort).
+    #[tokio::test]
+    async fn a_version_6_database_gains_the_event_time_index_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            super::migrations().to_version(&mut conn, 6).unwrap();
+            conn.execute_batch(
+                "INSERT INTO outbox (kind, idem, ukey, device_id, subject, user_id, event_time, payload, status, created_at)
+                 VALUES ('user_flow', 'a', 'a', 'door-1', '7', 'u7', 300, '{\"external_id\":\"x\"}', 2, 1),
+                        ('user_flow', 'b', 'b', 'door-1', '7', 'u7', 100, '{}', 0, 1),
+                        ('user_flow', 'c', 'c', 'door-1', '7', 'u7', 900, '{}', 2, 1),
+                        ('approval', 'd', 'd', 'hr', '7', 'u7', 200, '{}', 2, 1);",
+            )
+            .unwrap();
+            let has: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_event_time'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(has, 0);
+        }
+        let (q, _) = crate::queue::Queue::open(&path).unwrap();
+        let (version, plan) = q
+            .call(|c| {
+                let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                let plan: Vec<String> = c
+                    .prepare(&format!(
+                        "EXPLAIN QUERY PLAN {}",
+                        crate::queue::reconcile::RANGE_SQL
+                    ))?
+                    .query_map(rusqlite::params!["user_flow", 0, 1000], |r| {
+                        r.get::<_, String>(3)
+                    })?
+                    .collect::<Result<_, _>>()?;
+                Ok((v, plan))
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, super::VERSION);
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX outbox_event_time")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        let rows = q.rows_in_range("user_flow", 100, 900).await.unwrap();
+        let got: Vec<(&str, i64)> = rows
+            .iter()
+            .map(|r| (r.idem.as_str(), r.event_time))
+            .collect();
+        assert_eq!(got, [("b", 100), ("a", 300)]);
+        let ext = q.external_ids(vec![rows[1].id]).await.unwrap();
+        assert_eq!(ext, [(rows[1].id, "x".to_string())]);
     }
 
     /// A deployment of the version with `zk_watermarks` (schema 3) keeps its watermarks.

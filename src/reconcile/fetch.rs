@@ -3,31 +3,39 @@
 //! the number of requests is the least the limits allow, `ceil(users / 50)`.
 //!
 //! The query has its own budget of 50 requests per second per app, apart from the writes', so a
-//! reconcile never takes from the daemon's uploads. Two reconciles at once (the daemon's scheduled
-//! check and a CLI run) would share it: each holds an exclusive lock on `QUEUE.reconcile.lock`
-//! while it asks, so they take turns; within a turn one GCRA limiter (`governor`, as the sender's)
-//! spaces the requests at `reconcile.max_requests_per_second`, with up to [`IN_FLIGHT`] awaiting
-//! their replies. A rate-limit reply waits what the platform asks (`x-ogw-ratelimit-reset`) and is
-//! counted; a transient failure is retried [`ATTEMPTS`] times with back-off; a refusal of the app
-//! stops the reconcile with what to fix.
+//! reconcile never takes from the daemon's uploads. The platform counts requests in a one-second
+//! window (its 429 says in `x-ogw-ratelimit-reset` when the window frees), so the budget is a
+//! window too ([`Budget`]): `reconcile.max_requests_per_second` slots, a request taking one before
+//! it is sent and giving it back one second after its reply (the platform counted the request
+//! somewhere between the two), so no one-second window ever holds more than that many requests,
+//! however late a request arrives. Up to [`IN_FLIGHT`] requests await their replies at once; a
+//! month of 2,000 users (40 requests) is asked in one window, not paced over 0.8 s.
+//!
+//! Two reconciles at once (the daemon's scheduled check and a CLI run) share the budget: each
+//! holds an exclusive lock on `QUEUE.reconcile.lock` while it asks *and until every slot it took
+//! is free again*, so the next one starts with a whole window. A rate-limit reply waits what the
+//! platform asks (`x-ogw-ratelimit-reset`) and is counted; a transient failure is retried
+//! [`ATTEMPTS`] times with back-off; a refusal of the app stops the reconcile with what to fix.
 
 use std::fs::{File, OpenOptions};
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use governor::{Quota, RateLimiter};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::ReconcileError;
 use crate::feishu::query::{self, SeenFlow, MAX_USERS};
 use crate::feishu::{classify, AppProblem, FeishuClient, Reply, Verdict};
 
-/// Requests awaiting their replies at once (at 50 requests per second and a 100 ms reply, five
-/// are needed; eight leave room for slower replies).
-pub const IN_FLIGHT: usize = 8;
+/// Requests awaiting their replies at once: a month of 2,000 users (40 requests) in two rounds.
+/// The replies are parsed on the blocking pool while the next ones come in.
+pub const IN_FLIGHT: usize = 20;
+
+/// The platform's rate-limit window.
+pub const WINDOW: Duration = Duration::from_secs(1);
 
 /// Tries of one call that fails for a transient reason (rate limits are waited out, not counted).
 pub const ATTEMPTS: u32 = 5;
@@ -82,14 +90,38 @@ impl Turn {
     }
 }
 
-/// The valid flows of `users` with `from <= check_time <= to`, asked `ceil(users / 50)` times at
-/// `rps` requests per second.
+/// The query budget of one turn: `rps` slots, each taken before a request is sent and given back
+/// [`WINDOW`] after its reply.
+pub struct Budget {
+    slots: Arc<Semaphore>,
+    size: u32,
+}
+
+impl Budget {
+    /// At most `rps` requests (clamped to 1..=50) in any one-second window.
+    pub fn new(rps: u32) -> Budget {
+        let size = rps.clamp(1, 50);
+        Budget {
+            slots: Arc::new(Semaphore::new(size as usize)),
+            size,
+        }
+    }
+
+    /// Waits until every slot is free again: the window holds nothing of this turn's.
+    pub async fn drained(&self) {
+        // the semaphore is never closed
+        let _all = self.slots.acquire_many(self.size).await;
+    }
+}
+
+/// The valid flows of `users` with `from <= check_time <= to`, asked `ceil(users / 50)` times
+/// within `budget`.
 pub async fn flows(
     client: Arc<FeishuClient>,
     users: Vec<String>,
     from: i64,
     to: i64,
-    rps: u32,
+    budget: &Budget,
     cost: &mut Cost,
 ) -> Result<Vec<SeenFlow>, ReconcileError> {
     let chunks: Vec<Vec<String>> = users.chunks(MAX_USERS).map(<[String]>::to_vec).collect();
@@ -97,10 +129,6 @@ pub async fn flows(
     if chunks.is_empty() {
         return Ok(Vec::new());
     }
-    let rps = NonZeroU32::new(rps.clamp(1, 50)).unwrap_or(NonZeroU32::MIN);
-    let limiter = Arc::new(RateLimiter::direct(
-        Quota::per_second(rps).allow_burst(NonZeroU32::MIN),
-    ));
     let requests = Arc::new(AtomicU64::new(0));
     let limited = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -111,14 +139,23 @@ pub async fn flows(
     loop {
         while failure.is_none() && tasks.len() < IN_FLIGHT {
             let Some(chunk) = pending.next() else { break };
-            let (client, limiter) = (client.clone(), limiter.clone());
+            let (client, slots) = (client.clone(), budget.slots.clone());
             let (requests, limited) = (requests.clone(), limited.clone());
             tasks.spawn(async move {
                 let mut attempt = 0;
                 loop {
-                    limiter.until_ready().await;
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        return Err(ReconcileError::Platform("the query budget closed".into()));
+                    };
                     requests.fetch_add(1, Ordering::Relaxed);
-                    let reply = match query::query(&client, &chunk, from, to).await {
+                    let result = query::query(&client, &chunk, from, to).await;
+                    // the platform counted the request between its sending and this reply: its
+                    // slot frees a window after the reply
+                    tokio::spawn(async move {
+                        tokio::time::sleep(WINDOW).await;
+                        drop(slot);
+                    });
+                    let reply = match result {
                         Ok(flows) => return Ok(flows),
                         Err(reply) => reply,
                     };
@@ -182,6 +219,36 @@ fn refusal(reply: &Reply, verdict: Verdict) -> ReconcileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The budget's window: `rps` slots at once, a slot free again a window after it is given
+    /// back, and `drained` only once every slot is.
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_allows_its_slots_at_once_and_frees_each_a_window_later() {
+        let budget = Budget::new(3);
+        let t0 = tokio::time::Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(budget.slots.clone().acquire_owned().await.unwrap());
+        }
+        // all three at once, none waited
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert!(budget.slots.clone().try_acquire_owned().is_err());
+        // a reply after 100 ms: its slot is back one window later, not before
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let slot = held.pop().unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(WINDOW).await;
+            drop(slot);
+        });
+        let fourth = budget.slots.clone().acquire_owned().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_millis(1100));
+        drop(fourth);
+        drop(held);
+        budget.drained().await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(1100));
+        assert_eq!(Budget::new(0).size, 1);
+        assert_eq!(Budget::new(80).size, 50);
+    }
 
     #[test]
     fn two_reconciles_of_one_queue_take_turns() {

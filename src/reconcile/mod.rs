@@ -7,7 +7,8 @@
 //! 2. asks the platform for the valid flows of those users over the range (`user_flows/query`,
 //!    [`fetch`]: 50 users a call, the least number of calls, paced within the query's own budget,
 //!    one reconcile at a time per queue);
-//! 3. matches them by `idempotent_id`, then `external_id` ([`report`]): delivered and confirmed,
+//! 3. matches them by `idempotent_id`, then `external_id` (read from the payloads of the rows no
+//!    idempotent key confirms, [`report::rows_needing_external_id`]) ([`report`]): delivered and confirmed,
 //!    delivered but not visible, not yet delivered (pending, dead, unmapped), and flows the
 //!    platform shows that clockbridge did not send, kept apart and never re-sent;
 //! 4. asks the clocks that can be asked what they hold ([`clocks`]);
@@ -112,11 +113,35 @@ pub struct Reconciliation {
     pub clocks: Vec<ClockCheck>,
     pub cost: Cost,
     pub requeue: Option<Requeue>,
+    /// The end of this run's turn at the query budget.
+    #[serde(skip)]
+    pub turn_end: TurnEnd,
     /// Seconds reading the range from the queue.
     pub read_secs: f64,
     /// Seconds matching.
     pub match_secs: f64,
     pub elapsed_secs: f64,
+}
+
+/// The end of a run's turn at the query budget, about a second after its last reply (when the
+/// platform's one-second window holds none of its requests: see [`fetch`]). The turn passes on by
+/// itself, so a run returns at once and the daemon goes on; a process about to exit waits for it
+/// ([`TurnEnd::wait`]), since its exit would pass the turn on early.
+#[derive(Debug, Clone, Default)]
+pub struct TurnEnd(Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>);
+
+impl TurnEnd {
+    fn of(release: Option<tokio::task::JoinHandle<()>>) -> TurnEnd {
+        TurnEnd(Arc::new(tokio::sync::Mutex::new(release)))
+    }
+
+    /// Waits until the turn has passed on.
+    pub async fn wait(&self) {
+        let release = self.0.lock().await.take();
+        if let Some(release) = release {
+            let _ = release.await;
+        }
+    }
 }
 
 impl Reconciliation {
@@ -190,7 +215,7 @@ pub async fn run(
     let read_secs = read.elapsed().as_secs_f64();
 
     let mut cost = Cost::default();
-    let flows = ask(
+    let (flows, release) = ask(
         cfg,
         client.clone(),
         users.clone(),
@@ -199,6 +224,19 @@ pub async fn run(
         &mut cost,
     )
     .await?;
+    // the payloads' external ids, for the fallback match of the rows no idempotent key confirms
+    let mut rows = rows;
+    let read_more = Instant::now();
+    let wanted = report::rows_needing_external_id(&rows, &flows);
+    if !wanted.is_empty() {
+        let ext: HashMap<i64, String> = queue.external_ids(wanted).await?.into_iter().collect();
+        for r in rows.iter_mut() {
+            if let Some(e) = ext.get(&r.id) {
+                r.external_id = Some(e.clone());
+            }
+        }
+    }
+    let read_secs = read_secs + read_more.elapsed().as_secs_f64();
     let matching = Instant::now();
     let matched = report::matching(&range, &rows, &flows);
     let match_secs = matching.elapsed().as_secs_f64();
@@ -222,6 +260,7 @@ pub async fn run(
         clocks,
         cost,
         requeue: None,
+        turn_end: TurnEnd::of(release),
         read_secs,
         match_secs,
         elapsed_secs: 0.0,
@@ -233,7 +272,10 @@ pub async fn run(
     Ok(rec)
 }
 
-/// Asks the platform in this queue's turn.
+/// The task that ends a turn at the query budget ([`ask`]).
+type TurnRelease = tokio::task::JoinHandle<()>;
+
+/// Asks the platform in this queue's turn; the turn is held until the returned release ends.
 async fn ask(
     cfg: &Config,
     client: Arc<FeishuClient>,
@@ -241,9 +283,9 @@ async fn ask(
     from: i64,
     to: i64,
     cost: &mut Cost,
-) -> Result<Vec<crate::feishu::query::SeenFlow>, ReconcileError> {
+) -> Result<(Vec<crate::feishu::query::SeenFlow>, Option<TurnRelease>), ReconcileError> {
     if users.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let path = cfg.queue.path.clone();
     let waited = Instant::now();
@@ -251,10 +293,15 @@ async fn ask(
         .await
         .map_err(|e| ReconcileError::Platform(format!("the query turn: {e}")))??;
     cost.waited_for_turn_secs += waited.elapsed().as_secs_f64();
-    let rps = cfg.reconcile.max_requests_per_second;
-    let flows = fetch::flows(client, users, from, to, rps, cost).await;
-    drop(turn);
-    flows
+    let budget = fetch::Budget::new(cfg.reconcile.max_requests_per_second);
+    let flows = fetch::flows(client, users, from, to, &budget, cost).await;
+    // the turn passes on once the window holds none of this turn's requests (about a second
+    // after the last reply), meanwhile the caller matches
+    let release = tokio::spawn(async move {
+        budget.drained().await;
+        drop(turn);
+    });
+    Ok((flows?, Some(release)))
 }
 
 /// `--requeue`: the not-visible punches back to pending, then (with a daemon running) the wait for
@@ -300,7 +347,8 @@ async fn requeue(
         // the second look: only the users of the re-sent punches
         let users: BTreeSet<String> = targets.iter().filter_map(|u| u.user_id.clone()).collect();
         let union = range.union();
-        let flows = ask(
+        rec.turn_end.wait().await;
+        let (flows, release) = ask(
             cfg,
             client,
             users.into_iter().collect(),
@@ -309,6 +357,7 @@ async fn requeue(
             &mut rec.cost,
         )
         .await?;
+        rec.turn_end = TurnEnd::of(release);
         let seen: std::collections::HashSet<&str> =
             flows.iter().map(|f| f.idempotent_id.as_str()).collect();
         let visible: std::collections::HashSet<i64> = targets
@@ -361,5 +410,7 @@ pub async fn command(
             );
         }
     }
+    // the turn passes on before the process ends
+    rec.turn_end.wait().await;
     Ok(rec.exit_code())
 }

@@ -8,7 +8,7 @@
 //! (`device/user/time`): then clockbridge sent it, and its row has been pruned from the queue since
 //! (`queue.retention_days`). Both are listed apart and never re-sent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -158,6 +158,20 @@ fn outcome_of(row: &RangeRow, seen: bool) -> Outcome {
         Status::Dead => Outcome::Dead,
         Status::Unmapped => Outcome::Unmapped,
     }
+}
+
+/// The rows whose `external_id` [`matching`] may need: those no flow confirms by idempotent key
+/// (no flow has it, or another row has the same key). Only their payloads are read for it.
+pub fn rows_needing_external_id(rows: &[RangeRow], flows: &[SeenFlow]) -> Vec<i64> {
+    let seen: HashSet<&str> = flows.iter().map(|f| f.idempotent_id.as_str()).collect();
+    let mut keys: HashMap<&str, u32> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        *keys.entry(r.idem.as_str()).or_insert(0) += 1;
+    }
+    rows.iter()
+        .filter(|r| !seen.contains(r.idem.as_str()) || keys[r.idem.as_str()] > 1)
+        .map(|r| r.id)
+        .collect()
 }
 
 /// Matches `rows` (the queue's, for the range's union) against `flows` (the platform's, for the
@@ -314,6 +328,11 @@ mod tests {
             flow("", "", t + 50),
             flow("old", "door-1/7/z", t + 60),
         ];
+        // the payloads are read only for the rows no idempotent key confirms
+        assert_eq!(rows_needing_external_id(&rows, &flows), [2, 3, 4, 5]);
+        let mut twice = rows.clone();
+        twice[2].idem = "k1".into();
+        assert_eq!(rows_needing_external_id(&twice, &flows), [1, 2, 3, 4, 5]);
         let m = matching(&r, &rows, &flows);
         assert_eq!(
             m.total,

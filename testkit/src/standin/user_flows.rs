@@ -50,6 +50,9 @@ pub struct StoredFlow {
     /// Whether the platform counts it: `user_flows/query` returns valid flows only (a test makes
     /// one invalid with [`Standin::invalidate_flow`]).
     pub valid: bool,
+    /// This flow as `user_flows/query` returns it, written once (at the first query, or when
+    /// seeded) instead of at every query: the record is never changed once stored.
+    pub(crate) query_text: Option<Box<str>>,
 }
 
 impl StoredFlow {
@@ -258,6 +261,7 @@ pub(super) fn apply(
                 log_id: log_id.to_owned(),
                 employee_type: employee_type.clone(),
                 valid: true,
+                query_text: None,
             });
             g.stats.records_stored += 1;
             answered.push(record.clone());
