@@ -12,6 +12,7 @@
 //! them (clock connections capped), and [`sigbus`] says why a bus error kills the process.
 //! [`online`] is `check-config --online`: a token and one harmless read, to test the app's setup
 //! before go-live. [`reconcile`] proves to HR that every punch is in Feishu, per device and day.
+//! [`secret`] holds every credential (the app secret, a terminal's password): never printed.
 //! The test doubles (the platform stand-in, the ZKTeco simulator, the demo) are not part of this
 //! crate: they live in the workspace crate `clockbridge-testkit` (`testkit/`), which the product never
 //! ships. See `docs/architecture.md` for the delivery guarantees.
@@ -36,6 +37,7 @@ pub mod online;
 pub mod punch;
 pub mod queue;
 pub mod reconcile;
+pub mod secret;
 pub mod sender;
 pub mod service;
 pub mod sigbus;

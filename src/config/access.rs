@@ -3,7 +3,7 @@
 //! show a secret: only paths, modes, owners and groups.
 //!
 //! The rules:
-//! - **A secret file** (`feishu.app_secret_file`) should be readable by its owner only (0600, or 0400).
+//! - **A secret file** (`feishu.app_secret_file`, a device's `password_file`) should be readable by its owner only (0600, or 0400).
 //!   One exception: read access for the group clockbridge runs as (the package's `clockbridge`
 //!   group, or any group of the process that checks), so `0640 root:clockbridge` (the way the package
 //!   installs the configuration) passes. Any other group or world permission is a warning.
@@ -60,15 +60,16 @@ pub(super) fn warnings(
             "feishu.app_secret is set by CLOCKBRIDGE__FEISHU__APP_SECRET: a service's environment is shown by `systemctl show` and inherited by every process it starts; use a systemd credential (LoadCredential=app_secret:/etc/clockbridge/app_secret) or feishu.app_secret_file (mode 0600) instead"
                 .to_string(),
         ),
-        Some(SecretSource::File(p)) => out.extend(secret_file(p)),
+        Some(SecretSource::File(p)) => out.extend(secret_file("feishu.app_secret_file", p)),
         // systemd makes the credential private to the service (see the module documentation)
         Some(SecretSource::Credential(_)) | None => {}
     }
     out
 }
 
-/// The warning about a secret file that others can read or change, if any.
-fn secret_file(path: &Path) -> Option<String> {
+/// The warning about a secret file that others can read or change, if any; `key` names the key
+/// the file is given by (`feishu.app_secret_file`, `devices[0] (id "door-hik").password_file`).
+pub(super) fn secret_file(key: &str, path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     let mode = meta.mode() & 0o7777;
     let mut who = Vec::new();
@@ -87,7 +88,7 @@ fn secret_file(path: &Path) -> Option<String> {
         return None;
     }
     Some(format!(
-        "feishu.app_secret_file {} (mode {mode:04o}) {}: make it readable by its owner only (chmod 0600), or by the group clockbridge runs as (chmod 0640, chgrp {SERVICE_GROUP})",
+        "{key} {} (mode {mode:04o}) {}: make it readable by its owner only (chmod 0600), or by the group clockbridge runs as (chmod 0640, chgrp {SERVICE_GROUP})",
         shown(&path.display().to_string()),
         who.join(" and ")
     ))
@@ -177,23 +178,26 @@ mod tests {
     fn a_secret_file_others_can_read_is_a_warning_naming_its_mode() {
         let dir = tempfile::tempdir().unwrap();
         let world = file_with_mode(dir.path(), "world", 0o644);
-        let w = secret_file(&world).expect("a warning");
+        let w = secret_file("feishu.app_secret_file", &world).expect("a warning");
         assert!(
             w.starts_with(&format!("feishu.app_secret_file {:?} (mode 0644) can be read by every user on this host: make it readable by its owner only (chmod 0600)", world.display().to_string())),
             "{w}"
         );
         let writable = file_with_mode(dir.path(), "writable", 0o622);
-        let w = secret_file(&writable).expect("a warning");
+        let w = secret_file("feishu.app_secret_file", &writable).expect("a warning");
         assert!(
             w.contains("(mode 0622) can be changed by users other than its owner"),
             "{w}"
         );
         for mode in [0o600, 0o400] {
-            assert_eq!(secret_file(&file_with_mode(dir.path(), "own", mode)), None);
+            assert_eq!(
+                secret_file("k", &file_with_mode(dir.path(), "own", mode)),
+                None
+            );
         }
         // the group of the file is the test's own group: the group the service runs as may read it
         assert_eq!(
-            secret_file(&file_with_mode(dir.path(), "group", 0o640)),
+            secret_file("k", &file_with_mode(dir.path(), "group", 0o640)),
             None
         );
         assert!(!w.contains("s3cr3t"));

@@ -343,7 +343,7 @@ pub(super) fn check_unique(devices: &[DeviceConfig]) -> Result<(), ConfigError> 
 }
 
 /// What `check-config` warns about without refusing the configuration (a serial port that is not
-/// there yet...), each naming the device's key.
+/// there yet, a password file others can read...), each naming the device's key.
 pub(super) fn warnings(devices: &[DeviceConfig]) -> Vec<String> {
     let mut out = Vec::new();
     for (i, d) in devices.iter().enumerate() {
@@ -353,6 +353,10 @@ pub(super) fn warnings(devices: &[DeviceConfig]) -> Vec<String> {
                 Some(v) => format!("config key {key}: {v} {}", w.reason),
                 None => format!("config key {key}: {}", w.reason),
             });
+        }
+        for (name, file) in d.spec.secret_files() {
+            let key = device_key(i, Some(&d.id), name);
+            out.extend(super::access::secret_file(&key, &file));
         }
     }
     out

@@ -1,50 +1,16 @@
-//! The app secret: held in a [`Secret`], whose `Debug`, `Display` and `Serialize` print `***`, so the
-//! secret cannot reach a log, an error message or `check-config` output by accident; where it comes
+//! The app secret: held in a [`Secret`] (`crate::secret`: its `Debug`, `Display` and `Serialize`
+//! print `***`, so the secret cannot reach a log, an error message or `check-config` output by
+//! accident); where it comes
 //! from (exactly one of `feishu.app_secret`, `feishu.app_secret_file` and the systemd credential); and
 //! how a secret file is read ([`read_secret_file`]: a byte-order mark and a CRLF ending are dropped,
 //! anything else that cannot be part of a secret is refused with the reason, never with the content).
 
-use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize, Serializer};
 
 use super::errors::ConfigError;
 
-/// A secret string. Never printed.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The secret itself: only for the token request body.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
-    }
-}
+pub use crate::secret::Secret;
+use crate::secret::{read_secret_text, Unreadable};
 
 /// Where the app secret came from, for the warnings of `check-config` and `run`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,46 +121,32 @@ pub(super) fn resolve_secret(
 ///   with a message that says nothing of the file.
 pub(super) fn read_secret_file(key: &str, file: &Path) -> Result<Secret, ConfigError> {
     let bad = |reason: String| ConfigError::invalid(key, file.display().to_string(), reason);
-    let opened = std::fs::File::open(file).map_err(|e| bad(format!("cannot be read: {e}")))?;
-    let mut bytes = Vec::new();
-    opened
-        .take(MAX_SECRET_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot be read: {e}")))?;
-    if bytes.len() as u64 > MAX_SECRET_FILE {
-        return Err(bad(format!(
-            "is larger than {MAX_SECRET_FILE} bytes: it is not a secret file (an app secret is 32 characters); check the path"
-        )));
-    }
-    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
-        return Err(bad(
-            "is UTF-16 text (saved as \"Unicode\" by Notepad?): save it as UTF-8 or plain ASCII"
-                .into(),
-        ));
-    }
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        bad(format!(
-            "is not UTF-8 text (bad byte at offset {}): write the secret as plain text",
-            e.valid_up_to()
-        ))
+    let secret = read_secret_text(file, MAX_SECRET_FILE).map_err(|why| {
+        bad(match why {
+            Unreadable::Io(e) => format!("cannot be read: {e}"),
+            Unreadable::TooLarge(max) => format!(
+                "is larger than {max} bytes: it is not a secret file (an app secret is 32 characters); check the path"
+            ),
+            Unreadable::Utf16 => {
+                "is UTF-16 text (saved as \"Unicode\" by Notepad?): save it as UTF-8 or plain ASCII"
+                    .into()
+            }
+            Unreadable::NotUtf8(at) => format!(
+                "is not UTF-8 text (bad byte at offset {at}): write the secret as plain text"
+            ),
+            Unreadable::Empty => "is empty".into(),
+            Unreadable::Lines => {
+                "holds more than one line: write the app secret alone on one line".into()
+            }
+        })
     })?;
-    let secret = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-    if secret.is_empty() {
-        return Err(bad("is empty".into()));
-    }
-    if secret.contains(['\n', '\r']) {
-        return Err(bad(
-            "holds more than one line: write the app secret alone on one line".into(),
-        ));
-    }
-    if let Some(at) = secret.chars().position(invisible) {
+    if let Some(at) = secret.expose().chars().position(invisible) {
         return Err(bad(format!(
             "holds a space, a control or an invisible character inside the secret (character {}): copy the app secret again, alone on one line",
             at + 1
         )));
     }
-    Ok(Secret::new(secret))
+    Ok(secret)
 }
 
 /// A character that is never part of an app secret: whitespace, a control character, a zero-width

@@ -832,3 +832,40 @@ fn load_reads_a_notepad_secret_file_and_warns_about_who_else_can_use_the_files()
         .warnings()
         .is_empty());
 }
+
+#[test]
+fn a_terminals_password_file_that_others_can_read_is_warned_about_by_its_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("door-hik.password");
+    std::fs::write(&pw, "Passw0rd!\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("clockbridge.toml");
+    let text = format!(
+        "{GOOD}\n[[devices]]\nid = \"door-hik\"\nkind = \"hikvision\"\naddress = \"http://10.0.3.20\"\nusername = \"clockbridge\"\npassword_file = {:?}\ntimezone = \"Asia/Shanghai\"\n",
+        pw.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = Config::load_with_env(&config, []).unwrap();
+    let w: Vec<String> = c
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("password_file"))
+        .collect();
+    assert_eq!(w.len(), 1, "{:#?}", c.warnings());
+    assert!(
+        w[0].contains(&format!(
+            ".password_file {:?} (mode 0644) can be read by every user on this host: make it readable by its owner only",
+            pw.display().to_string()
+        )) && w[0].contains("door-hik"),
+        "{w:#?}"
+    );
+    assert!(!c.warnings().concat().contains("Passw0rd"));
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        !c.warnings().concat().contains("password_file"),
+        "{:#?}",
+        c.warnings()
+    );
+}

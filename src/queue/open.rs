@@ -457,7 +457,7 @@ impl Queue {
                 while let Ok(job) = rx.recv() {
                     job(&mut conn);
                     jobs = jobs.wrapping_add(1);
-                    if jobs % FIT_CACHE_EVERY == 0 {
+                    if jobs.is_multiple_of(FIT_CACHE_EVERY) {
                         fit_cache(&conn);
                     }
                 }

@@ -101,6 +101,11 @@ pub trait DeviceSpec: AsAny + Send + Sync + std::fmt::Debug {
     fn warnings(&self) -> Vec<SpecError> {
         Vec::new()
     }
+    /// The files the device's credentials are read from, by key (`password_file`): `check-config`
+    /// and `run` warn when others can read or change one, as for `feishu.app_secret_file`.
+    fn secret_files(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        Vec::new()
+    }
     /// The line format keys, for kinds that read lines (and for `import`).
     fn lines(&self) -> Option<&LineSpec> {
         None

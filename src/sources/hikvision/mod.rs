@@ -78,6 +78,12 @@ impl DeviceSpec for HikSpec {
     fn warnings(&self) -> Vec<SpecError> {
         HikSpec::warnings(self)
     }
+    fn secret_files(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        self.password_file
+            .iter()
+            .map(|f| ("password_file", f.clone()))
+            .collect()
+    }
     fn start(&self, ctx: SourceContext) -> SourceTask {
         Box::pin(source::run(self.clone(), ctx))
     }

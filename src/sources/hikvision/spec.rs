@@ -4,12 +4,11 @@
 //! same rules as the app secret's file: a byte-order mark and the line ending dropped, anything else
 //! that cannot be a password refused, with the reason and never with the content).
 
-use std::fmt;
-use std::io::Read;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
+use crate::secret::{read_secret_text, Secret, Unreadable};
 use crate::sources::kind::{de_seconds, Claim, SpecError};
 
 /// How often a terminal's event log is read when `poll_interval` is absent: the alert stream brings
@@ -290,69 +289,29 @@ pub fn base_url(a: &str) -> Option<String> {
     Some(format!("{scheme}://{host}:{port}"))
 }
 
-/// The terminal user's password. Never printed.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(s: impl Into<String>) -> Password {
-        Password(s.into())
-    }
-    /// The password itself: only to compute the digest response.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-impl fmt::Display for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-impl Serialize for Password {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
+/// The terminal user's password: a [`Secret`], never printed.
+pub type Password = Secret;
 
 /// Reads a password file as an editor may have saved it, or refuses it saying why (never with its
 /// content): a UTF-8 byte-order mark and spaces or line endings around the password are dropped; a
-/// file over 1 KiB, UTF-16, not UTF-8, empty, or of more than one line is refused.
+/// file over 1 KiB, UTF-16, not UTF-8, empty, or of more than one line is refused. Spaces inside
+/// are kept: a terminal's password may hold them.
 pub fn read_password_file(file: &std::path::Path) -> Result<Password, SpecError> {
-    let bad = |reason: String| SpecError::value("password_file", file.display(), reason);
-    let opened = std::fs::File::open(file).map_err(|e| bad(format!("cannot be read: {e}")))?;
-    let mut bytes = Vec::new();
-    opened
-        .take(MAX_PASSWORD_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot be read: {e}")))?;
-    if bytes.len() as u64 > MAX_PASSWORD_FILE {
-        return Err(bad(format!(
-            "is larger than {MAX_PASSWORD_FILE} bytes: it is not a password file; check the path"
-        )));
-    }
-    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
-        return Err(bad("is UTF-16 text: save it as UTF-8".into()));
-    }
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| bad("is not UTF-8 text: write the password as plain text".into()))?;
-    let pw = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-    if pw.is_empty() {
-        return Err(bad("is empty".into()));
-    }
-    if pw.contains(['\n', '\r']) {
-        return Err(bad(
-            "holds more than one line: write the password alone on one line".into(),
-        ));
-    }
-    Ok(Password::new(pw))
+    read_secret_text(file, MAX_PASSWORD_FILE).map_err(|why| {
+        let reason = match why {
+            Unreadable::Io(e) => format!("cannot be read: {e}"),
+            Unreadable::TooLarge(max) => {
+                format!("is larger than {max} bytes: it is not a password file; check the path")
+            }
+            Unreadable::Utf16 => "is UTF-16 text: save it as UTF-8".into(),
+            Unreadable::NotUtf8(_) => "is not UTF-8 text: write the password as plain text".into(),
+            Unreadable::Empty => "is empty".into(),
+            Unreadable::Lines => {
+                "holds more than one line: write the password alone on one line".into()
+            }
+        };
+        SpecError::value("password_file", file.display(), reason)
+    })
 }
 
 #[cfg(test)]
