@@ -461,3 +461,55 @@ async fn sigkill_during_a_hikvision_pull_loses_and_duplicates_nothing() {
     assert_eq!(st["queue"]["dead"], 0, "{st}");
     sim.shutdown();
 }
+
+/// A terminal on HTTPS with its own self-signed certificate (as they ship): refused with an error
+/// that names the certificate while `accept_invalid_certs` is false, nothing read; read exactly
+/// once when the operator accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_over_https_with_its_own_certificate_is_read_only_when_accepted() {
+    let sim = sim_with(
+        60,
+        HikSimConfig {
+            tls: true,
+            ..HikSimConfig::default()
+        },
+    )
+    .await;
+    assert!(sim.url().starts_with("https://127.0.0.1:"));
+    let env = Env::new(StandinConfig::default()).await;
+    let running = env
+        .start(&device(
+            &sim,
+            "Passw0rd!",
+            "poll_interval = 1\nrealtime = false",
+        ))
+        .await;
+    until(&running, "reported the untrusted certificate", |s| {
+        s.last_error().is_some_and(|e| {
+            e.contains("certificate is not trusted") && e.contains("accept_invalid_certs = true")
+        })
+    })
+    .await;
+    let err = stats(&running).last_error().unwrap();
+    assert!(
+        err.contains(DEVICE) || err.contains(&sim.addr().to_string()),
+        "the error names the terminal: {err}"
+    );
+    assert_eq!(sim.counters().requests, 0, "no request got through");
+    assert_eq!(env.standin.stored().len(), 0);
+    running.stop().await;
+
+    let env = Env::new(StandinConfig::default()).await;
+    let running = env
+        .start(&device(
+            &sim,
+            "Passw0rd!",
+            "poll_interval = 1\naccept_invalid_certs = true",
+        ))
+        .await;
+    let events = sim.events();
+    expect_exactly(&env, &running, &events).await;
+    assert!(hik(&running).auth_failures == 0);
+    running.stop().await;
+    sim.shutdown();
+}

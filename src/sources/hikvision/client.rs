@@ -53,6 +53,13 @@ pub enum HikError {
         what: &'static str,
         reason: String,
     },
+    /// The terminal's HTTPS certificate is not trusted (terminals ship a self-signed one).
+    #[error("{label}: {what}: {reason}: the terminal's HTTPS certificate is not trusted: add its CA to the gateway's trust store, or set accept_invalid_certs = true for the terminal's own self-signed certificate (the link stays encrypted, but the terminal is not authenticated)")]
+    Certificate {
+        label: String,
+        what: &'static str,
+        reason: String,
+    },
     /// An answer that is not the document asked for.
     #[error("{label}: {what}: {source}")]
     Isapi {
@@ -136,10 +143,20 @@ impl HikClient {
     }
 
     fn net(&self, what: &'static str, e: &reqwest::Error) -> HikError {
+        let reason = causes(e);
+        let label = self.label.clone();
+        // rustls's refusals of the peer's certificate ("invalid peer certificate: UnknownIssuer")
+        if reason.contains("peer certificate") {
+            return HikError::Certificate {
+                label,
+                what,
+                reason,
+            };
+        }
         HikError::Net {
-            label: self.label.clone(),
+            label,
             what,
-            reason: causes(e),
+            reason,
         }
     }
 

@@ -18,7 +18,8 @@
 //! `searchID`); `POST /ISAPI/AccessControl/UserInfo/Search?format=json`; and
 //! `GET /ISAPI/Event/notification/alertStream` (`multipart/mixed`, JSON or XML parts, heartbeats,
 //! optionally dropped, closed or silent, after a configured time). Errors are `ResponseStatus`
-//! documents.
+//! documents. With [`HikSimConfig::tls`], all of it over HTTPS with a self-signed certificate made at
+//! start, as terminals ship.
 //!
 //! # Faults
 //! [`HikSimConfig::reply_delay`] / [`HikSimConfig::page_delay`] (slow replies),
@@ -77,6 +78,9 @@ pub struct HikSimConfig {
     /// The stream stops after this long: closed, or (with `stream_drop_silent`) left open and silent.
     pub stream_drop_after: Option<Duration>,
     pub stream_drop_silent: bool,
+    /// HTTPS with a self-signed certificate for 127.0.0.1 and localhost, made at start (as a
+    /// terminal's own certificate, which no gateway trusts).
+    pub tls: bool,
 }
 
 impl Default for HikSimConfig {
@@ -104,6 +108,7 @@ impl Default for HikSimConfig {
             heartbeat_every: Some(Duration::from_secs(5)),
             stream_drop_after: None,
             stream_drop_silent: false,
+            tls: false,
         }
     }
 }
@@ -147,6 +152,7 @@ pub struct HikCounters {
 pub struct HikSimHandle {
     shared: Arc<server::Shared>,
     addr: SocketAddr,
+    https: bool,
     counters_rx: watch::Receiver<HikCounters>,
 }
 
@@ -154,6 +160,11 @@ pub struct HikSimHandle {
 pub async fn start(cfg: HikSimConfig) -> std::io::Result<HikSimHandle> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+    let tls = if cfg.tls {
+        Some(server::self_signed()?)
+    } else {
+        None
+    };
     let (counters_tx, counters_rx) = watch::channel(HikCounters::default());
     let (events_tx, _) = broadcast::channel(4096);
     let (drop_tx, _) = broadcast::channel(4);
@@ -164,10 +175,12 @@ pub async fn start(cfg: HikSimConfig) -> std::io::Result<HikSimHandle> {
         drop_tx,
         stop: CancellationToken::new(),
     });
-    tokio::spawn(server::serve(listener, shared.clone()));
+    let https = tls.is_some();
+    tokio::spawn(server::serve(listener, shared.clone(), tls));
     Ok(HikSimHandle {
         shared,
         addr,
+        https,
         counters_rx,
     })
 }
@@ -177,9 +190,10 @@ impl HikSimHandle {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with `tls`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn shutdown(&self) {

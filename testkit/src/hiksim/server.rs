@@ -95,7 +95,28 @@ impl State {
     }
 }
 
-pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// A TLS acceptor with a new self-signed certificate for `127.0.0.1` and `localhost`.
+pub(super) fn self_signed() -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let bad = |e: String| std::io::Error::other(format!("hiksim tls: {e}"));
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .map_err(|e| bad(e.to_string()))?;
+    let key =
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+pub(super) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -107,15 +128,30 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let stop = shared.stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(&shared, req).await) }
             });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
+            let http = http1::Builder::new();
+            match tls {
+                None => {
+                    tokio::select! {
+                        _ = http.serve_connection(TokioIo::new(tcp), svc) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+                Some(tls) => {
+                    // a client that refuses the certificate ends the handshake: nothing to serve
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = http.serve_connection(TokioIo::new(stream), svc) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
             }
         });
     }
