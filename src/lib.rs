@@ -39,6 +39,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod secret;
 pub mod sender;
+pub mod server;
 pub mod service;
 pub mod sigbus;
 pub mod snapshot;

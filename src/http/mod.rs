@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::health::Monitor;
+use crate::server::STOP_GRACE;
 
 pub mod healthz;
 
@@ -61,8 +62,6 @@ pub const QUEUE_PROBE_WAIT: Duration = Duration::from_secs(2);
 pub const METRICS_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `/status` reads running at once (each opens the queue file read-only on a blocking thread).
 pub const STATUS_READERS: usize = 2;
-/// How long open connections may finish their request when the server stops.
-const STOP_GRACE: Duration = Duration::from_secs(2);
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -205,14 +204,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
         ));
     }
     drop(listener);
-    let drained = tokio::time::timeout(STOP_GRACE + Duration::from_millis(500), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-    }
+    crate::server::drain(conns).await;
 }
 
 async fn serve_connection(

@@ -28,13 +28,12 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::hub::Hub;
+use crate::server::STOP_GRACE;
 
 /// Connections served at once, from all terminals.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// The largest request head (request line and headers).
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
-/// How long requests in progress may finish when the daemon stops.
-const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The listener could not bind: a start-up error.
 #[derive(Debug, thiserror::Error)]
@@ -166,14 +165,7 @@ async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: CancellationTok
         ));
     }
     drop(listener);
-    let drained = tokio::time::timeout(STOP_GRACE + Duration::from_millis(500), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-    }
+    crate::server::drain(conns).await;
 }
 
 async fn serve_connection(
