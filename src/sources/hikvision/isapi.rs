@@ -182,6 +182,24 @@ pub fn parse_acs_event_page(body: &[u8]) -> Result<AcsEventPage, IsapiError> {
 
 /// The body of one `AcsEvent` search page: every major-5 event from `start` on.
 pub fn acs_event_request(search_id: &str, position: u64, max_results: u32, start: &str) -> Vec<u8> {
+    acs_event_range_request(
+        search_id,
+        position,
+        max_results,
+        start,
+        "2037-12-31T23:59:59+08:00",
+    )
+}
+
+/// The body of one `AcsEvent` search page: every major-5 event from `start` to `end` (both
+/// included).
+pub fn acs_event_range_request(
+    search_id: &str,
+    position: u64,
+    max_results: u32,
+    start: &str,
+    end: &str,
+) -> Vec<u8> {
     let body = json!({"AcsEventCond": {
         "searchID": search_id,
         "searchResultPosition": position,
@@ -189,7 +207,7 @@ pub fn acs_event_request(search_id: &str, position: u64, max_results: u32, start
         "major": 5,
         "minor": 0,
         "startTime": start,
-        "endTime": "2037-12-31T23:59:59+08:00",
+        "endTime": end,
     }});
     body.to_string().into_bytes()
 }

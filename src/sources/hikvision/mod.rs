@@ -16,6 +16,7 @@
 //! - The password appears in no log line, error message, status or `check-config` output.
 
 pub mod client;
+pub mod count;
 pub mod figures;
 pub mod isapi;
 pub mod multipart;
@@ -77,6 +78,9 @@ impl DeviceSpec for HikSpec {
     }
     fn warnings(&self) -> Vec<SpecError> {
         HikSpec::warnings(self)
+    }
+    fn clock_count(&self) -> Option<&dyn kind::ClockCount> {
+        Some(self)
     }
     fn secret_files(&self) -> Vec<(&'static str, std::path::PathBuf)> {
         self.password_file
