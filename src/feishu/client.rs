@@ -36,6 +36,9 @@ pub struct Reply {
     pub log_id: Option<String>,
     /// `x-ogw-ratelimit-reset`, seconds.
     pub ratelimit_reset: Option<u64>,
+    /// `x-ogw-ratelimit-limit`: the requests the refused window admits (50 per second for the
+    /// attendance writes).
+    pub ratelimit_limit: Option<u64>,
     /// The body's `data`.
     pub data: serde_json::Value,
     /// No answer came within `feishu.request_timeout_secs` (a transport failure: `code` is `None`).
@@ -249,6 +252,7 @@ async fn read_reply(
     };
     let log_id = header("x-tt-logid");
     let reset = header("x-ogw-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+    let limit = header("x-ogw-ratelimit-limit").and_then(|v| v.trim().parse::<u64>().ok());
     let content_type = header("content-type");
     let bytes = resp.bytes().await.map_err(describe_reqwest)?;
     let mut env: Option<Envelope> = serde_json::from_slice(&bytes).ok();
@@ -256,6 +260,7 @@ async fn read_reply(
         http_status: status,
         log_id,
         ratelimit_reset: reset,
+        ratelimit_limit: limit,
         ..Reply::default()
     };
     match &mut env {
