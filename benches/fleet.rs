@@ -16,7 +16,8 @@
 //! A goal missed is printed as "MISSED", not a failure; the run fails (exit 1) if a daemon exits
 //! early or does not stop cleanly.
 //!
-//! `CLOCKBRIDGE_BENCH_FLEET=1,3` picks the sizes, `CLOCKBRIDGE_BENCH_SECS=60` the length of a run;
+//! `CLOCKBRIDGE_BENCH_FLEET=1,3` picks the sizes, `CLOCKBRIDGE_BENCH_SECS=60` the length of a run,
+//! `CLOCKBRIDGE_BENCH_PACING=adaptive` one pacing only (a quicker run while tuning);
 //! `CLOCKBRIDGE_BENCH_BIN=/path/to/clockbridge` runs another build. Every other argument (cargo
 //! passes `--bench`) is ignored. Takes about 5 minutes with the defaults.
 
@@ -126,6 +127,7 @@ async fn run() -> anyhow::Result<()> {
             .with_context(|| format!("CLOCKBRIDGE_BENCH_SECS={v:?}"))?,
         Err(_) => RUN_SECS,
     };
+    let only = std::env::var("CLOCKBRIDGE_BENCH_PACING").ok();
     println!(
         "fleet: binary {}; {secs} s per run, steady figures after {} s; stand-in 100 ms per request, 50 requests/s for the app",
         binary().display(),
@@ -145,6 +147,9 @@ async fn run() -> anyhow::Result<()> {
             t.elapsed().as_secs_f64()
         );
         for (pacing, gws) in [("adaptive", &adaptive_gw), ("fixed", &fixed_gw)] {
+            if only.as_deref().is_some_and(|o| o != pacing) {
+                continue;
+            }
             let figures = fleet::run(
                 &FleetRun {
                     binary: binary(),
