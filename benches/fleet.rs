@@ -149,8 +149,7 @@ async fn run() -> anyhow::Result<()> {
         let share = (2.0 / n as f64).min(1.0);
         let backlog = (CEILING_PER_SEC * secs as f64 * share * 1.1) as usize;
         let t = std::time::Instant::now();
-        let adaptive_gw =
-            fleet::prepare(&binary(), &dir.join("adaptive"), n, backlog).await?;
+        let adaptive_gw = fleet::prepare(&binary(), &dir.join("adaptive"), n, backlog).await?;
         let fixed_gw = fleet::copy(&adaptive_gw, &dir.join("fixed"))?;
         println!(
             "fleet: N={n}: {n} queue(s) of {backlog} punches each queued by `clockbridge import` in {:.1} s",

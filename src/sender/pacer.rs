@@ -348,7 +348,10 @@ mod tests {
         let r = p.on_rate_limited(t1, t1, Some(50)).unwrap();
         assert!((r - 10.0 * SLOW_START_DECREASE).abs() < 1e-9, "{r}");
         // replies to requests sent before that decrease count once
-        assert_eq!(p.on_rate_limited(t1, t1 + Duration::from_millis(10), None), None);
+        assert_eq!(
+            p.on_rate_limited(t1, t1 + Duration::from_millis(10), None),
+            None
+        );
         assert_eq!(p.rate(), r);
         // the next slot is spaced at the new rate from the decrease
         assert!(p.reserve(t1) >= t1 + Duration::from_secs_f64(1.0 / r));
@@ -357,10 +360,7 @@ mod tests {
             p.on_success(t1);
         }
         let grown = p.rate() - r;
-        assert!(
-            grown > INCREASE * 0.79 && grown < INCREASE * 1.3,
-            "{grown}"
-        );
+        assert!(grown > INCREASE * 0.79 && grown < INCREASE * 1.3, "{grown}");
         // a request sent after the decrease, refused: DECREASE of the rate this time
         let t2 = t1 + Duration::from_secs(2);
         sent_in_the_second_before(&p, t2, 3);
