@@ -36,14 +36,16 @@
 //!   window (`x-ogw-ratelimit-limit`, [`PLATFORM_LIMIT`] without it) to within [`ALONE_SLACK`]
 //!   is alone on the app, refused for a second the network or a busy machine bunched, not for a
 //!   neighbour: after the decrease it grows back fast ([`RECOVERY_GAIN`] of that rate per second
-//!   at full use) to [`RECOVERY_FRACTION`] of it, then probes as above. (A lane near its ceiling
-//!   refused because a neighbour has started does not count as alone, and gives way.)
+//!   at full use) to [`RECOVERY_FRACTION`] of it, then probes as above. A lane refused while a
+//!   neighbour's requests took more of the window than that is not alone, and gives way (at the
+//!   default ceiling of 49, one or two of a neighbour's cannot be told from a bunched second).
 //! - **Idle**: a lane that sent nothing for [`IDLE_RESTART`] starts low again (with slow start):
 //!   what it learnt is stale, and after an outage every gateway comes back at once.
 //!
-//! The constants were chosen with `cargo bench --bench fleet` (1, 3 and 10 gateways against the
-//! stand-in; figures in the README): the decrease and the increase trade the pause each refusal
-//! costs (its lane's share for about a second) against the room left unused below the limit.
+//! The constants were chosen with `scripts/fleet-model.py` (a model of the fleet benchmark) and
+//! checked with `cargo bench --bench fleet` (1, 3 and 10 gateways against the stand-in; figures in
+//! the README): the decrease and the increase trade the pause each refusal costs (its lane's
+//! share for about a second) against the room left unused below the limit.
 //! Requests are only ever spaced, never bunched: the rate allowed is an upper bound on what leaves.
 
 use std::collections::VecDeque;
