@@ -378,6 +378,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rate_limit_reply_carries_the_windows_limit_and_reset() {
+        // the stand-in's own window, over its limit: what adaptive pacing judges a refusal by
+        let s = Standin::start(StandinConfig {
+            rate_limit_per_sec: 2,
+            ..StandinConfig::default()
+        })
+        .await
+        .unwrap();
+        let c = FeishuClient::new(&cfg(&s.base_url(), "standin-secret"), 4).unwrap();
+        let mut refused = None;
+        for _ in 0..4 {
+            let reply = batch_create(&c, &[RECORD]).await;
+            if reply.http_status == 429 {
+                refused = Some(reply);
+                break;
+            }
+        }
+        let reply = refused.expect("no refusal from a window of 2 requests a second");
+        assert_eq!(reply.ratelimit_limit, Some(2));
+        assert_eq!(reply.ratelimit_reset, Some(1));
+        assert!(matches!(classify(&reply), Verdict::RateLimited { .. }));
+    }
+
+    #[tokio::test]
     async fn a_dead_endpoint_is_a_transport_failure_to_retry() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
