@@ -16,7 +16,9 @@
 //! A goal missed is printed as "MISSED", not a failure; the run fails (exit 1) if a daemon exits
 //! early or does not stop cleanly.
 //!
-//! `CLOCKBRIDGE_BENCH_FLEET=1,3` picks the sizes, `CLOCKBRIDGE_BENCH_SECS=60` the length of a run;
+//! `CLOCKBRIDGE_BENCH_FLEET=1,3` picks the sizes, `CLOCKBRIDGE_BENCH_SECS=60` the length of a run,
+//! `CLOCKBRIDGE_BENCH_PACING=adaptive` one pacing only (a quicker run while tuning),
+//! `CLOCKBRIDGE_BENCH_KEEP=1` keeps the gateways' directories (their logs) for a look;
 //! `CLOCKBRIDGE_BENCH_BIN=/path/to/clockbridge` runs another build. Every other argument (cargo
 //! passes `--bench`) is ignored. Takes about 5 minutes with the defaults.
 
@@ -126,25 +128,37 @@ async fn run() -> anyhow::Result<()> {
             .with_context(|| format!("CLOCKBRIDGE_BENCH_SECS={v:?}"))?,
         Err(_) => RUN_SECS,
     };
+    let only = std::env::var("CLOCKBRIDGE_BENCH_PACING").ok();
     println!(
         "fleet: binary {}; {secs} s per run, steady figures after {} s; stand-in 100 ms per request, 50 requests/s for the app",
         binary().display(),
         WARMUP.as_secs()
     );
     for n in sizes {
-        let dir = tempfile::tempdir().context("temp dir")?;
+        let tmp = tempfile::tempdir().context("temp dir")?;
+        let dir = tmp.path().to_path_buf();
+        let _guard = if std::env::var_os("CLOCKBRIDGE_BENCH_KEEP").is_some() {
+            // the gateways' logs stay for a look (each 429 is a WARN with the new rate)
+            println!("fleet: N={n}: kept in {}", dir.display());
+            std::mem::forget(tmp);
+            None
+        } else {
+            Some(tmp)
+        };
         // enough for a gateway to take twice its fair share (all of it when alone) for the whole run
         let share = (2.0 / n as f64).min(1.0);
         let backlog = (CEILING_PER_SEC * secs as f64 * share * 1.1) as usize;
         let t = std::time::Instant::now();
-        let adaptive_gw =
-            fleet::prepare(&binary(), &dir.path().join("adaptive"), n, backlog).await?;
-        let fixed_gw = fleet::copy(&adaptive_gw, &dir.path().join("fixed"))?;
+        let adaptive_gw = fleet::prepare(&binary(), &dir.join("adaptive"), n, backlog).await?;
+        let fixed_gw = fleet::copy(&adaptive_gw, &dir.join("fixed"))?;
         println!(
             "fleet: N={n}: {n} queue(s) of {backlog} punches each queued by `clockbridge import` in {:.1} s",
             t.elapsed().as_secs_f64()
         );
         for (pacing, gws) in [("adaptive", &adaptive_gw), ("fixed", &fixed_gw)] {
+            if only.as_deref().is_some_and(|o| o != pacing) {
+                continue;
+            }
             let figures = fleet::run(
                 &FleetRun {
                     binary: binary(),

@@ -122,7 +122,7 @@ async fn fixed_pacing_keeps_the_ceiling_from_the_first_request() {
 
 #[test]
 fn the_bound_follows_the_slow_start() {
-    // 4.9/s, then 6.4/s, 7.9/s...: 10 requests fit in the first second (49 with fixed pacing)
-    assert_eq!(most_requests_within(Duration::from_secs(1)), 10);
+    // 4.9/s, then 6.9/s, 8.9/s...: 13 requests fit in the first second (49 with fixed pacing)
+    assert_eq!(most_requests_within(Duration::from_secs(1)), 13);
     assert_eq!(most_requests_within(Duration::from_millis(500)), 4);
 }

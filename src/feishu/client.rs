@@ -37,6 +37,9 @@ pub struct Reply {
     pub log_id: Option<String>,
     /// `x-ogw-ratelimit-reset`, seconds.
     pub ratelimit_reset: Option<u64>,
+    /// `x-ogw-ratelimit-limit`: the requests the refused window admits (50 per second for the
+    /// attendance writes).
+    pub ratelimit_limit: Option<u64>,
     /// The body's `data`.
     pub data: serde_json::Value,
     /// No answer came within `feishu.request_timeout_secs` (a transport failure: `code` is `None`).
@@ -332,6 +335,7 @@ struct Head {
     status: u16,
     log_id: Option<String>,
     reset: Option<u64>,
+    limit: Option<u64>,
     content_type: Option<String>,
 }
 
@@ -349,12 +353,14 @@ async fn read_body(
     };
     let log_id = header("x-tt-logid");
     let reset = header("x-ogw-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+    let limit = header("x-ogw-ratelimit-limit").and_then(|v| v.trim().parse::<u64>().ok());
     let content_type = header("content-type");
     let bytes = resp.bytes().await.map_err(describe_reqwest)?;
     let head = Head {
         status,
         log_id,
         reset,
+        limit,
         content_type,
     };
     Ok((head, bytes))
@@ -377,6 +383,7 @@ fn parse_envelope(head: Head, bytes: &[u8]) -> (Reply, Option<Envelope>) {
         http_status: status,
         log_id: head.log_id,
         ratelimit_reset: head.reset,
+        ratelimit_limit: head.limit,
         ..Reply::default()
     };
     match &mut env {
@@ -503,6 +510,7 @@ mod tests {
             status: 200,
             log_id: None,
             reset: None,
+            limit: None,
             content_type: None,
         };
         // unknown fields are skipped; the error's log id is kept
@@ -531,6 +539,30 @@ mod tests {
         let (r, d) = parse_typed::<D>(head(), b"<html><title>Bad gateway</title></html>");
         assert_eq!((r.code, d), (None, None));
         assert_eq!(r.network, Some(Network::NotPlatform));
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_reply_carries_the_windows_limit_and_reset() {
+        // the stand-in's own window, over its limit: what adaptive pacing judges a refusal by
+        let s = Standin::start(StandinConfig {
+            rate_limit_per_sec: 2,
+            ..StandinConfig::default()
+        })
+        .await
+        .unwrap();
+        let c = FeishuClient::new(&cfg(&s.base_url(), "standin-secret"), 4).unwrap();
+        let mut refused = None;
+        for _ in 0..4 {
+            let reply = batch_create(&c, &[RECORD]).await;
+            if reply.http_status == 429 {
+                refused = Some(reply);
+                break;
+            }
+        }
+        let reply = refused.expect("no refusal from a window of 2 requests a second");
+        assert_eq!(reply.ratelimit_limit, Some(2));
+        assert_eq!(reply.ratelimit_reset, Some(1));
+        assert!(matches!(classify(&reply), Verdict::RateLimited { .. }));
     }
 
     #[tokio::test]

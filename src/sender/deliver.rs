@@ -56,6 +56,7 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
         }
         sh.stats.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
+        sh.pacer.on_sent(sent);
         let mut reply = sh.lane.send(&sh.client, &batch).await;
         sh.stats.latency.observe(sent.elapsed());
         sh.stats.record_timing(reply.timed_out);
@@ -145,7 +146,7 @@ pub(super) async fn deliver(sh: &Shared, rows: Vec<Claimed>) {
                 sh.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 sh.stats.record_error(&reply);
                 let now = Instant::now();
-                let lowered = sh.pacer.on_rate_limited(sent, now);
+                let lowered = sh.pacer.on_rate_limited(sent, now, reply.ratelimit_limit);
                 sh.stats.set_pacing(&sh.pacer);
                 let pause = sh.pacer.pause_for(wait);
                 sh.stats.add_paused(sh.pause.extend(now + pause));

@@ -83,10 +83,7 @@ impl ClockCount for HikSpec {
         _store: &'a DeviceStore,
     ) -> Pin<Box<dyn Future<Output = Result<ClockCounted, String>> + Send + 'a>> {
         Box::pin(async move {
-            let label = format!(
-                "device {device} ({})",
-                self.base_url().unwrap_or_default()
-            );
+            let label = format!("device {device} ({})", self.base_url().unwrap_or_default());
             let mut client = HikClient::new(self, &label).map_err(|e| e.to_string())?;
             let offset = match client.time().await.map_err(|e| e.to_string())?.local_time {
                 EventTime::Offset(t) => Some(*t.offset()),
