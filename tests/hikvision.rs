@@ -513,3 +513,61 @@ async fn a_terminal_over_https_with_its_own_certificate_is_read_only_when_accept
     running.stop().await;
     sim.shutdown();
 }
+
+/// `clockbridge reconcile`'s clock side for a Hikvision terminal: it reads the terminal's punches of
+/// the range from its event log (strangers, failures and other events not counted) and holds them
+/// against the queue's rows of the device: punches the source has not read yet are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reads_a_hikvision_terminals_punches_of_the_range() {
+    let sim = sim_with(300, HikSimConfig::default()).await;
+    let env = Env::new(StandinConfig::default()).await;
+    // one pull at start, then none within the test
+    let running = env
+        .start(&device(
+            &sim,
+            "Passw0rd!",
+            "poll_interval = 3600\nrealtime = false",
+        ))
+        .await;
+    let read = sim.events();
+    expect_exactly(&env, &running, &read).await;
+    // after the pull: five punches, a failed face and a stranger, none read yet
+    for i in 1..=5 {
+        sim.punch(&format!("{}", 1000 + i), 75, -2 * i);
+    }
+    sim.punch("1001", 76, -1);
+    let _ = sim.add_events([HikEvent {
+        serial: 0,
+        major: 5,
+        minor: 75,
+        time: sim.device_now() - TimeDelta::seconds(1),
+        employee: None,
+        name: None,
+        attendance_status: None,
+    }]);
+
+    let today = sim.device_now().date();
+    let cfg = env.config_with(&device(&sim, "Passw0rd!", ""), &[]);
+    let zones = std::collections::HashMap::from([(DEVICE.to_string(), chrono_tz::Asia::Shanghai)]);
+    let range = clockbridge::reconcile::range::Range::new(today.pred_opt().unwrap(), today, zones);
+    let w = range.window(DEVICE);
+    let rows = running
+        .queue
+        .rows_in_range("user_flow", w.from, w.to)
+        .await
+        .unwrap();
+    let punches = expected(&read).len() as u64;
+    assert_eq!(rows.len() as u64, punches);
+    let checks =
+        clockbridge::reconcile::clocks::check(&cfg, &running.queue, &range, &[], &rows).await;
+    assert_eq!(checks.len(), 1);
+    let c = &checks[0];
+    assert_eq!((c.device.as_str(), c.kind.as_str()), (DEVICE, "hikvision"));
+    assert_eq!(c.note, None, "{c:?}");
+    assert_eq!(c.counted.range_records, Some(punches + 5), "{c:?}");
+    assert_eq!(c.queue_rows_in_range, punches);
+    assert_eq!(c.missing_from_queue, 5);
+    assert!(!c.agrees());
+    running.stop().await;
+    sim.shutdown();
+}
