@@ -16,7 +16,7 @@ fail=0
 
 # the test doubles are not commands: clap refuses them as unknown subcommands (exit 2). With --help a
 # binary that still had one would only print its help (exit 0), never start a server or the demo.
-for cmd in standin zk-sim demo; do
+for cmd in standin zk-sim adms-sim hik-sim demo; do
     set +e
     out=$(timeout 10 "$bin" "$cmd" --help 2>&1)
     code=$?
@@ -33,7 +33,7 @@ help=$("$bin" --help)
 man=$(zcat "$root/usr/share/man/man1/clockbridge.1.gz")
 bash_completion=$(cat "$root/usr/share/bash-completion/completions/clockbridge")
 for what in help man bash_completion; do
-    for cmd in standin zk-sim zk_sim demo; do
+    for cmd in standin zk-sim adms-sim hik-sim zk_sim demo; do
         if grep -qw -- "$cmd" <<<"${!what}"; then
             grep -nw -- "$cmd" <<<"${!what}" >&2
             echo "$deb: the $what names \`$cmd\`" >&2

@@ -367,8 +367,9 @@ async fn status_needs_no_secret() {
 #[test]
 fn the_test_doubles_are_not_commands_of_the_product() {
     // the stand-in, the ZKTeco simulator and the demo live in clockbridge-testkit (its bins
-    // `standin`, `zk-sim`, `demo`); the binary the package installs has none of them, hidden or not
-    for cmd in ["standin", "zk-sim", "demo"] {
+    // `standin`, `zk-sim`, `adms-sim`, `hik-sim`, `demo`); the binary the package installs has none
+    // of them, hidden or not
+    for cmd in ["standin", "zk-sim", "adms-sim", "hik-sim", "demo"] {
         let out = Command::new(env!("CARGO_BIN_EXE_clockbridge"))
             .arg(cmd)
             .output()
@@ -396,7 +397,7 @@ fn the_test_doubles_are_not_commands_of_the_product() {
         ("man", text(&["man"])),
         ("completions bash", text(&["completions", "bash"])),
     ] {
-        for cmd in ["standin", "zk-sim", "demo", "zk_sim"] {
+        for cmd in ["standin", "zk-sim", "adms-sim", "hik-sim", "demo", "zk_sim"] {
             assert!(
                 !body
                     .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))

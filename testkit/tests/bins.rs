@@ -1,5 +1,5 @@
 //! The testkit's binaries, run as a user runs them: `demo` (the whole pipeline, checking its own
-//! figures), `standin` and `zk-sim` (served on loopback until a signal stops them).
+//! figures), `standin`, `zk-sim` and `hik-sim` (served on loopback until a signal stops them).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -169,4 +169,58 @@ async fn standin_serves_the_platform_until_interrupted() {
     signal(&child, Signal::SIGINT);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}\n{}", rest.join().unwrap());
+}
+
+#[test]
+fn hik_sim_serves_isapi_with_digest_until_sigterm_then_prints_its_counters() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hik-sim"))
+        .args(["--listen", "127.0.0.1:0", "--events", "40", "--users", "3"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "clockbridge hik-sim: serving a simulated Hikvision terminal on http://127.0.0.1:PORT (40 events ..."
+    let (line, rest) = wait_for_line(&mut child, "serving a simulated Hikvision terminal on ");
+    assert!(
+        line.contains("(40 events, 3 users, user \"admin\", at most 30 events a page)"),
+        "{line}"
+    );
+    let addr = line
+        .split("terminal on http://")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap();
+    // a request without credentials is challenged, as a terminal does
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(
+        b"GET /ISAPI/System/deviceInfo HTTP/1.1\r\nHost: terminal\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("www-authenticate: digest qop=\"auth\""),
+        "{reply}"
+    );
+    signal(&child, Signal::SIGTERM);
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let rest = rest.join().unwrap();
+    assert!(status.success(), "{status:?}\n{rest}");
+    assert!(
+        stdout.starts_with(
+            "hik-sim: 1 requests (0 accepted, 0 failed logins, 1 challenges), 0 event pages"
+        ),
+        "{stdout}"
+    );
 }
