@@ -178,15 +178,28 @@ pub fn rows_needing_external_id(rows: &[RangeRow], flows: &[SeenFlow]) -> Vec<i6
 /// same bounds), keeping each row only within its own device's days.
 pub fn matching(range: &Range, rows: &[RangeRow], flows: &[SeenFlow]) -> Matched {
     let mut by_idem: HashMap<&str, usize> = HashMap::with_capacity(flows.len());
-    let mut by_ext: HashMap<&str, usize> = HashMap::new();
     for (i, f) in flows.iter().enumerate() {
         if !f.idempotent_id.is_empty() {
             by_idem.entry(f.idempotent_id.as_str()).or_insert(i);
         }
-        if !f.external_id.is_empty() {
-            by_ext.entry(f.external_id.as_str()).or_insert(i);
-        }
     }
+    // the flows by external id, made only when a row has one to look up (only the rows no
+    // idempotent key confirms do: [`rows_needing_external_id`]); the first flow of each id
+    let mut by_ext: Option<HashMap<&str, usize>> = None;
+    let mut flow_of_ext = |e: &str| -> Option<usize> {
+        by_ext
+            .get_or_insert_with(|| {
+                let mut m = HashMap::new();
+                for (i, f) in flows.iter().enumerate() {
+                    if !f.external_id.is_empty() {
+                        m.entry(f.external_id.as_str()).or_insert(i);
+                    }
+                }
+                m
+            })
+            .get(e)
+            .copied()
+    };
     let mut used = vec![false; flows.len()];
     let mut m = Matched::default();
     let mut devices: BTreeMap<&str, BTreeMap<NaiveDate, Day>> = BTreeMap::new();
@@ -201,7 +214,7 @@ pub fn matching(range: &Range, rows: &[RangeRow], flows: &[SeenFlow]) -> Matched
             }
         }
         if !seen {
-            if let Some(&i) = row.external_id.as_deref().and_then(|e| by_ext.get(e)) {
+            if let Some(i) = row.external_id.as_deref().and_then(&mut flow_of_ext) {
                 if !used[i] {
                     used[i] = true;
                     seen = true;
