@@ -6,7 +6,9 @@
 //!    the range being calendar days on each device's own wall clock ([`range`]);
 //! 2. asks the platform for the valid flows of those users over the range (`user_flows/query`,
 //!    [`fetch`]: 50 users a call, the least number of calls, paced within the query's own budget,
-//!    one reconcile at a time per queue);
+//!    one reconcile at a time per queue); the rows come from the queue's thread in batches and each
+//!    call goes out as soon as 50 new users are known ([`fetch::UserChunks`]), so the queries run
+//!    while the rest of the range is read;
 //! 3. matches them by `idempotent_id`, then `external_id` (read from the payloads of the rows no
 //!    idempotent key confirms, [`report::rows_needing_external_id`]) ([`report`]): delivered and confirmed,
 //!    delivered but not visible, not yet delivered (pending, dead, unmapped), and flows the
