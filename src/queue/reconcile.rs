@@ -51,6 +51,23 @@ pub(crate) const RANGE_SQL: &str =
      FROM outbox WHERE kind = ?1 AND event_time >= ?2 AND event_time < ?3 AND status <= 4
      ORDER BY event_time, id";
 
+/// One row of [`RANGE_SQL`].
+fn range_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RangeRow> {
+    Ok(RangeRow {
+        id: r.get(0)?,
+        idem: r.get(1)?,
+        device_id: r.get(2)?,
+        subject: r.get(3)?,
+        user_id: r.get(4)?,
+        event_time: r.get(5)?,
+        status: Status::from_i64(r.get(6)?).unwrap_or(Status::Pending),
+        external_id: None,
+        dead_reason: r.get(7)?,
+        err_msg: r.get(8)?,
+        attempts: r.get(9)?,
+    })
+}
+
 impl Queue {
     /// The rows of `kind` with `from <= event_time < to` (Unix seconds), every state but dropped
     /// tombstones, in event order.
@@ -62,22 +79,43 @@ impl Queue {
     ) -> Result<Vec<RangeRow>> {
         self.call(move |conn| {
             let mut st = conn.prepare(RANGE_SQL)?;
-            let rows = st.query_map(params![kind, from, to], |r| {
-                Ok(RangeRow {
-                    id: r.get(0)?,
-                    idem: r.get(1)?,
-                    device_id: r.get(2)?,
-                    subject: r.get(3)?,
-                    user_id: r.get(4)?,
-                    event_time: r.get(5)?,
-                    status: Status::from_i64(r.get(6)?).unwrap_or(Status::Pending),
-                    external_id: None,
-                    dead_reason: r.get(7)?,
-                    err_msg: r.get(8)?,
-                    attempts: r.get(9)?,
-                })
-            })?;
+            let rows = st.query_map(params![kind, from, to], range_row)?;
             Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// [`Queue::rows_in_range`] handed over in batches of `batch` rows as they are read (one
+    /// statement, one snapshot), so the caller works on the first rows while the rest are read.
+    /// Returns how many rows were read; stops early (without error) when `out` is closed.
+    pub async fn rows_in_range_batched(
+        &self,
+        kind: &'static str,
+        from: i64,
+        to: i64,
+        batch: usize,
+        out: tokio::sync::mpsc::UnboundedSender<Vec<RangeRow>>,
+    ) -> Result<u64> {
+        let batch = batch.max(1);
+        self.call(move |conn| {
+            let mut st = conn.prepare(RANGE_SQL)?;
+            let mut rows = st.query_map(params![kind, from, to], range_row)?;
+            let mut n = 0;
+            loop {
+                let part = rows
+                    .by_ref()
+                    .take(batch)
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                if part.is_empty() {
+                    break;
+                }
+                n += part.len() as u64;
+                let last = part.len() < batch;
+                if out.send(part).is_err() || last {
+                    break;
+                }
+            }
+            Ok(n)
         })
         .await
     }
@@ -193,6 +231,20 @@ mod tests {
         assert_eq!(rows[0].idem, "k1");
         let ext = q.external_ids(vec![rows[0].id, 999]).await.unwrap();
         assert_eq!(ext, [(rows[0].id, "door-1/1".to_string())]);
+
+        // the same rows in batches, in the same order
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let n = q
+            .rows_in_range_batched("user_flow", base + 50, base + 400, 2, tx)
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+        let mut batches = Vec::new();
+        while let Some(b) = rx.recv().await {
+            batches.push(b.iter().map(|r| r.id).collect::<Vec<_>>());
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        assert_eq!(batches, [ids[..2].to_vec(), ids[2..].to_vec()]);
 
         let all = q
             .rows_in_range("user_flow", base, base + 400)

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::ReconcileError;
@@ -124,21 +124,42 @@ pub async fn flows(
     budget: &Budget,
     cost: &mut Cost,
 ) -> Result<Vec<SeenFlow>, ReconcileError> {
-    let chunks: Vec<Vec<String>> = users.chunks(MAX_USERS).map(<[String]>::to_vec).collect();
-    cost.minimum_requests += chunks.len() as u64;
-    if chunks.is_empty() {
-        return Ok(Vec::new());
+    let (tx, rx) = mpsc::unbounded_channel();
+    for chunk in users.chunks(MAX_USERS) {
+        let _ = tx.send(chunk.to_vec());
     }
+    drop(tx);
+    flows_of(client, None, rx, from, to, budget, cost).await
+}
+
+/// The valid flows of the users of `first` and of each chunk `chunks` brings (at most 50 users
+/// each; the caller makes every chunk but the last full), one request a chunk, each sent as soon
+/// as it comes and the budget allows: the queries start while the caller still reads the queue.
+/// Returns once `chunks` is closed and every reply is in.
+pub async fn flows_of(
+    client: Arc<FeishuClient>,
+    first: Option<Vec<String>>,
+    mut chunks: mpsc::UnboundedReceiver<Vec<String>>,
+    from: i64,
+    to: i64,
+    budget: &Budget,
+    cost: &mut Cost,
+) -> Result<Vec<SeenFlow>, ReconcileError> {
     let requests = Arc::new(AtomicU64::new(0));
     let limited = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let mut started = None;
     let mut tasks = JoinSet::new();
-    let mut pending = chunks.into_iter();
+    let mut queued: std::collections::VecDeque<Vec<String>> = first.into_iter().collect();
+    let mut open = true;
     let mut out = Vec::new();
     let mut failure = None;
     loop {
         while failure.is_none() && tasks.len() < IN_FLIGHT {
-            let Some(chunk) = pending.next() else { break };
+            let Some(chunk) = queued.pop_front() else {
+                break;
+            };
+            cost.minimum_requests += 1;
+            started.get_or_insert_with(Instant::now);
             let (client, slots) = (client.clone(), budget.slots.clone());
             let (requests, limited) = (requests.clone(), limited.clone());
             tasks.spawn(async move {
@@ -173,25 +194,62 @@ pub async fn flows(
                 }
             });
         }
-        match tasks.join_next().await {
-            None => break,
-            Some(Ok(Ok(flows))) => out.extend(flows),
-            Some(Ok(Err(e))) => {
-                failure.get_or_insert(e);
-            }
-            Some(Err(e)) => {
-                failure.get_or_insert(ReconcileError::Platform(format!(
-                    "a query task failed: {e}"
-                )));
-            }
+        if tasks.is_empty() && (failure.is_some() || (!open && queued.is_empty())) {
+            break;
+        }
+        tokio::select! {
+            chunk = chunks.recv(), if open => match chunk {
+                Some(chunk) if !chunk.is_empty() => queued.push_back(chunk),
+                Some(_) => {}
+                None => open = false,
+            },
+            done = tasks.join_next(), if !tasks.is_empty() => match done {
+                None => {}
+                Some(Ok(Ok(flows))) => out.extend(flows),
+                Some(Ok(Err(e))) => {
+                    failure.get_or_insert(e);
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(ReconcileError::Platform(format!(
+                        "a query task failed: {e}"
+                    )));
+                }
+            },
         }
     }
     cost.requests += requests.load(Ordering::Relaxed);
     cost.rate_limited += limited.load(Ordering::Relaxed);
-    cost.query_secs += started.elapsed().as_secs_f64();
+    cost.query_secs += started.map_or(0.0, |t| t.elapsed().as_secs_f64());
     match failure {
         Some(e) => Err(e),
         None => Ok(out),
+    }
+}
+
+/// The users to ask, learnt as the queue's rows come in: each new user once, handed out in calls
+/// of [`MAX_USERS`] as soon as a call is full, the last (partial) call when the rows are all read.
+/// So the calls are `ceil(users / 50)`, the least, and the first go out while the rest is read.
+#[derive(Debug, Default)]
+pub struct UserChunks {
+    seen: std::collections::HashSet<String>,
+    next: Vec<String>,
+}
+
+impl UserChunks {
+    /// Notes `user`; returns a full call when this user completes one.
+    pub fn add(&mut self, user: &str) -> Option<Vec<String>> {
+        if self.seen.contains(user) {
+            return None;
+        }
+        self.seen.insert(user.to_string());
+        self.next.push(user.to_string());
+        (self.next.len() == MAX_USERS).then(|| std::mem::take(&mut self.next))
+    }
+
+    /// The last call (None when every user is in a full one), and how many users there are.
+    pub fn finish(self) -> (Option<Vec<String>>, u64) {
+        let n = self.seen.len() as u64;
+        ((!self.next.is_empty()).then_some(self.next), n)
     }
 }
 
@@ -248,6 +306,34 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::from_millis(1100));
         assert_eq!(Budget::new(0).size, 1);
         assert_eq!(Budget::new(80).size, 50);
+    }
+
+    #[test]
+    fn users_are_handed_out_once_each_in_full_calls_then_the_rest() {
+        let mut chunks = UserChunks::default();
+        let mut calls = Vec::new();
+        // 120 distinct users, each seen three times, interleaved
+        for _ in 0..3 {
+            for u in 0..120 {
+                calls.extend(chunks.add(&format!("u{u}")));
+            }
+        }
+        assert_eq!(calls.len(), 2, "two full calls while reading");
+        assert!(calls.iter().all(|c| c.len() == MAX_USERS));
+        let (last, users) = chunks.finish();
+        assert_eq!(users, 120);
+        let last = last.unwrap();
+        assert_eq!(last.len(), 20);
+        let mut all: Vec<String> = calls.into_iter().flatten().chain(last).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 120, "every user exactly once");
+        let mut exact = UserChunks::default();
+        let full: Vec<_> = (0..50)
+            .filter_map(|u| exact.add(&format!("v{u}")))
+            .collect();
+        assert_eq!(full.len(), 1);
+        assert_eq!(exact.finish(), (None, 50));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!    the range being calendar days on each device's own wall clock ([`range`]);
 //! 2. asks the platform for the valid flows of those users over the range (`user_flows/query`,
 //!    [`fetch`]: 50 users a call, the least number of calls, paced within the query's own budget,
-//!    one reconcile at a time per queue);
+//!    one reconcile at a time per queue); the rows come from the queue's thread in batches and each
+//!    call goes out as soon as 50 new users are known ([`fetch::UserChunks`]), so the queries run
+//!    while the rest of the range is read;
 //! 3. matches them by `idempotent_id`, then `external_id` (read from the payloads of the rows no
 //!    idempotent key confirms, [`report::rows_needing_external_id`]) ([`report`]): delivered and confirmed,
 //!    delivered but not visible, not yet delivered (pending, dead, unmapped), and flows the
@@ -201,31 +203,60 @@ pub async fn run(
                     .iter()
                     .any(|u| Some(u.as_str()) == user || u == subject))
     };
+    // the queue's rows are read on its thread, in batches, while the users they name are asked
+    // about as soon as 50 are known: the queries overlap the read
     let read = Instant::now();
-    let rows: Vec<_> = queue
-        .rows_in_range(KIND, union.from, union.to)
-        .await?
-        .into_iter()
-        .filter(|r| selected(&r.device_id, r.user_id.as_deref(), &r.subject))
-        .collect();
-    let mut users: BTreeSet<String> = rows.iter().filter_map(|r| r.user_id.clone()).collect();
-    // a user named on the command line is asked even without a punch in the queue
-    users.extend(opts.users.iter().cloned());
-    let users: Vec<String> = users.into_iter().collect();
-    let read_secs = read.elapsed().as_secs_f64();
-
-    let mut cost = Cost::default();
-    let (flows, release) = ask(
-        cfg,
+    let (row_tx, mut row_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Vec<crate::queue::RangeRow>>();
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::unbounded_channel();
+    let asking = tokio::spawn(ask_streamed(
+        cfg.queue.path.clone(),
+        cfg.reconcile.max_requests_per_second,
         client.clone(),
-        users.clone(),
+        chunk_rx,
         union.from,
         union.to - 1,
-        &mut cost,
-    )
-    .await?;
+    ));
+    let mut chunks = fetch::UserChunks::default();
+    // a user named on the command line is asked even without a punch in the queue
+    for u in &opts.users {
+        if let Some(c) = chunks.add(u) {
+            let _ = chunk_tx.send(c);
+        }
+    }
+    let mut rows = Vec::new();
+    let consume = async {
+        while let Some(batch) = row_rx.recv().await {
+            for r in batch {
+                if !selected(&r.device_id, r.user_id.as_deref(), &r.subject) {
+                    continue;
+                }
+                if let Some(c) = r.user_id.as_deref().and_then(|u| chunks.add(u)) {
+                    // a closed channel: the asking failed, its error comes below
+                    let _ = chunk_tx.send(c);
+                }
+                rows.push(r);
+            }
+        }
+    };
+    let (read_result, ()) = tokio::join!(
+        queue.rows_in_range_batched(KIND, union.from, union.to, READ_BATCH, row_tx),
+        consume
+    );
+    if let Err(e) = read_result {
+        asking.abort();
+        return Err(e.into());
+    }
+    let (last, users_asked) = chunks.finish();
+    if let Some(c) = last {
+        let _ = chunk_tx.send(c);
+    }
+    drop(chunk_tx);
+    let read_secs = read.elapsed().as_secs_f64();
+    let (flows, cost, release) = asking
+        .await
+        .map_err(|e| ReconcileError::Platform(format!("the queries failed: {e}")))??;
     // the payloads' external ids, for the fallback match of the rows no idempotent key confirms
-    let mut rows = rows;
     let read_more = Instant::now();
     let wanted = report::rows_needing_external_id(&rows, &flows);
     if !wanted.is_empty() {
@@ -255,7 +286,7 @@ pub async fn run(
         from: opts.from,
         to: opts.to,
         zones,
-        users_asked: users.len() as u64,
+        users_asked,
         matched,
         clocks,
         cost,
@@ -270,6 +301,44 @@ pub async fn run(
     }
     rec.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(rec)
+}
+
+/// Rows handed over by the queue's thread at a time while the range is read.
+const READ_BATCH: usize = 4096;
+
+/// [`ask`] for users that come in calls while the queue is read ([`fetch::flows_of`]): the turn is
+/// taken when the first call comes (a range with no users takes none).
+async fn ask_streamed(
+    path: std::path::PathBuf,
+    rps: u32,
+    client: Arc<FeishuClient>,
+    mut chunks: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+    from: i64,
+    to: i64,
+) -> Result<
+    (
+        Vec<crate::feishu::query::SeenFlow>,
+        Cost,
+        Option<TurnRelease>,
+    ),
+    ReconcileError,
+> {
+    let mut cost = Cost::default();
+    let Some(first) = chunks.recv().await else {
+        return Ok((Vec::new(), cost, None));
+    };
+    let waited = Instant::now();
+    let turn = tokio::task::spawn_blocking(move || fetch::Turn::take(&path))
+        .await
+        .map_err(|e| ReconcileError::Platform(format!("the query turn: {e}")))??;
+    cost.waited_for_turn_secs += waited.elapsed().as_secs_f64();
+    let budget = fetch::Budget::new(rps);
+    let flows = fetch::flows_of(client, Some(first), chunks, from, to, &budget, &mut cost).await;
+    let release = tokio::spawn(async move {
+        budget.drained().await;
+        drop(turn);
+    });
+    Ok((flows?, cost, Some(release)))
 }
 
 /// The task that ends a turn at the query budget ([`ask`]).

@@ -8,7 +8,13 @@
 //! (`device/user/time`): then clockbridge sent it, and its row has been pruned from the queue since
 //! (`queue.retention_days`). Both are listed apart and never re-sent.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+#[cfg(test)]
+use std::collections::HashMap;
+
+// the keys hashed are the queue's and the platform's idempotent and external ids (hundreds of
+// thousands a month): FxHash, several times cheaper than SipHash for them
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -163,8 +169,9 @@ fn outcome_of(row: &RangeRow, seen: bool) -> Outcome {
 /// The rows whose `external_id` [`matching`] may need: those no flow confirms by idempotent key
 /// (no flow has it, or another row has the same key). Only their payloads are read for it.
 pub fn rows_needing_external_id(rows: &[RangeRow], flows: &[SeenFlow]) -> Vec<i64> {
-    let seen: HashSet<&str> = flows.iter().map(|f| f.idempotent_id.as_str()).collect();
-    let mut keys: HashMap<&str, u32> = HashMap::with_capacity(rows.len());
+    let seen: FxHashSet<&str> = flows.iter().map(|f| f.idempotent_id.as_str()).collect();
+    let mut keys: FxHashMap<&str, u32> =
+        FxHashMap::with_capacity_and_hasher(rows.len(), Default::default());
     for r in rows {
         *keys.entry(r.idem.as_str()).or_insert(0) += 1;
     }
@@ -177,16 +184,30 @@ pub fn rows_needing_external_id(rows: &[RangeRow], flows: &[SeenFlow]) -> Vec<i6
 /// Matches `rows` (the queue's, for the range's union) against `flows` (the platform's, for the
 /// same bounds), keeping each row only within its own device's days.
 pub fn matching(range: &Range, rows: &[RangeRow], flows: &[SeenFlow]) -> Matched {
-    let mut by_idem: HashMap<&str, usize> = HashMap::with_capacity(flows.len());
-    let mut by_ext: HashMap<&str, usize> = HashMap::new();
+    let mut by_idem: FxHashMap<&str, usize> =
+        FxHashMap::with_capacity_and_hasher(flows.len(), Default::default());
     for (i, f) in flows.iter().enumerate() {
         if !f.idempotent_id.is_empty() {
             by_idem.entry(f.idempotent_id.as_str()).or_insert(i);
         }
-        if !f.external_id.is_empty() {
-            by_ext.entry(f.external_id.as_str()).or_insert(i);
-        }
     }
+    // the flows by external id, made only when a row has one to look up (only the rows no
+    // idempotent key confirms do: [`rows_needing_external_id`]); the first flow of each id
+    let mut by_ext: Option<FxHashMap<&str, usize>> = None;
+    let mut flow_of_ext = |e: &str| -> Option<usize> {
+        by_ext
+            .get_or_insert_with(|| {
+                let mut m = FxHashMap::default();
+                for (i, f) in flows.iter().enumerate() {
+                    if !f.external_id.is_empty() {
+                        m.entry(f.external_id.as_str()).or_insert(i);
+                    }
+                }
+                m
+            })
+            .get(e)
+            .copied()
+    };
     let mut used = vec![false; flows.len()];
     let mut m = Matched::default();
     let mut devices: BTreeMap<&str, BTreeMap<NaiveDate, Day>> = BTreeMap::new();
@@ -201,7 +222,7 @@ pub fn matching(range: &Range, rows: &[RangeRow], flows: &[SeenFlow]) -> Matched
             }
         }
         if !seen {
-            if let Some(&i) = row.external_id.as_deref().and_then(|e| by_ext.get(e)) {
+            if let Some(i) = row.external_id.as_deref().and_then(&mut flow_of_ext) {
                 if !used[i] {
                     used[i] = true;
                     seen = true;
