@@ -62,6 +62,26 @@ fn rows(queue: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts the stand-in on a runtime of its own, in a thread that lives as long as the process;
+/// returns its base URL.
+fn standin_on_its_own_runtime() -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let standin = clockbridge_testkit::standin::Standin::start(Default::default())
+                .await
+                .unwrap();
+            tx.send(standin.base_url()).unwrap();
+            std::future::pending::<()>().await
+        })
+    });
+    rx.recv().unwrap()
+}
+
 fn main() {
     let n: usize = std::env::var("CLOCKBRIDGE_BENCH_EVENTS")
         .ok()
@@ -127,12 +147,14 @@ fn main() {
 
         // the daemon, as it runs on a gateway
         let dir = tempfile::tempdir().unwrap();
-        let standin = clockbridge_testkit::standin::Standin::start(Default::default()).await.unwrap();
+        // the platform on a runtime of its own (as it is another machine): its work on the uploads
+        // never delays the terminal's replies on this runtime's two threads
+        let standin_url = standin_on_its_own_runtime();
         let queue = dir.path().join("queue.db");
         let config = dir.path().join("clockbridge.toml");
         std::fs::write(&config, format!(
             "[feishu]\nbase_url = \"{}\"\napp_id = \"cli_standin\"\napp_secret = \"standin-secret\"\n[queue]\npath = \"{}\"\n[log]\nlevel = \"error\"\n\n[[devices]]\nid = \"door-hik\"\nkind = \"hikvision\"\naddress = \"{url}\"\nusername = \"admin\"\npassword = \"Passw0rd!\"\ntimezone = \"Asia/Shanghai\"\nrealtime = false\npoll_interval = \"1h\"\n",
-            standin.base_url(),
+            standin_url,
             queue.display()
         )).unwrap();
         let before = sim.counters().acs_pages;
