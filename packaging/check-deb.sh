@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the newest target/debian/clockbridge_*.deb (made by packaging/build-deb.sh) as installed:
-# the binary has no test doubles (no `standin`, `zk-sim` or `demo` command, hidden or not: they live
+# the binary has no test doubles (no `standin`, `zk-sim`, `adms-sim`, `hik-sim` or `demo` command, hidden or not: they live
 # in the testkit crate, see testkit/), neither do its --help, man page and completions, and the
 # stripped binary is no larger than the budget in packaging/binary-size-budget. Needs dpkg-deb and
 # strip (binutils).
