@@ -181,20 +181,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
             },
             _ = stop.cancelled() => break,
         };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // e.g. too many open files: back off instead of spinning
-                    tracing::debug!(error = %e, "http: accept failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        _ = stop.cancelled() => break,
-                    }
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => break,
+        let Some((stream, _peer)) = crate::server::accept(&listener, &stop, "http").await else {
+            break;
         };
         conns.spawn(serve_connection(
             stream,

@@ -120,19 +120,8 @@ async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: CancellationTok
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.cancelled() => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!(error = %e, "adms: accept failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        _ = stop.cancelled() => break,
-                    }
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => break,
+        let Some((stream, peer)) = crate::server::accept(&listener, &stop, "adms").await else {
+            break;
         };
         let slot = {
             let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
