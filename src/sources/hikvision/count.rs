@@ -52,7 +52,8 @@ fn wall(t: &EventTime) -> NaiveDateTime {
     }
 }
 
-/// The punches among `events` within `[from, to]` on the terminal's clock, as `(user, second)`.
+/// The punches among `events` ([`pull::punch_user`], with a readable time) within `[from, to]` on
+/// the terminal's clock, as `(user, second)`.
 pub fn punches_in(
     events: &[isapi::AcsEvent],
     minors: &[u32],
@@ -60,11 +61,7 @@ pub fn punches_in(
     out: &mut HashSet<(String, NaiveDateTime)>,
 ) {
     for e in events {
-        if e.major != 5 || !minors.contains(&e.minor) {
-            continue;
-        }
-        let (Some(user), Some(t)) = (e.employee.as_deref().filter(|u| !u.is_empty()), &e.time)
-        else {
+        let (Some(user), Some(t)) = (pull::punch_user(e, minors), &e.time) else {
             continue;
         };
         let t = wall(t);

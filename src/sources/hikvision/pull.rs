@@ -100,13 +100,19 @@ fn state_of(s: Option<&str>) -> (Option<i64>, Option<String>) {
     }
 }
 
-/// Decides what `e` is: a punch only when major 5, a minor of `minors`, an employee number and a
-/// readable time.
-pub fn verdict(e: &AcsEvent, minors: &[u32], device: &str, tz: chrono_tz::Tz) -> Verdict {
+/// The user of `e` when it is a verification that makes a punch (major 5, a minor of `minors`, an
+/// employee number), whatever its time; `None` for any other event. The one rule of the source
+/// ([`verdict`]) and of reconcile's count (`super::count`).
+pub fn punch_user<'a>(e: &'a AcsEvent, minors: &[u32]) -> Option<&'a str> {
     if e.major != 5 || !minors.contains(&e.minor) {
-        return Verdict::Skip;
+        return None;
     }
-    let Some(user) = e.employee.as_deref().filter(|u| !u.is_empty()) else {
+    e.employee.as_deref().filter(|u| !u.is_empty())
+}
+
+/// Decides what `e` is: a punch only when [`punch_user`] names its user and its time is readable.
+pub fn verdict(e: &AcsEvent, minors: &[u32], device: &str, tz: chrono_tz::Tz) -> Verdict {
+    let Some(user) = punch_user(e, minors) else {
         return Verdict::Skip;
     };
     let Some(t) = e.time else {
