@@ -4,7 +4,6 @@
 //! network only.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -57,26 +56,18 @@ async fn adms_sim(args: Args) -> anyhow::Result<String> {
         },
     ];
     let sim = SimTerminal::start(cfg, generate_records(day, args.records, 1001));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    let every = (args.punch_every > 0.0).then(|| Duration::from_secs_f64(args.punch_every));
+    let mut term = clockbridge_testkit::sigterm()?;
     let mut next = day.and_hms_opt(18, 0, 0).unwrap_or_default();
-    loop {
-        let tick = async {
-            match every {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = tick => {
-                sim.punch("1001", next);
-                next += chrono::Duration::seconds(1);
-            }
-        }
-    }
+    clockbridge_testkit::serve_until_signal(
+        &mut term,
+        clockbridge_testkit::every(args.punch_every),
+        || {
+            sim.punch("1001", next);
+            next += chrono::Duration::seconds(1);
+            Ok(())
+        },
+    )
+    .await?;
     let c = sim.stop().await;
     Ok(format!(
         "adms-sim {}: {} handshakes, {} pushes answered OK, {} not ({} too large), {} of {} records acknowledged, {} polls, {} commands done; last refusal {:?}\n",

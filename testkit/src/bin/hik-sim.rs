@@ -85,25 +85,20 @@ async fn hik_sim(args: Args) -> anyhow::Result<String> {
         args.username,
         args.max_results.max(1),
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    let every = (args.punch_every > 0.0).then(|| Duration::from_secs_f64(args.punch_every));
-    loop {
-        let tick = async {
-            match every {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = tick => {
-                let e = sim.punch("1001", 75, 0);
-                eprintln!("clockbridge hik-sim: punch of 1001 at {} (serial {})", e.time, e.serial);
-            }
-        }
-    }
+    let mut term = clockbridge_testkit::sigterm()?;
+    clockbridge_testkit::serve_until_signal(
+        &mut term,
+        clockbridge_testkit::every(args.punch_every),
+        || {
+            let e = sim.punch("1001", 75, 0);
+            eprintln!(
+                "clockbridge hik-sim: punch of 1001 at {} (serial {})",
+                e.time, e.serial
+            );
+            Ok(())
+        },
+    )
+    .await?;
     let c = sim.counters();
     sim.shutdown();
     Ok(format!(

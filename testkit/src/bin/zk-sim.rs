@@ -108,8 +108,7 @@ async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
     use chrono::Timelike;
     use clockbridge_testkit::zksim::{SimRecord, SimUser};
     // before anything can connect: a SIGTERM from whoever saw the "serving" line must be caught
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
+    let mut term = clockbridge_testkit::sigterm()?;
     let sim = clockbridge_testkit::zksim::start(args.config()?).await?;
     let c = sim.record_count();
     eprintln!(
@@ -120,7 +119,7 @@ async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
         args.user_size,
         if args.comm_key == 0 { "none" } else { "set" },
     );
-    let mut ticker = match args.punch_every {
+    let ticker = match args.punch_every {
         0.0 => None,
         s => Some(tokio::time::interval(
             std::time::Duration::try_from_secs_f64(s)
@@ -133,25 +132,21 @@ async fn zk_sim(args: ZkSimArgs) -> anyhow::Result<()> {
     };
     let users: Vec<SimUser> = sim.users();
     let mut n = 0usize;
-    loop {
-        let tick = async {
-            match ticker.as_mut() {
-                Some(t) => t.tick().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = tick => {
-                let user = users.get(n % users.len().max(1)).map(|u| u.user_id.clone()).unwrap_or_else(|| "1001".into());
-                n += 1;
-                let t = sim.device_time().with_nanosecond(0).unwrap_or_else(|| sim.device_time());
-                sim.add_records([SimRecord::new(&user, t)])?;
-                eprintln!("clockbridge zk-sim: punch of {user} at {t}");
-            }
-        }
-    }
+    clockbridge_testkit::serve_until_signal(&mut term, ticker, || {
+        let user = users
+            .get(n % users.len().max(1))
+            .map(|u| u.user_id.clone())
+            .unwrap_or_else(|| "1001".into());
+        n += 1;
+        let t = sim
+            .device_time()
+            .with_nanosecond(0)
+            .unwrap_or_else(|| sim.device_time());
+        sim.add_records([SimRecord::new(&user, t)])?;
+        eprintln!("clockbridge zk-sim: punch of {user} at {t}");
+        Ok(())
+    })
+    .await?;
     eprintln!(
         "clockbridge zk-sim: counters {}",
         serde_json::to_string(&sim.counters())?
