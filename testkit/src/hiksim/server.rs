@@ -95,6 +95,10 @@ impl State {
     }
 }
 
+/// A connection's byte stream: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// A TLS acceptor with a new self-signed certificate for `127.0.0.1` and `localhost`.
 pub(super) fn self_signed() -> std::io::Result<tokio_rustls::TlsAcceptor> {
     let bad = |e: String| std::io::Error::other(format!("hiksim tls: {e}"));
@@ -134,24 +138,18 @@ pub(super) async fn serve(
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(&shared, req).await) }
             });
-            let http = http1::Builder::new();
-            match tls {
-                None => {
-                    tokio::select! {
-                        _ = http.serve_connection(TokioIo::new(tcp), svc) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                }
-                Some(tls) => {
-                    // a client that refuses the certificate ends the handshake: nothing to serve
-                    let Ok(stream) = tls.accept(tcp).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = http.serve_connection(TokioIo::new(stream), svc) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                }
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(tcp),
+                // a client that refuses the certificate ends the handshake: nothing to serve
+                Some(tls) => match tls.accept(tcp).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(_) => return,
+                },
+            };
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
             }
         });
     }
